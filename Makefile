@@ -1,0 +1,32 @@
+# The two set-up commands of the README are `make test` and `make embed ...`; both install
+# the locked environment (.venv) first. Everything runs through the pinned uv.
+UV := ./scripts/uv.sh
+PYTEST_ARGS ?=
+MODEL ?= $(or $(PAGELENS_MODEL),ModernVBERT/colmodernvbert-merged)
+IMAGE ?=
+QUERY ?=
+OUT ?= embeddings.npz
+
+.PHONY: install test lint embed demo bench-engine
+
+install:
+	$(UV) sync --frozen
+
+test: install
+	$(UV) run --frozen ruff check src tests bench
+	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run --frozen ruff check --fix src tests bench
+	$(UV) run --frozen ruff format src tests bench
+
+embed: install
+	$(UV) run --frozen pagelens embed --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)") \
+		$(if $(QUERY),--query "$(QUERY)") --out "$(OUT)"
+
+demo: install
+	$(UV) run --frozen pagelens demo
+
+bench-engine: install
+	$(UV) run --frozen pagelens bench engine

@@ -1,0 +1,3 @@
+"""pagelens: serve ColPali-family embedding models."""
+
+__version__ = "0.1.0"

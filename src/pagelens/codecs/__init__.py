@@ -1,0 +1,1 @@
+"""Input decoding with limits (images, texts) and, later, output encoding."""

@@ -1,0 +1,94 @@
+"""Typed errors raised anywhere in pagelens, each carrying the HTTP status it maps to.
+
+    PagelensError                  base; `http_status` 500
+    ├── InvalidInput               400  a request input is malformed (carries `index` when one item is at fault)
+    ├── Unauthorized               401  missing or wrong API key
+    ├── NotFound                   404  unknown route, collection, document
+    ├── PayloadTooLarge            413  body, input count or image over a configured limit
+    ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
+    ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item)
+    ├── ModelNotReady              503  model not loaded or engine stopped
+    └── ModelLoadError             —    a model could not be resolved or loaded (start-up, not per request)
+        └── UnknownModelFamily     —    config matches no supported family
+
+This table (the `http_status` attributes) is the one place where errors meet status codes.
+"""
+
+from __future__ import annotations
+
+
+class PagelensError(Exception):
+    """Base of every error pagelens raises on purpose."""
+
+    http_status: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON error body: `{"type", "message", "index"?}`."""
+        body: dict[str, object] = {"type": self.error_type, "message": self.message}
+        if self.index is not None:
+            body["index"] = self.index
+        return body
+
+    def with_index(self, index: int) -> PagelensError:
+        """A copy of this error naming input `index` (the position in the caller's list)."""
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        Exception.__init__(copy, self.message)
+        copy.index = index
+        return copy
+
+    def __str__(self) -> str:
+        return self.message if self.index is None else f"input {self.index}: {self.message}"
+
+
+class InvalidInput(PagelensError):
+    http_status = 400
+    error_type = "invalid_input"
+
+
+class Unauthorized(PagelensError):
+    http_status = 401
+    error_type = "unauthorized"
+
+
+class NotFound(PagelensError):
+    http_status = 404
+    error_type = "not_found"
+
+
+class PayloadTooLarge(PagelensError):
+    http_status = 413
+    error_type = "payload_too_large"
+
+
+class Overloaded(PagelensError):
+    http_status = 429
+    error_type = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendFailure(PagelensError):
+    http_status = 500
+    error_type = "backend_failure"
+
+
+class ModelNotReady(PagelensError):
+    http_status = 503
+    error_type = "model_not_ready"
+
+
+class ModelLoadError(PagelensError):
+    error_type = "model_load_error"
+
+
+class UnknownModelFamily(ModelLoadError):
+    error_type = "unknown_model_family"

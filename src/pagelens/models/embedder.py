@@ -1,0 +1,251 @@
+"""The Embedder: one loaded colpali-engine model and its processor, item-level preprocessing,
+batch collation and a forward pass that returns each input's own vectors.
+
+Preprocessing is per item so that each input's token count is known before batching (the
+engine's token budget) and a bad input fails alone. `collate` pads items into one batch the way
+the family's processor would (on the tokenizer's padding side; zeros for pixel tensors).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pagelens.errors import ModelLoadError
+from pagelens.models import hardware
+from pagelens.models.checkpoints import ResolvedCheckpoint, resolve_checkpoint
+from pagelens.models.families import Family, detect_family, get_family
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["image", "query"]
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What is loaded: `dim` is the vector width (128 for Col* models), `multi_vector` whether each
+    input yields `(n_tokens, dim)` or `(dim,)`."""
+
+    model: str
+    family: str
+    dim: int
+    multi_vector: bool
+    device: str
+    dtype: str
+    attention: str
+    pool_factor: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prepared:
+    """One preprocessed input: its processor tensors (batch dimension 1) and its sequence length."""
+
+    kind: Kind
+    features: dict[str, torch.Tensor]
+    n_tokens: int
+
+
+class Embedder:
+    """A loaded model + processor. Thread-compatible: one thread may run `forward` while others
+    run `prepare_*` (the processor holds no per-call state)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        family: Family,
+        *,
+        name: str,
+        attention: str,
+        pool_factor: int | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.family = family
+        self.pool_factor = pool_factor
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self._padding_side = getattr(processor.tokenizer, "padding_side", "left")
+        self._pad_token_id = processor.tokenizer.pad_token_id or 0
+        self._pooler = None
+        if pool_factor is not None:
+            if not family.multi_vector:
+                raise ModelLoadError(f"token pooling needs a multi-vector model; {family.name} is single-vector")
+            if pool_factor < 2:
+                raise ModelLoadError(f"pool factor must be >= 2, got {pool_factor}")
+            from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+            self._pooler = HierarchicalTokenPooler()
+        warm = self.forward(self.collate([self.prepare_query("warm up")]))[0]
+        self.info = EmbedderInfo(
+            model=name,
+            family=family.name,
+            dim=int(warm.shape[-1]),
+            multi_vector=family.multi_vector,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            attention=attention,
+            pool_factor=pool_factor,
+        )
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn: str = "auto",
+        revision: str | None = None,
+        family: str | None = None,
+        threads: int | None = None,
+        pool_factor: int | None = None,
+    ) -> Embedder:
+        """Load `model` (hub id or local directory, merged or LoRA adapter) for inference.
+
+        `device`: auto|cpu|cuda[:n]|mps. `dtype`: auto|float32|bfloat16|float16. `attn`:
+        auto|flash_attention_2|sdpa|eager. `family` overrides detection. `threads` sets torch's
+        CPU threads (default: CPU_THREADS or torch's choice). `pool_factor` turns on hierarchical
+        token pooling of image embeddings.
+        """
+        started = time.perf_counter()
+        hardware.configure_cpu_threads(threads)
+        checkpoint = resolve_checkpoint(model, revision)
+        chosen = get_family(family) if family else detect_family(checkpoint.config, source=model)
+        model_class, processor_class = chosen.classes()
+        torch_device = hardware.resolve_device(device)
+        torch_dtype = hardware.resolve_dtype(dtype, torch_device)
+        network, attention = _load_weights(checkpoint, model_class, torch_device, torch_dtype, attn)
+        processor = _load_processor(processor_class, checkpoint)
+        embedder = cls(network, processor, chosen, name=model, attention=attention, pool_factor=pool_factor)
+        log.info(
+            "loaded %s (%s) on %s as %s with %s attention in %.1f s",
+            model, chosen.name, torch_device, embedder.info.dtype, attention, time.perf_counter() - started,
+        )  # fmt: skip
+        return embedder
+
+    # ---------------------------------------------------------------- preprocessing
+    def prepare_image(self, image: Image.Image) -> Prepared:
+        """Run the family's image processor on one image."""
+        features = self.processor.process_images([image])
+        return self._prepared("image", features)
+
+    def prepare_query(self, text: str) -> Prepared:
+        """Run the family's query processor (with its augmentation tokens) on one query."""
+        features = self.processor.process_queries([text])
+        return self._prepared("query", features)
+
+    def _prepared(self, kind: Kind, features: Any) -> Prepared:
+        tensors = {k: v for k, v in dict(features).items() if isinstance(v, torch.Tensor)}
+        return Prepared(kind, tensors, int(tensors["input_ids"].shape[1]))
+
+    def collate(self, items: list[Prepared]) -> dict[str, torch.Tensor]:
+        """Pad single-item features into one batch: sequence tensors on the tokenizer's padding side
+        (input_ids with the pad id, masks with 0), every other tensor with zeros at the end of each dim."""
+        if len(items) == 1:
+            return dict(items[0].features)
+        batch: dict[str, torch.Tensor] = {}
+        seq_len = max(item.n_tokens for item in items)
+        for key in items[0].features:
+            tensors = [item.features[key] for item in items]
+            if key in SEQUENCE_KEYS:
+                pad_value = self._pad_token_id if key == "input_ids" else 0
+                batch[key] = torch.cat([_pad_sequence(t, seq_len, pad_value, self._padding_side) for t in tensors])
+            else:
+                batch[key] = torch.cat(_pad_to_common_shape(tensors))
+        return batch
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
+        """Embed a collated batch. Returns one float32 array per input: `(n_tokens, dim)` with only
+        that input's rows (padding removed), or `(dim,)` for single-vector families."""
+        on_device = {k: self._to_device(v) for k, v in batch.items()}
+        with torch.inference_mode():
+            output = self.model(**on_device, **self.family.forward_kwargs)
+        output = output.float().cpu()
+        if not self.family.multi_vector:
+            return [row.numpy() for row in output]
+        mask = batch["attention_mask"].bool()
+        per_item = [output[i][mask[i]] for i in range(output.shape[0])]
+        is_image = "pixel_values" in batch
+        if self._pooler is not None and is_image:
+            per_item = self._pooler.pool_embeddings(per_item, pool_factor=self.pool_factor, padding=False)
+        return [np.ascontiguousarray(t.numpy()) for t in per_item]
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.is_floating_point():
+            tensor = tensor.to(self.dtype)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+
+def _pad_sequence(tensor: torch.Tensor, length: int, value: int, side: str) -> torch.Tensor:
+    missing = length - tensor.shape[1]
+    if missing == 0:
+        return tensor
+    padding = torch.full((tensor.shape[0], missing, *tensor.shape[2:]), value, dtype=tensor.dtype)
+    return torch.cat([padding, tensor] if side == "left" else [tensor, padding], dim=1)
+
+
+def _pad_to_common_shape(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    target = [max(sizes) for sizes in zip(*(t.shape[1:] for t in tensors), strict=True)]
+    padded = []
+    for tensor in tensors:
+        pads: list[int] = []
+        for size, want in zip(reversed(tensor.shape[1:]), reversed(target), strict=True):
+            pads += [0, want - size]
+        padded.append(torch.nn.functional.pad(tensor, pads) if any(pads) else tensor)
+    return padded
+
+
+def _load_weights(
+    checkpoint: ResolvedCheckpoint, model_class: type, device: torch.device, dtype: torch.dtype, attn: str
+) -> tuple[torch.nn.Module, str]:
+    """Load weights with the best attention implementation that works; merge a LoRA adapter if any."""
+    errors = []
+    for attention in hardware.attention_candidates(attn, device, dtype, model_class):
+        try:
+            network = model_class.from_pretrained(
+                checkpoint.weights_dir,
+                dtype=dtype,
+                attn_implementation=attention,
+                device_map=str(device) if device.type == "cuda" else None,
+            )
+            break
+        except (ValueError, ImportError) as error:
+            if attn != "auto":
+                raise ModelLoadError(
+                    f"cannot load {checkpoint.reference} with {attention} attention: {error}"
+                ) from error
+            errors.append(f"{attention}: {error}")
+            log.info("attention %s unavailable for %s: %s", attention, checkpoint.reference, error)
+    else:
+        raise ModelLoadError(f"cannot load {checkpoint.reference} with any attention: {'; '.join(errors)}")
+    if checkpoint.adapter_dir is not None:
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, checkpoint.adapter_dir).merge_and_unload()
+    if device.type != "cuda":
+        network = network.to(device)
+    return network.eval(), attention
+
+
+def _load_processor(processor_class: type, checkpoint: ResolvedCheckpoint) -> Any:
+    """The family's processor, fast image processor where it has one."""
+    try:
+        return processor_class.from_pretrained(checkpoint.processor_dir, use_fast=True)
+    except (ValueError, TypeError, ImportError, OSError) as error:
+        log.info("fast processor unavailable for %s (%s); using the default", checkpoint.reference, error)
+        return processor_class.from_pretrained(checkpoint.processor_dir)

@@ -1,0 +1,34 @@
+"""Shared fixtures: generated page images and PNG bytes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+
+def make_page(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A synthetic page: noise background with dark 'text' bars, deterministic from `seed`."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(200, 256, size=(height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    draw = ImageDraw.Draw(image)
+    for row in range(max(1, height // 40)):
+        top = 10 + row * 40
+        length = int(rng.integers(width // 4, max(width // 4 + 1, width - 20)))
+        draw.rectangle([10, top, 10 + length, top + 12], fill=(20, 20, 20))
+    return image
+
+
+def encode(image: Image.Image, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def pages() -> list[Image.Image]:
+    """Three pages of different sizes and aspect ratios."""
+    return [make_page(600, 800, 1), make_page(500, 300, 2), make_page(320, 320, 3)]
