@@ -13,13 +13,13 @@ install:
 	$(UV) sync --frozen
 
 test: install
-	$(UV) run --frozen ruff check src tests bench
-	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen ruff check src tests
+	$(UV) run --frozen ruff format --check src tests
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint: install
-	$(UV) run --frozen ruff check --fix src tests bench
-	$(UV) run --frozen ruff format src tests bench
+	$(UV) run --frozen ruff check --fix src tests
+	$(UV) run --frozen ruff format src tests
 
 embed: install
 	$(UV) run --frozen pagelens embed --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)") \

@@ -1,0 +1,153 @@
+"""The `pagelens` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from pagelens.errors import PagelensError
+
+app = typer.Typer(help="Serve ColPali-family embedding models.", no_args_is_help=True, add_completion=False)
+bench_app = typer.Typer(help="Benchmarks (print figures measured side by side).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local checkpoint directory.")]
+DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda[:n] | mps")]
+DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]
+AttnOption = Annotated[str, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def embed(
+    model: ModelOption,
+    image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Page image file (repeatable).")] = None,
+    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file.")] = Path("embeddings.npz"),
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    attn: AttnOption = "auto",
+    family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
+    pool_factor: Annotated[int | None, typer.Option(help="Hierarchical token pooling factor for images.")] = None,
+    output_dtype: Annotated[str, typer.Option(help="float32 | float16")] = "float32",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Embed page images and queries; write `image_i` / `query_i` arrays and `info` to an .npz file."""
+    from pagelens.engine import Engine
+    from pagelens.models import Embedder
+
+    _setup_logging(verbose)
+    images, queries = image or [], query or []
+    if not images and not queries:
+        raise typer.BadParameter("give at least one --image or --query")
+    if output_dtype not in ("float32", "float16"):
+        raise typer.BadParameter("--output-dtype must be float32 or float16")
+    try:
+        payloads = [path.read_bytes() for path in images]
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read image: {error}") from error
+    try:
+        embedder = Embedder.load(
+            model, device=device, dtype=dtype, attn=attn, family=family, threads=threads, pool_factor=pool_factor
+        )
+        with Engine(embedder) as engine:
+            image_vectors = engine.embed_images(payloads, dtype=output_dtype) if payloads else []  # type: ignore[arg-type]
+            query_vectors = engine.embed_queries(queries, dtype=output_dtype) if queries else []  # type: ignore[arg-type]
+    except PagelensError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    arrays = {f"image_{i}": v for i, v in enumerate(image_vectors)}
+    arrays |= {f"query_{i}": v for i, v in enumerate(query_vectors)}
+    np.savez(out, info=np.array(json.dumps(embedder.info.as_dict())), **arrays)
+    typer.echo(json.dumps(embedder.info.as_dict()))
+    for name, vectors in arrays.items():
+        typer.echo(f"{name}: shape {tuple(vectors.shape)} {vectors.dtype}")
+    typer.echo(f"wrote {out}")
+
+
+@app.command("make-tiny")
+def make_tiny(
+    family: Annotated[str, typer.Option(help="Model family, e.g. colqwen2_5, colpali, colmodernvbert.")],
+    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
+    adapter: Annotated[bool, typer.Option(help="Write a LoRA adapter with its base model in DIR/base.")] = False,
+    seed: int = 0,
+) -> None:
+    """Build a tiny random-weight checkpoint of a real architecture, offline (for smoke tests)."""
+    from pagelens.testing import build_tiny_checkpoint
+
+    try:
+        path = build_tiny_checkpoint(family, directory, adapter=adapter, seed=seed)
+    except PagelensError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"wrote tiny {family} checkpoint to {path}")
+
+
+@app.command()
+def families() -> None:
+    """List the supported model families."""
+    from pagelens.models.families import FAMILIES
+
+    for family in FAMILIES:
+        kind = "multi-vector" if family.multi_vector else "single-vector"
+        aliases = f" (aka {', '.join(family.aliases)})" if family.aliases else ""
+        typer.echo(f"{family.name:16} {family.model_class:16} {kind:14} {'/'.join(family.model_types)}{aliases}")
+
+
+@app.command()
+def demo(family: str = "colqwen2_5") -> None:
+    """Offline smoke run: build a tiny checkpoint, embed a generated page and a query, score them."""
+    from PIL import Image, ImageDraw
+
+    from pagelens.engine import Engine
+    from pagelens.index.scoring import maxsim
+    from pagelens.models import Embedder
+    from pagelens.testing import build_tiny_checkpoint
+
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = build_tiny_checkpoint(family, Path(scratch) / family)
+        embedder = Embedder.load(str(checkpoint), device="cpu", dtype="float32")
+        page = Image.new("RGB", (600, 800), "white")
+        ImageDraw.Draw(page).text((40, 40), "Quarterly revenue: 42 M", fill="black")
+        with Engine(embedder) as engine:
+            (page_vectors,) = engine.embed_images([page])
+            (query_vectors,) = engine.embed_queries(["What was the quarterly revenue?"])
+    typer.echo(json.dumps(embedder.info.as_dict()))
+    typer.echo(f"page vectors {page_vectors.shape}, query vectors {query_vectors.shape}")
+    if embedder.info.multi_vector:
+        typer.echo(f"MaxSim(query, page) = {maxsim(query_vectors, page_vectors):.4f}")
+    else:
+        typer.echo(f"cosine(query, page) = {float(query_vectors @ page_vectors):.4f}")
+
+
+@bench_app.command("engine")
+def bench_engine(
+    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
+    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    pages: Annotated[int, typer.Option(help="Pages per configuration.")] = 8,
+    queries: Annotated[int, typer.Option(help="Queries per configuration.")] = 32,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """pagelens' engine against seed 001's loop on ColQwen2.5-3B dimensions (random weights)."""
+    from pagelens.bench.engine import run
+
+    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Collections and search (late interaction over stored page embeddings)."""
