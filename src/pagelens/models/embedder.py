@@ -123,10 +123,10 @@ class Embedder:
         hardware.configure_cpu_threads(threads)
         checkpoint = resolve_checkpoint(model, revision)
         chosen = get_family(family) if family else detect_family(checkpoint.config, source=model)
-        model_class, processor_class = chosen.classes()
+        _, processor_class = chosen.classes()
         torch_device = hardware.resolve_device(device)
         torch_dtype = hardware.resolve_dtype(dtype, torch_device)
-        network, attention = _load_weights(checkpoint, model_class, torch_device, torch_dtype, attn)
+        network, attention = _load_weights(checkpoint, chosen, torch_device, torch_dtype, attn)
         processor = _load_processor(processor_class, checkpoint)
         embedder = cls(network, processor, chosen, name=model, attention=attention, pool_factor=pool_factor)
         log.info(
@@ -144,10 +144,15 @@ class Embedder:
     def prepare_query(self, text: str) -> Prepared:
         """Run the family's query processor (with its augmentation tokens) on one query."""
         features = self.processor.process_queries([text])
-        return self._prepared("query", features)
+        prepared = self._prepared("query", features)
+        if self.family.queries_as_suffix:
+            prepared.features["token_type_ids"] = torch.ones_like(prepared.features["input_ids"])
+        return prepared
 
     def _prepared(self, kind: Kind, features: Any) -> Prepared:
-        tensors = {k: v for k, v in dict(features).items() if isinstance(v, torch.Tensor)}
+        # PaliGemma's processor adds `labels` to page inputs; passed on, the model would compute a
+        # language-modelling loss over the whole vocabulary that nobody reads.
+        tensors = {k: v for k, v in dict(features).items() if isinstance(v, torch.Tensor) and k != "labels"}
         return Prepared(kind, tensors, int(tensors["input_ids"].shape[1]))
 
     def collate(self, items: list[Prepared]) -> dict[str, torch.Tensor]:
@@ -211,17 +216,20 @@ def _pad_to_common_shape(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _load_weights(
-    checkpoint: ResolvedCheckpoint, model_class: type, device: torch.device, dtype: torch.dtype, attn: str
+    checkpoint: ResolvedCheckpoint, family: Family, device: torch.device, dtype: torch.dtype, attn: str
 ) -> tuple[torch.nn.Module, str]:
     """Load weights with the best attention implementation that works; merge a LoRA adapter if any."""
     errors = []
+    model_class, _ = family.classes()
     for attention in hardware.attention_candidates(attn, device, dtype, model_class):
         try:
-            network = model_class.from_pretrained(
+            network = family.from_pretrained(
                 checkpoint.weights_dir,
                 dtype=dtype,
                 attn_implementation=attention,
-                device_map=str(device) if device.type == "cuda" else None,
+                # Weights load straight onto the device; the model is never `.to()`-moved afterwards,
+                # since ColPali/BiPali leave their unused, tied `lm_head` on the meta device.
+                device_map=None if device.type == "cpu" else str(device),
             )
             break
         except (ValueError, ImportError) as error:
@@ -237,8 +245,6 @@ def _load_weights(
         from peft import PeftModel
 
         network = PeftModel.from_pretrained(network, checkpoint.adapter_dir).merge_and_unload()
-    if device.type != "cuda":
-        network = network.to(device)
     return network.eval(), attention
 
 

@@ -58,8 +58,10 @@ def _write_lora_adapter(family: str, base: Path, out: Path, seed: int) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model_class, processor_class = get_family(family).classes()
-    model = model_class.from_pretrained(base, dtype=torch.float32)
+    family_spec = get_family(family)
+    _, processor_class = family_spec.classes()
+    model = family_spec.from_pretrained(base, dtype=torch.float32)
+    _tie_meta_output_head(model)
     torch.manual_seed(seed + 1)
     config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
     peft_model = get_peft_model(model, config)
@@ -69,3 +71,11 @@ def _write_lora_adapter(family: str, base: Path, out: Path, seed: int) -> None:
     adapter_config["base_model_name_or_path"] = str(base.resolve())
     adapter_config_path.write_text(json.dumps(adapter_config, indent=2))
     processor_class.from_pretrained(base).save_pretrained(out)
+
+
+def _tie_meta_output_head(model) -> None:
+    """ColPali/BiPali leave their tied `lm_head` unloaded (meta) under transformers 5, which peft cannot
+    save around; point it at the input embeddings, as the tie intends."""
+    for name, parameter in list(model.named_parameters()):
+        if parameter.is_meta and name.endswith("lm_head.weight"):
+            model.get_submodule(name.rpartition(".")[0]).weight = model.get_input_embeddings().weight

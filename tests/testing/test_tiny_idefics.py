@@ -1,0 +1,124 @@
+"""Tiny Idefics3 / ModernVBert checkpoints load through colpali-engine, tile pages and embed consistently."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pagelens.models.families import get_family
+from pagelens.testing._idefics import BUILDERS, IMAGE_SEQ_LEN
+from tests.conftest import make_page
+
+pytestmark = pytest.mark.slow
+
+FAMILIES = ["colidefics3", "biidefics3", "colmodernvbert", "bimodernvbert"]
+QUERIES = ["short query", "a somewhat longer query about quarterly revenue"]
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def checkpoint(request, tmp_path):
+    """(directory, family, model, processor) of a freshly built and reloaded tiny checkpoint."""
+    family = get_family(request.param)
+    BUILDERS[family.name](tmp_path, 0)
+    model_class, processor_class = family.classes()
+    model, info = model_class.from_pretrained(tmp_path, dtype=torch.float32, output_loading_info=True)
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
+    return tmp_path, family, model.eval(), processor_class.from_pretrained(tmp_path)
+
+
+def _forward(model, batch) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**batch)
+
+
+def _embed_and_check(model, process, items, multi_vector: bool) -> dict:
+    """Embed `items` as one batch, check shapes, norms and padding, and that each alone embeds the same."""
+    batch = process(items)
+    output = _forward(model, batch)
+    mask = batch["attention_mask"].bool()
+    assert not mask.all(), "inputs of different lengths must be padded"
+    assert mask[:, -1].all(), "padding side must be left"
+    if multi_vector:
+        assert output.shape == (*mask.shape, 128)
+        norms = output.norm(dim=-1)
+        torch.testing.assert_close(norms[mask], torch.ones_like(norms[mask]), rtol=0, atol=1e-5)
+        assert torch.count_nonzero(output[~mask]) == 0, "padded positions must be zero rows"
+    else:
+        assert output.shape == (len(items), model.config.text_config.hidden_size)
+        torch.testing.assert_close(output.norm(dim=-1), torch.ones(len(items)), rtol=0, atol=1e-5)
+
+    for index, item in enumerate(items):
+        alone_batch = process([item])
+        alone, in_batch = _forward(model, alone_batch)[0], output[index]
+        if multi_vector:
+            alone, in_batch = alone[alone_batch["attention_mask"][0].bool()], in_batch[mask[index]]
+        assert alone.shape == in_batch.shape
+        difference = (alone - in_batch).abs().max().item()
+        assert difference <= TOLERANCE, f"input {index}: alone vs batched differ by {difference:.3g}"
+    return batch
+
+
+@pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
+def test_checkpoint_files_config_and_processor(checkpoint):
+    path, family, model, processor = checkpoint
+    config = json.loads((path / "config.json").read_text())
+    assert config["architectures"] == [family.model_class]
+    assert config["model_type"] == family.model_types[0]
+    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (path / name).is_file(), name
+
+    tokenizer = processor.tokenizer
+    assert type(processor.image_processor).__name__ == "Idefics3ImageProcessor"  # the torchvision backend
+    assert processor.image_seq_len == model.model.image_seq_len == IMAGE_SEQ_LEN
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert model.config.image_token_id == processor.image_token_id == image_token_id
+    assert model.config.text_config.vocab_size >= len(tokenizer)
+    assert tokenizer.pad_token_id is not None
+    assert model.config.text_config.pad_token_id == tokenizer.pad_token_id
+    assert tokenizer.padding_side == "left"
+    for token in ("<fake_token_around_image>", "<global-img>", "<row_4_col_4>", "<end_of_utterance>"):
+        assert tokenizer.convert_tokens_to_ids(token) != tokenizer.unk_token_id, token
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1, token
+    prompt_ids = tokenizer(processor.visual_prompt_prefix, add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in prompt_ids
+    if family.model_class == "ColIdefics3":
+        assert isinstance(model.linear, torch.nn.Linear), "ColSmol's projection is published as `linear`"
+
+
+@pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
+def test_pages_are_tiled_and_embedded_consistently(checkpoint):
+    _, family, model, processor = checkpoint
+    pages = [make_page(600, 800, 1), make_page(500, 300, 2), make_page(320, 320, 3)]
+    batch = _embed_and_check(model, processor.process_images, pages, family.multi_vector)
+
+    # Padding tiles are all zero; each real tile (grid tiles + one global) has IMAGE_SEQ_LEN <image> tokens.
+    tiles = (batch["pixel_values"].flatten(2) != 0).any(-1).sum(-1).tolist()
+    assert tiles == [4 * 3 + 1, 3 * 4 + 1, 4 * 4 + 1]  # portrait 4 rows x 3 cols, landscape 3x4, square 4x4
+    image_tokens = (batch["input_ids"] == model.config.image_token_id).sum(-1).tolist()
+    assert image_tokens == [n * IMAGE_SEQ_LEN for n in tiles]
+    texts = processor.tokenizer.batch_decode(batch["input_ids"])
+    assert "<row_4_col_3>" in texts[0] and "<row_1_col_4>" not in texts[0]
+    assert "<row_3_col_4>" in texts[1] and "<row_4_col_1>" not in texts[1]
+    assert all(text.count("<global-img>") == 1 for text in texts)
+
+
+@pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
+def test_queries_are_embedded_consistently(checkpoint):
+    _, family, model, processor = checkpoint
+    batch = _embed_and_check(model, processor.process_queries, QUERIES, family.multi_vector)
+    assert "pixel_values" not in batch
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_weights_are_deterministic_in_the_seed(family, tmp_path):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        BUILDERS[family](tmp_path / name, seed)
+    first, same, other = (load_file(tmp_path / name / "model.safetensors") for name in "abc")
+    assert first.keys() == same.keys() == other.keys()
+    assert all(torch.equal(first[key], same[key]) for key in first)
+    assert all(not torch.equal(first[key], other[key]) for key in first), "every tensor depends on the seed"
+    assert all(torch.count_nonzero(tensor) == tensor.numel() for tensor in first.values()), "no zero weights"
