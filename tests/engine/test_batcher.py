@@ -216,3 +216,13 @@ def test_closed_engine_refuses_work_and_nothing_hangs():
         assert future.exception() is None or isinstance(future.exception(), ModelNotReady)
     with pytest.raises(ModelNotReady):
         engine.embed_queries(["late"])
+
+
+def test_default_config_follows_the_backend_device():
+    cpu_backend = FakeBackend()
+    cpu_backend.device = torch.device("cpu")  # type: ignore[attr-defined]
+    assert Engine(cpu_backend).config.max_batch_images == 1
+    cuda_backend = FakeBackend()
+    cuda_backend.device = torch.device("cuda")  # type: ignore[attr-defined]
+    assert Engine(cuda_backend).config.max_batch_images == 8
+    assert EngineConfig.for_device("cpu", max_batch_images=3).max_batch_images == 3

@@ -98,19 +98,23 @@ def published_processor(scratch: Path) -> Any:
     from pagelens.testing import build_tiny_checkpoint
 
     directory = build_tiny_checkpoint("colqwen2_5", scratch / "processor")
-    processor = ColQwen2_5_Processor.from_pretrained(directory, use_fast=True)
+    processor = ColQwen2_5_Processor.from_pretrained(directory)
     processor.image_processor.size = {"shortest_edge": PUBLISHED_MIN_PIXELS, "longest_edge": PUBLISHED_MAX_PIXELS}
     return processor
 
 
-def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Measured dense matmul throughput in this process (the MFU denominator)."""
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10, trials: int = 3) -> float:
+    """Measured dense matmul throughput in this process, best of `trials` (the MFU denominator)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.matmul(a, b)
-    started = time.perf_counter()
-    for _ in range(repeats):
+    for _ in range(3):
         torch.matmul(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    best = float("inf")
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.matmul(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 * repeats / best / 1e9
 
 
 def seed001_loop(model: torch.nn.Module, processor: Any, images: list, texts: list[str]) -> tuple[list, list]:
@@ -182,6 +186,8 @@ def run(*, text_layers: int, vision_layers: int, pages: int, queries: int, out: 
     sdpa = published_colqwen2_5(text_layers, vision_layers, processor, "sdpa")
     eager = published_colqwen2_5(text_layers, vision_layers, processor, "eager")
     eager.load_state_dict(sdpa.state_dict())
+    for model in (sdpa, eager):  # first-call costs (kernel selection) are paid before any timing
+        colpali_batched(model, processor, images[:1], texts[:1], 1)
     embedder = Embedder(sdpa, processor, get_family("colqwen2_5"), name="colqwen2.5-3b-dims", attention="sdpa")
 
     rows: dict[str, tuple[float, float]] = {}

@@ -249,9 +249,6 @@ def _load_weights(
 
 
 def _load_processor(processor_class: type, checkpoint: ResolvedCheckpoint) -> Any:
-    """The family's processor, fast image processor where it has one."""
-    try:
-        return processor_class.from_pretrained(checkpoint.processor_dir, use_fast=True)
-    except (ValueError, TypeError, ImportError, OSError) as error:
-        log.info("fast processor unavailable for %s (%s); using the default", checkpoint.reference, error)
-        return processor_class.from_pretrained(checkpoint.processor_dir)
+    """The family's processor. transformers 5 picks the torchvision ("fast") image backend by default
+    when torchvision is installed, as it is here."""
+    return processor_class.from_pretrained(checkpoint.processor_dir)
