@@ -1,4 +1,4 @@
-# The two set-up commands of the README are `make test` and `make embed ...`; both install
+# The two set-up commands of the README are `make serve ...` and `make test`; both install
 # the locked environment (.venv) first. Everything runs through the pinned uv.
 UV := ./scripts/uv.sh
 PYTEST_ARGS ?=
@@ -7,7 +7,11 @@ IMAGE ?=
 QUERY ?=
 OUT ?= embeddings.npz
 
-.PHONY: install test lint embed demo bench-engine
+API_KEY ?= $(PAGELENS_API_KEY)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test lint serve embed demo bench-engine
 
 install:
 	$(UV) sync --frozen
@@ -20,6 +24,10 @@ test: install
 lint: install
 	$(UV) run --frozen ruff check --fix src tests
 	$(UV) run --frozen ruff format src tests
+
+serve: install
+	$(UV) run --frozen pagelens serve --model "$(MODEL)" --host "$(HOST)" --port "$(PORT)" \
+		$(if $(API_KEY),--api-key "$(API_KEY)")
 
 embed: install
 	$(UV) run --frozen pagelens embed --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)") \

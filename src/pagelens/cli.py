@@ -76,6 +76,49 @@ def embed(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Hub id or directory (default: PAGELENS_MODEL, COLPALI_MODEL_ID, seed 002's model)."
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Bearer key (default: PAGELENS_API_KEY or SERVICE_API_KEY).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:n] | mps")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
+    attn: Annotated[str | None, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")] = None,
+    family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
+) -> None:
+    """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score)."""
+    import uvicorn
+
+    from pagelens.api import create_app
+    from pagelens.settings import Settings
+
+    given = {
+        "model": model, "host": host, "port": port, "api_key": api_key, "device": device, "dtype": dtype,
+        "attn": attn, "family": family, "threads": threads, "log_level": log_level,
+    }  # fmt: skip
+    settings = Settings(**{name: value for name, value in given.items() if value is not None})
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.api_key and not settings.loopback_only:
+        logging.getLogger("pagelens").warning(
+            "\n%s\nNO API KEY while listening on %s: anyone who can reach this port can use the model.\n"
+            "Set --api-key, PAGELENS_API_KEY or SERVICE_API_KEY.\n%s", "!" * 72, settings.host, "!" * 72,
+        )  # fmt: skip
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
+    )
+
+
 @app.command("make-tiny")
 def make_tiny(
     family: Annotated[str, typer.Option(help="Model family, e.g. colqwen2_5, colpali, colmodernvbert.")],

@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -97,6 +97,7 @@ class EngineStats:
     items_failed: int = 0
     batch_splits: int = 0
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    batch_size_counts: Counter[int] = field(default_factory=Counter)
 
 
 @dataclass
@@ -106,6 +107,20 @@ class _Work:
     index: int
     future: Future
     prepared: Prepared | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class ItemTiming:
+    """Where one item's time went, in seconds: waiting (preprocessing + queue) and its batch's forward."""
+
+    waited: float
+    forward: float
+
+
+def item_timing(future: Future) -> ItemTiming | None:
+    """The timing the engine attached to a finished item's future (None if it never ran)."""
+    return getattr(future, "pagelens_timing", None)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -228,6 +243,11 @@ class Engine:
         """Async `embed_queries`."""
         return await _acollect(self.submit_queries(texts), dtype, return_exceptions)
 
+    @staticmethod
+    async def gather(futures: list[Future], *, dtype: OutputDtype = "float32", return_exceptions: bool = False) -> list:
+        """Await submitted futures (from `submit_*`) in order; cancels them all if the caller is cancelled."""
+        return await _acollect(futures, dtype, return_exceptions)
+
     def _check_image(self, image: ImageInput, index: int) -> Image.Image:
         try:
             if isinstance(image, Image.Image):
@@ -337,6 +357,7 @@ class Engine:
         """Forward `batch`; on failure split it in halves down to single items."""
         if not batch:
             return
+        started = time.perf_counter()
         try:
             outputs = self.backend.forward(self.backend.collate([work.prepared for work in batch]))
             if len(outputs) != len(batch):
@@ -357,11 +378,14 @@ class Engine:
             log.error("%s input %d %s", work.kind, work.index, reason)
             self._fail(work, BackendFailure(reason, index=work.index))
             return
+        finished = time.perf_counter()
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
+        self.stats.batch_size_counts[len(batch)] += 1
         self.stats.items_embedded += len(batch)
         for work, output in zip(batch, outputs, strict=True):
             work.prepared = None
+            work.future.pagelens_timing = ItemTiming(started - work.submitted_at, finished - started)  # type: ignore[attr-defined]
             work.future.set_result(output)
 
     def _fail(self, work: _Work, error: PagelensError) -> None:

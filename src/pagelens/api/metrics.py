@@ -1,0 +1,66 @@
+"""Prometheus metrics of one app: requests and latency by route and status, errors by type, and the
+engine's queue depth, batch sizes and item counts (read from the engine at scrape time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from pagelens.engine import Engine
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class EngineCollector:
+    """Exposes `Engine.stats` without the engine knowing about Prometheus."""
+
+    def __init__(self, engine_getter: Callable[[], Engine | None]) -> None:
+        self.engine_getter = engine_getter
+
+    def collect(self):
+        engine = self.engine_getter()
+        if engine is None:
+            return
+        stats = engine.stats
+        yield GaugeMetricFamily("pagelens_queue_depth", "Items submitted and not finished", value=engine.queue_depth)
+        yield CounterMetricFamily("pagelens_items_embedded", "Items embedded", value=stats.items_embedded)
+        yield CounterMetricFamily("pagelens_items_failed", "Items that ended in an error", value=stats.items_failed)
+        yield CounterMetricFamily("pagelens_batches", "Forward passes run", value=stats.batches)
+        yield CounterMetricFamily("pagelens_batch_splits", "Failed batches retried in halves", value=stats.batch_splits)
+        counts = stats.batch_size_counts
+        buckets, running = [], 0
+        for bound in BATCH_SIZE_BUCKETS:
+            running = sum(n for size, n in counts.items() if size <= bound)
+            buckets.append((str(bound), running))
+        total = sum(counts.values())
+        buckets.append(("+Inf", total))
+        yield HistogramMetricFamily(
+            "pagelens_batch_size", "Items per forward pass", buckets=buckets,
+            sum_value=sum(size * n for size, n in counts.items()),
+        )  # fmt: skip
+
+
+class Metrics:
+    def __init__(self, engine_getter: Callable[[], Engine | None]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pagelens_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "pagelens_request_seconds", "HTTP request latency", ["route"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )  # fmt: skip
+        self.errors = Counter("pagelens_errors", "Error responses by type", ["type"], registry=self.registry)
+        self.registry.register(EngineCollector(engine_getter))
+
+    def on_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def on_error(self, error_type: str) -> None:
+        self.errors.labels(error_type).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,117 @@
+"""Pure ASGI middleware: API-key auth, request-body limit, and per-request logs + metrics.
+
+Order (outermost first): observe -> auth -> body limit -> app, so a request without a valid key is
+refused before its body is read, and every response, refusals included, is counted and logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.exceptions import HTTPException
+
+from pagelens.api.errors import error_response
+
+log = logging.getLogger("pagelens.access")
+
+
+class ApiKeyAuth:
+    """Require `Authorization: Bearer <key>` (constant-time compare) on every path but `open_paths`."""
+
+    def __init__(self, app, api_key: str, open_paths: frozenset[str] = frozenset({"/health"})) -> None:
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            return await self.app(scope, receive, send)
+        supplied = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                supplied = value
+                break
+        if not hmac.compare_digest(supplied, self._expected):
+            reason = "missing API key" if not supplied else "wrong API key"
+            response = error_response(
+                401, "unauthorized", f"{reason}: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse bodies over `max_bytes`: at once from Content-Length, else while the body streams in."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    response = error_response(400, "invalid_input", "Content-Length is not a number")
+                    return await response(scope, receive, send)
+                if declared > self.max_bytes:
+                    response = error_response(
+                        413, "payload_too_large",
+                        f"request body of {declared:,} bytes is over the limit of {self.max_bytes:,}; split the batch",
+                    )  # fmt: skip
+                    return await response(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes through FastAPI's body parsing unchanged (others become 400).
+                    raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes; split it")
+            return message
+
+        return await self.app(scope, counting_receive, send)
+
+
+class Observe:
+    """Log one line per request (route, status, stage timings) and feed the request metrics."""
+
+    def __init__(self, app, on_request: Callable[[str, str, int, float], None]) -> None:
+        self.app = app
+        self.on_request = on_request
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", None) or "unmatched"
+            self.on_request(route_path, scope["method"], status, elapsed)
+            timings = scope.get("state", {}).get("timings")
+            stages = ""
+            if timings is not None:
+                stages = f" items={timings.items} " + " ".join(
+                    f"{name}_ms={seconds * 1000:.1f}" for name, seconds in timings.as_dict().items()
+                )
+            log.info("%s %s status=%d total_ms=%.1f%s", scope["method"], scope["path"], status, elapsed * 1000, stages)

@@ -1,0 +1,24 @@
+"""`POST /score`: one query against pages, scored on the server (MaxSim for multi-vector models)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from pagelens.api.protocol import ScoreRequest
+from pagelens.api.routes.common import Service, request_timings
+
+router = APIRouter(tags=["scoring"])
+
+
+@router.post("/score")
+async def score(body: ScoreRequest, request: Request, service: Service):
+    """Scores of `query` against `images` (base64 / data URI) or `embeddings`, in input order."""
+    timings = request_timings(request)
+    scores = await service.score(body.query, images=body.images, embeddings=body.embeddings, timings=timings)
+    return {
+        "object": "list",
+        "model": service.info.model,
+        "method": "maxsim" if service.info.multi_vector else "dot",
+        "scores": scores,
+        "data": [{"object": "score", "index": i, "score": value} for i, value in enumerate(scores)],
+    }

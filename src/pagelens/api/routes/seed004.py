@@ -1,0 +1,43 @@
+"""`POST /embed`: seed 004's HF server format (`images`, `texts`, `normalize`)."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from pagelens.api.protocol import Seed004EmbedRequest
+from pagelens.api.routes.common import Service, request_timings, timing_encode
+from pagelens.codecs.outputs import to_nested_lists
+
+router = APIRouter(tags=["seed 004"])
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(array, axis=-1, keepdims=True)
+    return array / np.maximum(norms, 1e-12)
+
+
+@router.post("/embed")
+async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
+    """Embeddings of `images` (base64) then `texts` (queries), in that order.
+
+    The models already L2-normalize every vector; `normalize: true` re-applies it (a no-op up to
+    rounding), `false` returns the model output as is.
+    """
+    timings = request_timings(request)
+    images = await service.embed_images(body.images, timings=timings) if body.images else []
+    texts = await service.embed_queries(body.texts, timings=timings) if body.texts else []
+    with timing_encode(timings):
+        arrays = [*images, *texts]
+        if body.normalize:
+            arrays = [_unit_rows(array) for array in arrays]
+        return {
+            "embeddings": [to_nested_lists(array) for array in arrays],
+            "dimension": service.info.dim,
+            "multi_vector": service.info.multi_vector,
+            "image_count": len(images),
+            "text_count": len(texts),
+            "shapes": [list(array.shape) for array in arrays],
+            "normalized": body.normalize,
+            "model": service.info.model,
+        }

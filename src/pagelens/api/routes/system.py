@@ -1,0 +1,37 @@
+"""`GET /health` (no auth), `GET /` (server and model info), `GET /metrics` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pagelens import __version__
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+async def health(request: Request):
+    """200 when the model is loaded and the engine alive, else 503."""
+    service = getattr(request.app.state, "service", None)
+    if service is None or not service.ready:
+        return ORJSONResponse({"status": "unavailable", "model_loaded": service is not None}, status_code=503)
+    return {"status": "ok", "model": service.info.model, "queue_depth": service.engine.queue_depth}
+
+
+@router.get("/")
+async def server_info(request: Request):
+    service = getattr(request.app.state, "service", None)
+    return {
+        "name": "pagelens",
+        "version": __version__,
+        "ready": bool(service and service.ready),
+        "model": service.info.as_dict() if service is not None else None,
+        "routes": ["/embeddings", "/embed", "/v1/embeddings", "/score", "/health", "/metrics", "/docs"],
+    }
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

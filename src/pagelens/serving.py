@@ -1,0 +1,136 @@
+"""Serving logic behind every HTTP route, free of any web framework.
+
+The routes parse their wire format into plain lists, call an `EmbeddingService` method, and encode
+what it returns. The service owns the per-request limits, the decoding of base64 payloads (with
+the input index in every error), the engine call and the stage timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from pagelens.codecs.payloads import decode_base64_image
+from pagelens.engine import Engine, item_timing
+from pagelens.errors import InvalidInput, ModelNotReady, PayloadTooLarge
+from pagelens.index.scoring import maxsim
+from pagelens.models.embedder import EmbedderInfo
+
+OutputDtype = Literal["float32", "float16"]
+
+
+@dataclass
+class StageTimings:
+    """Seconds spent per stage of one request (logged and exposed as a Server-Timing header)."""
+
+    decode: float = 0.0
+    queue: float = 0.0
+    forward: float = 0.0
+    encode: float = 0.0
+    items: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"decode": self.decode, "queue": self.queue, "forward": self.forward, "encode": self.encode}
+
+
+class EmbeddingService:
+    """Embeds base64 images and query texts for the routes, within the request limits."""
+
+    def __init__(self, engine: Engine, info: EmbedderInfo, *, max_inputs_per_request: int) -> None:
+        self.engine = engine
+        self.info = info
+        self.max_inputs_per_request = max_inputs_per_request
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.alive
+
+    def _check_count(self, count: int) -> None:
+        if not self.ready:
+            raise ModelNotReady("the embedding engine is not running")
+        if count > self.max_inputs_per_request:
+            raise PayloadTooLarge(
+                f"{count} inputs in one request, over the limit of {self.max_inputs_per_request}; split the batch"
+            )
+
+    async def embed_images(
+        self, values: Sequence[object], *, dtype: OutputDtype = "float32", timings: StageTimings | None = None
+    ) -> list[np.ndarray]:
+        """Decode base64/data-URI images (errors name the index) and embed them, in order."""
+        timings = timings if timings is not None else StageTimings()
+        self._check_count(len(values))
+        started = time.perf_counter()
+
+        def decode_and_submit():
+            payloads = [decode_base64_image(value, index=index) for index, value in enumerate(values)]
+            decoded = time.perf_counter()
+            return decoded, self.engine.submit_images(payloads)
+
+        decoded_at, futures = await asyncio.to_thread(decode_and_submit)
+        timings.decode += time.perf_counter() - started  # base64 + image decoding + checks
+        timings.extra["base64"] = decoded_at - started
+        return await self._gather(futures, dtype, timings)
+
+    async def embed_queries(
+        self, values: Sequence[object], *, dtype: OutputDtype = "float32", timings: StageTimings | None = None
+    ) -> list[np.ndarray]:
+        """Embed query texts (errors name the index), in order."""
+        timings = timings if timings is not None else StageTimings()
+        self._check_count(len(values))
+        futures = self.engine.submit_queries(values)  # type: ignore[arg-type]
+        return await self._gather(futures, dtype, timings)
+
+    async def _gather(self, futures: list, dtype: OutputDtype, timings: StageTimings) -> list[np.ndarray]:
+        results = await Engine.gather(futures, dtype=dtype)
+        for future in futures:
+            timing = item_timing(future)
+            if timing is not None:
+                timings.queue = max(timings.queue, timing.waited)
+                timings.forward = max(timings.forward, timing.forward)
+        timings.items += len(results)
+        return results
+
+    async def score(
+        self,
+        query: str,
+        *,
+        images: Sequence[object] | None = None,
+        embeddings: Sequence[object] | None = None,
+        timings: StageTimings | None = None,
+    ) -> list[float]:
+        """Late-interaction scores of `query` against page images or given page embeddings, in order.
+
+        Multi-vector models score with MaxSim; single-vector models with the dot product.
+        """
+        if (images is None) == (embeddings is None):
+            raise InvalidInput("give exactly one of 'images' or 'embeddings' to score against")
+        (query_vectors,) = await self.embed_queries([query], timings=timings)
+        if images is not None:
+            pages = await self.embed_images(images, timings=timings)
+        else:
+            pages = [self._as_page_embedding(value, index) for index, value in enumerate(embeddings or [])]
+        if self.info.multi_vector:
+            return [maxsim(query_vectors, page) for page in pages]
+        return [float(np.dot(query_vectors, page)) for page in pages]
+
+    def _as_page_embedding(self, value: object, index: int) -> np.ndarray:
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput("embedding is not a numeric array", index=index) from None
+        expected = "(n_tokens, dim)" if self.info.multi_vector else "(dim,)"
+        want_ndim = 2 if self.info.multi_vector else 1
+        if array.ndim != want_ndim or array.shape[-1] != self.info.dim or array.size == 0:
+            raise InvalidInput(
+                f"embedding has shape {array.shape}; this model needs {expected} with dim {self.info.dim}",
+                index=index,
+            )
+        if not np.isfinite(array).all():
+            raise InvalidInput("embedding has non-finite values", index=index)
+        return array

@@ -1,0 +1,77 @@
+"""One settings object for the service: command-line flags and `PAGELENS_*` environment variables.
+
+Built once at start-up and passed down. The seeds' variable names are honoured as fallbacks:
+COLPALI_MODEL_ID (seed 002) for the model, SERVICE_API_KEY (seed 001) for the key, CPU_THREADS
+(seed 002) for torch threads.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "ModernVBERT/colmodernvbert-merged"  # seed 002's default
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAGELENS_", extra="ignore")
+
+    # model
+    model: str = Field(default="", description="Hub id or local directory")
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "auto"
+    family: str | None = None
+    revision: str | None = None
+    threads: int | None = None
+    pool_factor: int | None = None
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    log_level: str = "info"
+
+    # limits
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_inputs_per_request: int = 256
+    max_image_pixels: int = 64_000_000
+    max_query_chars: int = 8192
+
+    # engine (None: the engine's per-device default)
+    max_batch_images: int | None = None
+    max_batch_queries: int = 32
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 5.0
+    max_queued_items: int = 1024
+    retry_after_seconds: int = 1
+
+    @model_validator(mode="after")
+    def _apply_seed_fallbacks(self) -> Settings:
+        if not self.model:
+            self.model = os.environ.get("COLPALI_MODEL_ID") or DEFAULT_MODEL
+        if self.api_key is None:
+            self.api_key = os.environ.get("SERVICE_API_KEY") or None
+        if self.threads is None and os.environ.get("CPU_THREADS"):
+            self.threads = int(os.environ["CPU_THREADS"])
+        return self
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    def engine_overrides(self) -> dict[str, object]:
+        """EngineConfig fields set here (the rest keep the per-device defaults)."""
+        overrides: dict[str, object] = {
+            "max_batch_queries": self.max_batch_queries,
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_wait_ms": self.max_wait_ms,
+            "max_queued_items": self.max_queued_items,
+            "max_image_pixels": self.max_image_pixels,
+            "max_query_chars": self.max_query_chars,
+        }
+        if self.max_batch_images is not None:
+            overrides["max_batch_images"] = self.max_batch_images
+        return overrides
