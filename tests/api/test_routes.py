@@ -123,3 +123,12 @@ def test_auth_on_every_route_but_health_and_key_never_logged(client, caplog):
             assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/health", headers={"Authorization": ""}).status_code == 200
     assert API_KEY not in caplog.text
+
+
+def test_access_log_has_stage_timings(client, caplog):
+    caplog.set_level(logging.INFO, logger="pagelens.access")
+    client.post("/embeddings", json={"input_type": "image", "inputs": [b64_page(50, 50, 9)]})
+    line = next(r.getMessage() for r in caplog.records if r.name == "pagelens.access")
+    assert "POST /embeddings status=200" in line and "items=1" in line
+    for stage in ("decode_ms=", "queue_ms=", "forward_ms=", "encode_ms="):
+        assert stage in line
