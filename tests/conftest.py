@@ -32,3 +32,21 @@ def encode(image: Image.Image, image_format: str = "PNG") -> bytes:
 def pages() -> list[Image.Image]:
     """Three pages of different sizes and aspect ratios."""
     return [make_page(600, 800, 1), make_page(500, 300, 2), make_page(320, 320, 3)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny ColQwen2.5 checkpoint (real architecture, random weights)."""
+    from pagelens.testing import build_tiny_checkpoint
+
+    return build_tiny_checkpoint("colqwen2_5", tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model, tmp_path_factory):
+    """A real `pagelens serve` process on loopback serving `tiny_model` in float32, key REAL_KEY."""
+    from tests.api.server import REAL_KEY, running_server
+
+    log_path = tmp_path_factory.mktemp("log") / "server.log"
+    with running_server(tiny_model, api_key=REAL_KEY, log_path=log_path) as url:
+        yield url

@@ -12,13 +12,11 @@ from pagelens.engine import Engine, EngineConfig
 from pagelens.models.embedder import EmbedderInfo
 from pagelens.serving import EmbeddingService
 from pagelens.settings import Settings
-from pagelens.testing import build_tiny_checkpoint
 from pagelens.testing.fake import FakeBackend
-from tests.api.server import running_server
+from tests.api.server import REAL_KEY
 from tests.conftest import encode, make_page
 
 API_KEY = "test-key-123"
-REAL_KEY = "real-server-key"
 REAL_HEADERS = {"Authorization": f"Bearer {REAL_KEY}"}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -47,16 +45,3 @@ def client(backend):
 def b64_page(width: int = 120, height: int = 160, seed: int = 0, image_format: str = "PNG") -> str:
     return base64.b64encode(encode(make_page(width, height, seed), image_format)).decode()
 
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """A tiny ColQwen2.5 checkpoint (real architecture, random weights)."""
-    return build_tiny_checkpoint("colqwen2_5", tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="session")
-def server(tiny_model, tmp_path_factory):
-    """A real `pagelens serve` process on loopback serving `tiny_model` in float32."""
-    log_path = tmp_path_factory.mktemp("log") / "server.log"
-    with running_server(tiny_model, api_key=REAL_KEY, log_path=log_path) as url:
-        yield url

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+REAL_KEY = "real-server-key"  # the key of the session's real model server (tests/conftest.py)
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -52,3 +54,26 @@ def running_server(model_dir: Path, *, api_key: str, log_path: Path, extra_args:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def uvicorn_in_thread(app):
+    """Serve an ASGI app with a real uvicorn server on a free loopback port, in a thread of this process."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -17,8 +17,8 @@ from collections import Counter
 import httpx
 import numpy as np
 
-from tests.api.conftest import REAL_HEADERS, REAL_KEY
-from tests.api.server import running_server
+from tests.api.conftest import REAL_HEADERS
+from tests.api.server import REAL_KEY, running_server
 from tests.conftest import encode, make_page
 
 CLIENTS = 64

@@ -1,0 +1,172 @@
+"""A Python client for a pagelens server, well-behaved under load.
+
+    from pagelens.client import Client
+    with Client("http://127.0.0.1:8000", api_key="...") as client:
+        pages = client.embed_images([png_bytes, pil_image])      # [(n_tokens, 128) float32, ...]
+        queries = client.embed_queries(["what is the revenue?"])
+        scores = client.score("what is the revenue?", embeddings=pages)
+
+It speaks the morphik-core route (`/embeddings`, npz bodies). 429 and 503 are retried after the
+server's Retry-After (capped); 400, 401 and 404 are never retried and raise the typed error with
+the input index; 413 splits the batch in halves and retries each half, as morphik-core does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from pagelens import errors
+from pagelens.codecs.outputs import NPZ_MEDIA, decode_npz
+
+_ERROR_TYPES: dict[str, type[errors.PagelensError]] = {
+    cls.error_type: cls
+    for cls in (
+        errors.InvalidInput, errors.Unauthorized, errors.NotFound, errors.PayloadTooLarge, errors.Overloaded,
+        errors.BackendFailure, errors.ModelNotReady,
+    )
+}  # fmt: skip
+_RETRYABLE = (429, 503)
+
+
+def error_from_response(response: httpx.Response) -> errors.PagelensError:
+    """The typed error a pagelens error response stands for."""
+    try:
+        body = response.json()["error"]
+        error_type, message, index = body["type"], body["message"], body.get("index")
+    except (ValueError, KeyError, TypeError):
+        error_type, message, index = "http_error", f"HTTP {response.status_code}: {response.text[:200]}", None
+    cls = _ERROR_TYPES.get(error_type)
+    if cls is errors.Overloaded:
+        return errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
+    if cls is None:
+        error = errors.PagelensError(message, index=index)
+        error.http_status = response.status_code
+        return error
+    return cls(message, index=index)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", default)))
+    except ValueError:
+        return default
+
+
+def _image_to_base64(image: bytes | Image.Image) -> str:
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+        image = buffer.getvalue()
+    return base64.b64encode(image).decode("ascii")
+
+
+class Client:
+    """Synchronous client. `max_retries` bounds retries of 429/503/connection errors per request;
+    each wait is the server's Retry-After, capped at `max_retry_wait` seconds."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 300.0,
+        max_retries: int = 5,
+        max_retry_wait: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
+        self.retries = 0  # how many retries this client has made (observability, tests)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---------------------------------------------------------------- requests
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt >= self.max_retries:
+                    raise
+                wait = min(self.max_retry_wait, 0.5 * 2**attempt)
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code not in _RETRYABLE or attempt >= self.max_retries:
+                    raise error_from_response(response)
+                wait = min(self.max_retry_wait, _retry_after(response, 1.0))
+            attempt += 1
+            self.retries += 1
+            time.sleep(wait)
+
+    def _embed(self, input_type: str, inputs: list[str], dtype: str, offset: int = 0) -> list[np.ndarray]:
+        if not inputs:
+            return []
+        try:
+            response = self._request(
+                "POST", "/embeddings", params={"dtype": dtype}, headers={"Accept": NPZ_MEDIA},
+                json={"input_type": input_type, "inputs": inputs},
+            )  # fmt: skip
+        except errors.PayloadTooLarge:
+            if len(inputs) == 1:
+                raise
+            middle = len(inputs) // 2
+            return self._embed(input_type, inputs[:middle], dtype, offset) + self._embed(
+                input_type, inputs[middle:], dtype, offset + middle
+            )
+        except errors.PagelensError as error:
+            if error.index is not None:
+                raise error.with_index(error.index + offset) from None
+            raise
+        _, arrays = decode_npz(response.content)
+        return arrays
+
+    def embed_images(self, images: Sequence[bytes | Image.Image], *, dtype: str = "float32") -> list[np.ndarray]:
+        """Embed page images (encoded bytes or PIL images): one `(n_tokens, dim)` array each, in order."""
+        return self._embed("image", [_image_to_base64(image) for image in images], dtype)
+
+    def embed_queries(self, texts: Sequence[str], *, dtype: str = "float32") -> list[np.ndarray]:
+        """Embed query texts: one array each, in order."""
+        return self._embed("text", list(texts), dtype)
+
+    def score(
+        self,
+        query: str,
+        *,
+        images: Sequence[bytes | Image.Image] | None = None,
+        embeddings: Sequence[np.ndarray] | None = None,
+    ) -> list[float]:
+        """Server-side MaxSim of `query` against page images or page embeddings."""
+        body: dict[str, Any] = {"query": query}
+        if images is not None:
+            body["images"] = [_image_to_base64(image) for image in images]
+        if embeddings is not None:
+            body["embeddings"] = [np.asarray(e, dtype=np.float32).tolist() for e in embeddings]
+        return self._request("POST", "/score", json=body).json()["scores"]
+
+    def health(self) -> dict:
+        response = self._http.get("/health")
+        if response.status_code != 200:
+            raise error_from_response(response)
+        return response.json()
+
+    def info(self) -> dict:
+        return self._request("GET", "/").json()
