@@ -44,4 +44,3 @@ def client(backend):
 
 def b64_page(width: int = 120, height: int = 160, seed: int = 0, image_format: str = "PNG") -> str:
     return base64.b64encode(encode(make_page(width, height, seed), image_format)).decode()
-
