@@ -20,12 +20,11 @@ from pagelens.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_service(settings: Settings) -> EmbeddingService:
-    """Load the model and start its engine, as the settings say."""
-    from pagelens.engine import Engine, EngineConfig
+def load_embedder(settings: Settings):
+    """Load the model the settings name (device, dtype, attention, family, threads, pooling)."""
     from pagelens.models import Embedder
 
-    embedder = Embedder.load(
+    return Embedder.load(
         settings.model,
         device=settings.device,
         dtype=settings.dtype,
@@ -35,9 +34,20 @@ def load_service(settings: Settings) -> EmbeddingService:
         threads=settings.threads,
         pool_factor=settings.pool_factor,
     )
+
+
+def start_service(settings: Settings, embedder) -> EmbeddingService:
+    """Start an engine over a loaded embedder, with the settings' batching and limits."""
+    from pagelens.engine import Engine, EngineConfig
+
     config = EngineConfig.for_device(embedder.device.type, **settings.engine_overrides())
     engine = Engine(embedder, config).start()
     return EmbeddingService(engine, embedder.info, max_inputs_per_request=settings.max_inputs_per_request)
+
+
+def load_service(settings: Settings) -> EmbeddingService:
+    """Load the model and start its engine, as the settings say."""
+    return start_service(settings, load_embedder(settings))
 
 
 def create_app(settings: Settings | None = None, *, service: EmbeddingService | None = None) -> FastAPI:

@@ -1,0 +1,117 @@
+"""pagelens on Modal: the same FastAPI app as `pagelens serve`, on a GPU, scaling to zero.
+
+    modal secret create huggingface-secret HF_TOKEN=hf_...          # gated/private models only
+    modal secret create pagelens-api-key SERVICE_API_KEY=<random key>
+    modal deploy src/pagelens/deploy/modal_app.py
+
+Deploy-time settings (environment variables of the `modal deploy` command):
+PAGELENS_MODAL_APP (app name, "pagelens"), PAGELENS_MODAL_GPU ("L40S"), PAGELENS_MODAL_MODEL (the
+default `model_name` parameter, whose weights are fetched into the cache volume at image build),
+PAGELENS_MODAL_SCALEDOWN (seconds, 300), PAGELENS_MODAL_MIN_CONTAINERS (0),
+PAGELENS_MODAL_MAX_CONTAINERS (5), PAGELENS_MODAL_TIMEOUT (600), PAGELENS_MODAL_CONCURRENCY (32),
+PAGELENS_MODAL_GPU_SNAPSHOT ("1": GPU memory snapshots, the model is restored already on the GPU),
+PAGELENS_MODAL_HF_SECRET / PAGELENS_MODAL_KEY_SECRET (secret names above).
+
+The model loads in `@modal.enter(snap=True)` (captured by the snapshot, warmed up first); the
+engine's threads start after restore, in `@modal.enter(snap=False)`.
+"""
+
+# No `from __future__ import annotations`: Modal reads the parameter annotation as a real type.
+
+import os
+from pathlib import Path
+
+import modal
+
+from pagelens.settings import DEFAULT_MODEL, Settings
+
+APP_NAME = os.environ.get("PAGELENS_MODAL_APP", "pagelens")
+GPU = os.environ.get("PAGELENS_MODAL_GPU", "L40S")
+MODEL = os.environ.get("PAGELENS_MODAL_MODEL", DEFAULT_MODEL)
+SCALEDOWN_WINDOW = int(os.environ.get("PAGELENS_MODAL_SCALEDOWN", "300"))
+MIN_CONTAINERS = int(os.environ.get("PAGELENS_MODAL_MIN_CONTAINERS", "0"))
+MAX_CONTAINERS = int(os.environ.get("PAGELENS_MODAL_MAX_CONTAINERS", "5"))
+TIMEOUT = int(os.environ.get("PAGELENS_MODAL_TIMEOUT", "600"))
+CONCURRENCY = int(os.environ.get("PAGELENS_MODAL_CONCURRENCY", "32"))
+GPU_SNAPSHOT = os.environ.get("PAGELENS_MODAL_GPU_SNAPSHOT", "1") == "1"
+HF_SECRET = os.environ.get("PAGELENS_MODAL_HF_SECRET", "huggingface-secret")
+KEY_SECRET = os.environ.get("PAGELENS_MODAL_KEY_SECRET", "pagelens-api-key")
+
+CACHE_DIR = "/cache"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+CONTAINER_ENV = {
+    "HF_HOME": f"{CACHE_DIR}/huggingface",
+    "HF_HUB_CACHE": f"{CACHE_DIR}/huggingface/hub",
+    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+app = modal.App(APP_NAME)
+cache_volume = modal.Volume.from_name(f"{APP_NAME}-hf-cache", create_if_missing=True)
+secrets = [modal.Secret.from_name(HF_SECRET), modal.Secret.from_name(KEY_SECRET)]
+
+
+def fetch_default_weights() -> None:
+    """Image build step: download the default model (and, for an adapter, its base) into the volume."""
+    from pagelens.models.checkpoints import resolve_checkpoint
+
+    resolve_checkpoint(MODEL)
+    cache_volume.commit()
+
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .uv_sync(str(PROJECT_ROOT), frozen=True)
+    .env(CONTAINER_ENV)
+    .add_local_python_source("pagelens", copy=True)
+    .run_function(fetch_default_weights, volumes={CACHE_DIR: cache_volume}, secrets=secrets)
+)
+
+
+def build_web_app(settings: Settings, service):
+    """The ASGI app a container serves: exactly `pagelens serve`'s app, over an already running service."""
+    from pagelens.api import create_app
+
+    return create_app(settings, service=service)
+
+
+@app.cls(
+    image=image,
+    gpu=GPU,
+    volumes={CACHE_DIR: cache_volume},
+    secrets=secrets,
+    scaledown_window=SCALEDOWN_WINDOW,
+    min_containers=MIN_CONTAINERS,
+    max_containers=MAX_CONTAINERS,
+    timeout=TIMEOUT,
+    enable_memory_snapshot=GPU_SNAPSHOT,
+    experimental_options={"enable_gpu_snapshot": True} if GPU_SNAPSHOT else None,
+)
+@modal.concurrent(max_inputs=CONCURRENCY)
+class Pagelens:
+    model_name: str = modal.parameter(default=MODEL)
+
+    @modal.enter(snap=True)
+    def load_model(self) -> None:
+        """Load and warm the model (captured by the memory snapshot when snapshots are on)."""
+        from pagelens.api.app import load_embedder
+
+        self.settings = Settings(model=self.model_name, host="0.0.0.0")
+        self.embedder = load_embedder(self.settings)
+        page = self.embedder.prepare_query("warm up")  # compile kernels before the snapshot
+        self.embedder.forward(self.embedder.collate([page]))
+
+    @modal.enter(snap=False)
+    def start_engine(self) -> None:
+        """Start the batching engine's threads in the restored container."""
+        from pagelens.api.app import start_service
+
+        self.service = start_service(self.settings, self.embedder)
+
+    @modal.exit()
+    def stop_engine(self) -> None:
+        self.service.engine.close()
+
+    @modal.asgi_app()
+    def web(self):
+        return build_web_app(self.settings, self.service)
