@@ -4,52 +4,89 @@ every error. The image format is sniffed later from the bytes, never taken from 
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 
 from pagelens.errors import InvalidInput
 
-_WHITESPACE = re.compile(r"\s+")
-_URLSAFE = str.maketrans("-_", "+/")
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_-]")
+_PREVIEW_CHARS = 40
 
 
-def _preview(value: str, limit: int = 40) -> str:
-    return value if len(value) <= limit else value[:limit] + "..."
+def _preview(value: str) -> str:
+    """`value` cut to ~40 characters, so errors never echo a huge input."""
+    return value if len(value) <= _PREVIEW_CHARS else value[:_PREVIEW_CHARS] + "..."
 
 
 def is_image_data_uri(value: object) -> bool:
-    """True for `data:image/...;base64,...` strings (how OpenAI-style inputs mark an image)."""
-    return isinstance(value, str) and value[:11].lower() == "data:image/" and ";base64," in value[:200].lower()
+    """True for `data:image/<type>[;params];base64,<data>` strings (how OpenAI-style inputs mark an image).
+
+    Case-insensitive; only the part before the first comma is examined, so a huge payload is never copied.
+    """
+    if not isinstance(value, str) or value[:11].lower() != "data:image/":
+        return False
+    comma = value.find(",")
+    return comma > 0 and value[:comma].lower().endswith(";base64")
+
+
+def _strip_data_uri(value: str, *, index: int) -> str:
+    """The payload after the comma of a `data:<mime>[;params];base64,<payload>` URI (any mime)."""
+    header, comma, payload = value.partition(",")
+    if not comma:
+        raise InvalidInput(f"malformed data URI (no comma before the data): {_preview(header)!r}", index=index)
+    if not header.lower().endswith(";base64"):
+        raise InvalidInput(f"data URI is not base64-encoded (expected ';base64,'): {_preview(header)!r}", index=index)
+    return payload
+
+
+def decoded_size(payload: str) -> int:
+    """Bytes that base64 `payload` (no whitespace, padding optional) decodes to, computed without decoding."""
+    return len(payload.rstrip("=")) * 3 // 4
+
+
+def _base64_problem(payload: str, error: ValueError) -> str:
+    bad = _NOT_BASE64.search(payload)
+    if bad:
+        return f"unexpected character {bad.group()!r}"
+    data_chars = len(payload.rstrip("="))
+    if data_chars % 4 == 1:
+        return f"{data_chars} data characters cannot be 1 more than a multiple of 4 (truncated?)"
+    reason = str(error)
+    return reason[:1].lower() + reason[1:]
 
 
 def decode_base64_image(value: object, *, index: int, max_bytes: int | None = None) -> bytes:
-    """Bytes of a raw-base64 (standard or URL-safe, padding optional) or data-URI string.
+    """Image bytes from raw base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)
+    or a `data:<any mime>;base64,` URI. Strict: characters outside the alphabet are an error.
 
-    `max_bytes` is checked from the string length before decoding, so a huge payload costs nothing.
+    `max_bytes` (per image) is checked from the string length before decoding. Every failure is
+    `InvalidInput(..., index=index)`.
     """
     if not isinstance(value, str):
         raise InvalidInput(f"image must be a base64 string, got {type(value).__name__}", index=index)
-    payload = value
-    if payload[:5].lower() == "data:":
-        header, comma, rest = payload.partition(",")
-        if not comma:
-            raise InvalidInput(f"malformed data URI (no comma): {_preview(header)!r}", index=index)
-        if not header.lower().endswith(";base64"):
-            raise InvalidInput(f"data URI is not base64-encoded: {_preview(header)!r}", index=index)
-        payload = rest
-    payload = _WHITESPACE.sub("", payload)
+    payload = value.lstrip()
+    from_data_uri = payload[:5].lower() == "data:"
+    if from_data_uri:
+        payload = _strip_data_uri(payload, index=index)
+    payload = "".join(payload.split())  # base64 wrapped at 76 columns, stray spaces, CRLF
     if not payload:
-        raise InvalidInput("image is an empty string", index=index)
-    if max_bytes is not None and len(payload) * 3 // 4 > max_bytes + 2:
         raise InvalidInput(
-            f"image is about {len(payload) * 3 // 4:,} bytes, over the per-image limit of {max_bytes:,}", index=index
+            "data URI has no data after the comma" if from_data_uri else "image is an empty string", index=index
         )
-    payload = payload.translate(_URLSAFE)
-    payload += "=" * (-len(payload) % 4)
+    if max_bytes is not None:
+        size = decoded_size(payload)
+        if size > max_bytes:
+            raise InvalidInput(
+                f"image is {size:,} bytes, {size - max_bytes:,} over the per-image limit of {max_bytes:,} bytes",
+                index=index,
+            )
+    standard = payload.translate(_URLSAFE_TO_STANDARD)
+    standard += "=" * (-len(standard) % 4)
     try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput(f"invalid base64 image data: {_preview(value)!r}", index=index) from None
+        data = base64.b64decode(standard, validate=True)
+    except ValueError as error:  # binascii.Error, or non-ASCII text
+        problem = _base64_problem(payload, error)
+        raise InvalidInput(f"invalid base64 image data ({problem}): {_preview(value.strip())!r}", index=index) from None
     if not data:
         raise InvalidInput("image decodes to zero bytes", index=index)
     return data
