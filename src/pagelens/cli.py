@@ -188,6 +188,18 @@ def bench_engine(
     run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
 
 
+@bench_app.command("wire")
+def bench_wire(
+    pages: Annotated[int, typer.Option(help="Pages per measurement.")] = 16,
+    tokens: Annotated[int, typer.Option(help="Vectors per page (ColQwen2.5 letter page: ~755).")] = 755,
+    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Response encodings: bytes and encode + decode time per page, against seed 001's JSON lists."""
+    from pagelens.bench.wire import run
+
+    run(pages=pages, tokens=tokens, out=out)
+
+
 @bench_app.command("latency")
 def bench_latency(
     url: Annotated[str, typer.Option(help="Server URL, e.g. a Modal endpoint or http://127.0.0.1:8000.")],
