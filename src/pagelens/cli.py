@@ -188,6 +188,18 @@ def bench_engine(
     run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
 
 
+@bench_app.command("priority")
+def bench_priority(
+    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
+    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    queries: Annotated[int, typer.Option(help="Queries per measurement.")] = 8,
+) -> None:
+    """Query p50 idle and during a sustained page ingest, for each engine mode."""
+    from pagelens.bench.priority import run
+
+    run(text_layers=text_layers, vision_layers=vision_layers, queries=queries)
+
+
 @bench_app.command("wire")
 def bench_wire(
     pages: Annotated[int, typer.Option(help="Pages per measurement.")] = 16,

@@ -1,10 +1,10 @@
 """Typed errors raised anywhere in pagelens, each carrying the HTTP status it maps to.
 
     PagelensError                  base; `http_status` 500
-    ├── InvalidInput               400  a request input is malformed (carries `index` when one item is at fault)
+    ├── InvalidInput               400  an input is malformed or over a per-item limit (`index` names it)
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
-    ├── PayloadTooLarge            413  body, input count or image over a configured limit
+    ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
     ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
     ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item)
     ├── ModelNotReady              503  model not loaded or engine stopped

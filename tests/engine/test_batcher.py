@@ -172,9 +172,10 @@ def test_full_queue_answers_overloaded_at_once_and_huge_calls_are_too_large():
         assert len(engine.embed_queries(["d", "e"])) == 2
 
 
-def test_queries_overtake_queued_images():
+@pytest.mark.parametrize("query_worker", [True, False], ids=["own-worker", "shared-worker"])
+def test_queries_overtake_queued_images(query_worker):
     backend = FakeBackend(forward_seconds=0.05)
-    with Engine(backend, EngineConfig(max_batch_images=1, max_wait_ms=0)) as engine:
+    with Engine(backend, EngineConfig(max_batch_images=1, max_wait_ms=0, query_worker=query_worker)) as engine:
         image_futures = engine.submit_images([make_page(100, 100, i) for i in range(10)])
         time.sleep(0.06)
         query_future = engine.submit_queries(["urgent"])[0]

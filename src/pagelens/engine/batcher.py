@@ -1,15 +1,15 @@
-"""The embedding engine: a request queue with one future per item, preprocessing threads, and one
-worker thread that forms batches across callers and runs the forward pass.
+"""The embedding engine: a request queue with one future per item, preprocessing threads, and
+worker threads that form batches across callers and run the forward pass.
 
-    callers ──submit──▶ incoming queue ──▶ preprocess thread(s) ──▶ ready lanes (queries first)
+    callers ──submit──▶ incoming queue ──▶ preprocess thread(s) ──▶ ready lanes: query | image
                                                                        │
-                         futures ◀── results / errors ◀── worker: batch by count, token budget, wait
+                         futures ◀── results / errors ◀── workers: batch by count, token budget, wait
 
 Guarantees: every submitted item's future ends with a result or an error (no hang, no silent
 drop); a failing batch is split in halves down to single items, so one bad or oversized item
-fails alone; the worker survives any exception a batch raises. Queries have their own lane and
-go before queued images, so a query never waits behind a long ingest queue (only behind the
-batch already running).
+fails alone; a worker survives any exception a batch raises. Queries have their own lane, and by
+default their own worker thread, so a query never waits behind an ingest: it runs beside the page
+batch in flight (the forward pass is read-only, so two may run at once).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class EngineConfig:
     A batch holds at most `max_batch_images` images or `max_batch_queries` queries, and at most
     `max_batch_tokens` padded tokens (batch size x longest sequence); a single item over the token
     budget runs alone. The worker waits up to `max_wait_ms` for a batch to fill. At most
-    `max_queued_items` items are in flight; more get `Overloaded` at once.
+    `max_queued_items` items are in flight; more get `Overloaded` at once. With `query_worker`,
+    queries have a forward thread of their own, so a query runs beside a long page batch instead of
+    waiting for it to end; without, one thread serves both lanes, queries first.
     """
 
     max_batch_images: int = 4
@@ -75,6 +77,7 @@ class EngineConfig:
     preprocess_threads: int = 1
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    query_worker: bool = True
 
     def max_batch(self, kind: Kind) -> int:
         return self.max_batch_images if kind == "image" else self.max_batch_queries
@@ -148,18 +151,23 @@ class Engine:
         self._in_flight_lock = threading.Lock()
         self._closing = False
         self._threads: list[threading.Thread] = []
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> Engine:
-        if self._worker is not None:
+        if self._workers:
             return self
         for number in range(self.config.preprocess_threads):
             thread = threading.Thread(target=self._preprocess_loop, name=f"pagelens-preprocess-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self._worker = threading.Thread(target=self._worker_loop, name="pagelens-forward", daemon=True)
-        self._worker.start()
+        lanes: list[tuple[Kind, ...]] = [("query",), ("image",)] if self.config.query_worker else [("query", "image")]
+        for kinds in lanes:
+            worker = threading.Thread(
+                target=self._worker_loop, args=(kinds,), name=f"pagelens-forward-{'+'.join(kinds)}", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
         return self
 
     def close(self, timeout: float = 30.0) -> None:
@@ -171,8 +179,8 @@ class Engine:
             thread.join(timeout)
         with self._ready:
             self._ready.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for worker in self._workers:
+            worker.join(timeout)
 
     def __enter__(self) -> Engine:
         return self.start()
@@ -185,8 +193,8 @@ class Engine:
         """True while the engine accepts and processes work."""
         return (
             not self._closing
-            and self._worker is not None
-            and self._worker.is_alive()
+            and bool(self._workers)
+            and all(w.is_alive() for w in self._workers)
             and all(t.is_alive() for t in self._threads)
         )
 
@@ -302,13 +310,13 @@ class Engine:
             work.payload = None  # the decoded image is no longer needed
             with self._ready:
                 self._lanes[work.kind].append(work)
-                self._ready.notify()
+                self._ready.notify_all()  # wake the worker of this lane, whichever it is
 
     # ---------------------------------------------------------------- batching + forward
-    def _worker_loop(self) -> None:
+    def _worker_loop(self, kinds: tuple[Kind, ...]) -> None:
         try:
             while True:
-                batch = self._next_batch()
+                batch = self._next_batch(kinds)
                 if batch is None:
                     return
                 self._run(batch)
@@ -320,14 +328,14 @@ class Engine:
         finally:
             self._fail_all(ModelNotReady("the embedding engine stopped"))
 
-    def _next_batch(self) -> list[_Work] | None:
-        """Block until work is ready; return the next batch (queries first), or None when closing."""
+    def _next_batch(self, kinds: tuple[Kind, ...]) -> list[_Work] | None:
+        """Block until one of `kinds` has work; return its next batch (queries first), or None when closing."""
         with self._ready:
-            while not (self._lanes["query"] or self._lanes["image"]):
+            while not any(self._lanes[kind] for kind in kinds):
                 if self._closing and self._incoming.empty() and not any(t.is_alive() for t in self._threads):
                     return None
                 self._ready.wait(0.1)
-            kind: Kind = "query" if self._lanes["query"] else "image"
+            kind: Kind = next(kind for kind in kinds if self._lanes[kind])
             lane, limit = self._lanes[kind], self.config.max_batch(kind)
             deadline = time.monotonic() + self.config.max_wait_ms / 1000
             while len(lane) < limit and not self._closing:
