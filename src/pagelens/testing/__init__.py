@@ -9,13 +9,11 @@ tokenizer with the family's special tokens, and loads back through `from_pretrai
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from pagelens.errors import UnknownModelFamily
 from pagelens.models.families import get_family
-
-Builder = Callable[[Path, int], None]
+from pagelens.testing._variants import Builder
 
 
 def tiny_builders() -> dict[str, Builder]:

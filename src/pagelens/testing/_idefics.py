@@ -9,18 +9,16 @@ bidirectional ModernBERT encoder (alternating global and sliding-window attentio
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from transformers import Idefics3Config, Idefics3ImageProcessor, ModernVBertConfig, PreTrainedTokenizerFast
 
+from pagelens.testing._variants import Builder, Variant, make_builders
 from pagelens.testing.tokenizer import train_tiny_tokenizer
 
 Backbone = Literal["idefics3", "modernvbert"]
-Builder = Callable[[Path, int], None]
 
 TILE_SIZE = 64  # vision encoder input side == `max_image_size.longest_edge`
 PATCH_SIZE = 16
@@ -40,15 +38,6 @@ TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
 
 TILE_TOKENS = tuple(f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7))
 IMAGE_TOKENS = ("<image>", "<fake_token_around_image>", "<global-img>", *TILE_TOKENS)
-
-
-@dataclass(frozen=True)
-class _Variant:
-    """One family: which colpali-engine classes wrap which backbone."""
-
-    model_class: str
-    processor_class: str
-    backbone: Backbone
 
 
 def _tokenizer(backbone: Backbone) -> PreTrainedTokenizerFast:
@@ -110,7 +99,7 @@ def _roughen(model: torch.nn.Module, scale: float = 0.02) -> None:
             parameter.add_(torch.randn_like(parameter), alpha=scale)
 
 
-def _build(variant: _Variant, out_dir: Path, seed: int) -> None:
+def _build(variant: Variant, out_dir: Path, seed: int) -> None:
     """Write config, seeded random weights and processor files of `variant` into `out_dir`."""
     import colpali_engine.models as colpali_models
 
@@ -141,20 +130,11 @@ def _build(variant: _Variant, out_dir: Path, seed: int) -> None:
     processor.save_pretrained(out_dir)
 
 
-def _builder(variant: _Variant) -> Builder:
-    def build(out_dir: Path, seed: int) -> None:
-        _build(variant, Path(out_dir), seed)
-
-    build.__name__ = f"build_{variant.model_class.lower()}"
-    build.__doc__ = f"Write a tiny {variant.model_class} checkpoint ({variant.backbone}) into `out_dir`."
-    return build
-
-
-VARIANTS: dict[str, _Variant] = {
-    "colidefics3": _Variant("ColIdefics3", "ColIdefics3Processor", "idefics3"),
-    "biidefics3": _Variant("BiIdefics3", "BiIdefics3Processor", "idefics3"),
-    "colmodernvbert": _Variant("ColModernVBert", "ColModernVBertProcessor", "modernvbert"),
-    "bimodernvbert": _Variant("BiModernVBert", "BiModernVBertProcessor", "modernvbert"),
+VARIANTS: dict[str, Variant] = {
+    "colidefics3": Variant("ColIdefics3", "ColIdefics3Processor", "idefics3"),
+    "biidefics3": Variant("BiIdefics3", "BiIdefics3Processor", "idefics3"),
+    "colmodernvbert": Variant("ColModernVBert", "ColModernVBertProcessor", "modernvbert"),
+    "bimodernvbert": Variant("BiModernVBert", "BiModernVBertProcessor", "modernvbert"),
 }
 
-BUILDERS: dict[str, Builder] = {name: _builder(variant) for name, variant in VARIANTS.items()}
+BUILDERS: dict[str, Builder] = make_builders(VARIANTS, _build)

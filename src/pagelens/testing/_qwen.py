@@ -10,8 +10,6 @@ alternates windowed and full attention; the window is smaller than a page so bot
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2VLConfig
 from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
+from pagelens.testing._variants import Builder, Variant, make_builders
 from pagelens.testing.tokenizer import train_tiny_tokenizer
 
 Backbone = Literal["qwen2_5_vl", "qwen2_vl"]
@@ -86,15 +85,6 @@ VISION_DIMS: dict[Backbone, dict] = {
 CONFIG_CLASSES: dict[Backbone, type] = {"qwen2_5_vl": Qwen2_5_VLConfig, "qwen2_vl": Qwen2VLConfig}
 
 
-@dataclass(frozen=True)
-class _Variant:
-    """One family: which colpali-engine classes wrap which backbone."""
-
-    model_class: str
-    processor_class: str
-    backbone: Backbone
-
-
 def _tokenizer() -> PreTrainedTokenizerFast:
     """A tiny BPE with Qwen's special tokens; like Qwen's, it has no bos/unk token."""
     return train_tiny_tokenizer(SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
@@ -133,7 +123,7 @@ def _randomize_zero_init(model: torch.nn.Module, pad_token_id: int, std: float) 
         model.get_input_embeddings().weight[pad_token_id].normal_(0.0, std)
 
 
-def _build(variant: _Variant, out_dir: Path, seed: int) -> None:
+def _build(variant: Variant, out_dir: Path, seed: int) -> None:
     """Write config, seeded random weights and processor files of `variant` into `out_dir`."""
     import colpali_engine.models as colpali_models
 
@@ -161,20 +151,11 @@ def _build(variant: _Variant, out_dir: Path, seed: int) -> None:
     processor.save_pretrained(out_dir)
 
 
-def _builder(variant: _Variant) -> Callable[[Path, int], None]:
-    def build(out_dir: Path, seed: int) -> None:
-        _build(variant, Path(out_dir), seed)
-
-    build.__name__ = f"build_{variant.model_class.lower()}"
-    build.__doc__ = f"Write a tiny {variant.model_class} checkpoint ({variant.backbone}) into `out_dir`."
-    return build
-
-
-VARIANTS: dict[str, _Variant] = {
-    "colqwen2_5": _Variant("ColQwen2_5", "ColQwen2_5_Processor", "qwen2_5_vl"),
-    "biqwen2_5": _Variant("BiQwen2_5", "BiQwen2_5_Processor", "qwen2_5_vl"),
-    "colqwen2": _Variant("ColQwen2", "ColQwen2Processor", "qwen2_vl"),
-    "biqwen2": _Variant("BiQwen2", "BiQwen2Processor", "qwen2_vl"),
+VARIANTS: dict[str, Variant] = {
+    "colqwen2_5": Variant("ColQwen2_5", "ColQwen2_5_Processor", "qwen2_5_vl"),
+    "biqwen2_5": Variant("BiQwen2_5", "BiQwen2_5_Processor", "qwen2_5_vl"),
+    "colqwen2": Variant("ColQwen2", "ColQwen2Processor", "qwen2_vl"),
+    "biqwen2": Variant("BiQwen2", "BiQwen2Processor", "qwen2_vl"),
 }
 
-BUILDERS: dict[str, Callable[[Path, int], None]] = {name: _builder(spec) for name, spec in VARIANTS.items()}
+BUILDERS: dict[str, Builder] = make_builders(VARIANTS, _build)
