@@ -200,6 +200,20 @@ def bench_priority(
     run(text_layers=text_layers, vision_layers=vision_layers, queries=queries)
 
 
+@bench_app.command("coldstart")
+def bench_coldstart(
+    model: Annotated[
+        str | None, typer.Option(help="Model to start (default: a tiny ColQwen2.5 built offline).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device of the served model.")] = "cpu",
+    repeats: Annotated[int, typer.Option(help="Fresh processes of each kind.")] = 3,
+) -> None:
+    """Process start -> first embedding served, against import + from_pretrained alone."""
+    from pagelens.bench.coldstart import run
+
+    run(model=model, device=device, repeats=repeats)
+
+
 @bench_app.command("wire")
 def bench_wire(
     pages: Annotated[int, typer.Option(help="Pages per measurement.")] = 16,
