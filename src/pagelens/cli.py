@@ -200,6 +200,18 @@ def bench_priority(
     run(text_layers=text_layers, vision_layers=vision_layers, queries=queries)
 
 
+@bench_app.command("http")
+def bench_http(
+    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
+    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    pages: Annotated[int, typer.Option(help="One-page requests sent at once.")] = 8,
+) -> None:
+    """Pages/s over HTTP against colpali-engine's batched forward and seed 001's loop."""
+    from pagelens.bench.http import run
+
+    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages)
+
+
 @bench_app.command("coldstart")
 def bench_coldstart(
     model: Annotated[
