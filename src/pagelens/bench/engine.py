@@ -232,6 +232,9 @@ def run(*, text_layers: int, vision_layers: int, pages: int, queries: int, out: 
     worst = _worst_cosine(seed001_outputs, engine_vectors)
     figures["worst_cosine_vs_seed001"] = worst
     print(f"\nparity: worst per-vector cosine, pagelens (sdpa) vs seed001 loop (eager), bf16: {worst:.5f}")
+    worst_fp32 = _worst_cosine_vs_float32(sdpa, processor, images[:2], texts[:4], embedder)
+    figures["worst_cosine_bf16_vs_float32"] = worst_fp32
+    print(f"parity: worst per-vector cosine, pagelens bf16 vs the same weights in float32: {worst_fp32:.5f}")
     if out is not None:
         out.write_text(json.dumps(figures, indent=2))
         print(f"wrote {out}")
@@ -259,6 +262,24 @@ def _worst_cosine(reference_lists: list, vectors: list) -> float:
             np.linalg.norm(reference_array, axis=1) * np.linalg.norm(got, axis=1)
         )
         worst = min(worst, float(cosine.min()))
+    return worst
+
+
+def _worst_cosine_vs_float32(model: torch.nn.Module, processor: Any, images: list, texts: list[str], embedder) -> float:
+    """Worst per-vector cosine between bf16 outputs (pagelens) and float32 outputs of the same weights."""
+    prepared = [embedder.prepare_image(image) for image in images] + [embedder.prepare_query(t) for t in texts]
+    bf16 = [embedder.forward(embedder.collate([item]))[0] for item in prepared]
+    model.float()
+    embedder.dtype = torch.float32
+    try:
+        fp32 = [embedder.forward(embedder.collate([item]))[0] for item in prepared]
+    finally:
+        model.to(torch.bfloat16)
+        embedder.dtype = torch.bfloat16
+    worst = 1.0
+    for low, full in zip(bf16, fp32, strict=True):
+        cosine = (low * full).sum(-1) / (np.linalg.norm(low, axis=-1) * np.linalg.norm(full, axis=-1))
+        worst = min(worst, float(np.min(cosine)))
     return worst
 
 
