@@ -19,18 +19,20 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS, check_image, decode_image
-from pagelens.codecs.text import DEFAULT_MAX_QUERY_CHARS, check_query
+from pagelens.codecs.images import check_image, decode_image
+from pagelens.codecs.text import check_query
+from pagelens.engine.config import EngineConfig, EngineStats, Kind
+from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect
 from pagelens.errors import (
     BackendFailure,
     InvalidInput,
@@ -43,8 +45,6 @@ from pagelens.models.embedder import Prepared
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["image", "query"]
-OutputDtype = Literal["float32", "float16"]
 ImageInput = Image.Image | bytes
 
 
@@ -57,52 +57,6 @@ class Backend(Protocol):
     def forward(self, batch: Any) -> list[np.ndarray]: ...
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """Batching and admission limits.
-
-    A batch holds at most `max_batch_images` images or `max_batch_queries` queries, and at most
-    `max_batch_tokens` padded tokens (batch size x longest sequence); a single item over the token
-    budget runs alone. The worker waits up to `max_wait_ms` for a batch to fill. At most
-    `max_queued_items` items are in flight; more get `Overloaded` at once. With `query_worker`,
-    queries have a forward thread of their own, so a query runs beside a long page batch instead of
-    waiting for it to end; without, one thread serves both lanes, queries first.
-    """
-
-    max_batch_images: int = 4
-    max_batch_queries: int = 32
-    max_batch_tokens: int = 16384
-    max_wait_ms: float = 5.0
-    max_queued_items: int = 1024
-    preprocess_threads: int = 1
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
-    query_worker: bool = True
-
-    def max_batch(self, kind: Kind) -> int:
-        return self.max_batch_images if kind == "image" else self.max_batch_queries
-
-    @classmethod
-    def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:
-        """Defaults measured per device. On CPU, batching page images is slower than one at a time
-        (ColQwen2.5-3B dims, 2 cores: batch 4 gave 0.75x the pages/s of batch 1; `pagelens bench
-        engine`), so images run singly there; queries still batch."""
-        defaults: dict[str, Any] = {"max_batch_images": 1} if device_type == "cpu" else {"max_batch_images": 8}
-        return cls(**{**defaults, **overrides})
-
-
-@dataclass
-class EngineStats:
-    """Counters since start (read by /metrics)."""
-
-    batches: int = 0
-    items_embedded: int = 0
-    items_failed: int = 0
-    batch_splits: int = 0
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
-    batch_size_counts: Counter[int] = field(default_factory=Counter)
-
-
 @dataclass
 class _Work:
     kind: Kind
@@ -111,19 +65,6 @@ class _Work:
     future: Future
     prepared: Prepared | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
-
-
-@dataclass(frozen=True)
-class ItemTiming:
-    """Where one item's time went, in seconds: waiting (preprocessing + queue) and its batch's forward."""
-
-    waited: float
-    forward: float
-
-
-def item_timing(future: Future) -> ItemTiming | None:
-    """The timing the engine attached to a finished item's future (None if it never ran)."""
-    return getattr(future, "pagelens_timing", None)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -230,31 +171,31 @@ class Engine:
 
         With `return_exceptions`, a failed item's slot holds its error instead of raising the first.
         """
-        return _collect(self.submit_images(images), dtype, return_exceptions)
+        return collect(self.submit_images(images), dtype, return_exceptions)
 
     def embed_queries(
         self, texts: Sequence[str], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
     ) -> list[Any]:
         """Embed queries: one array per query, in input order (see `embed_images`)."""
-        return _collect(self.submit_queries(texts), dtype, return_exceptions)
+        return collect(self.submit_queries(texts), dtype, return_exceptions)
 
     async def aembed_images(
         self, images: Sequence[ImageInput], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
     ) -> list[Any]:
         """Async `embed_images`: decoding runs in a thread, so the event loop never blocks."""
         futures = await asyncio.to_thread(self.submit_images, images)
-        return await _acollect(futures, dtype, return_exceptions)
+        return await acollect(futures, dtype, return_exceptions)
 
     async def aembed_queries(
         self, texts: Sequence[str], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
     ) -> list[Any]:
         """Async `embed_queries`."""
-        return await _acollect(self.submit_queries(texts), dtype, return_exceptions)
+        return await acollect(self.submit_queries(texts), dtype, return_exceptions)
 
     @staticmethod
     async def gather(futures: list[Future], *, dtype: OutputDtype = "float32", return_exceptions: bool = False) -> list:
         """Await submitted futures (from `submit_*`) in order; cancels them all if the caller is cancelled."""
-        return await _acollect(futures, dtype, return_exceptions)
+        return await acollect(futures, dtype, return_exceptions)
 
     def _check_image(self, image: ImageInput, index: int) -> Image.Image:
         try:
@@ -416,33 +357,3 @@ class Engine:
                 pending.append(work)
         for work in pending:
             self._fail(work, error)
-
-
-def _convert(array: np.ndarray, dtype: OutputDtype) -> np.ndarray:
-    return array if dtype == "float32" else array.astype(np.float16)
-
-
-def _collect(futures: list[Future], dtype: OutputDtype, return_exceptions: bool) -> list[Any]:
-    results: list[Any] = []
-    for future in futures:
-        error = future.exception()
-        if error is not None:
-            if not return_exceptions:
-                for other in futures:
-                    other.cancel()
-                raise error
-            results.append(error)
-        else:
-            results.append(_convert(future.result(), dtype))
-    return results
-
-
-async def _acollect(futures: list[Future], dtype: OutputDtype, return_exceptions: bool) -> list[Any]:
-    wrapped = [asyncio.wrap_future(future) for future in futures]
-    try:
-        done = await asyncio.gather(*wrapped, return_exceptions=return_exceptions)
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
-    return [item if isinstance(item, BaseException) else _convert(item, dtype) for item in done]

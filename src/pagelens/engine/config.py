@@ -1,0 +1,58 @@
+"""Engine settings (batching and admission limits, per-device defaults) and its counters."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
+from pagelens.codecs.text import DEFAULT_MAX_QUERY_CHARS
+
+Kind = Literal["image", "query"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Batching and admission limits.
+
+    A batch holds at most `max_batch_images` images or `max_batch_queries` queries, and at most
+    `max_batch_tokens` padded tokens (batch size x longest sequence); a single item over the token
+    budget runs alone. The worker waits up to `max_wait_ms` for a batch to fill. At most
+    `max_queued_items` items are in flight; more get `Overloaded` at once. With `query_worker`,
+    queries have a forward thread of their own, so a query runs beside a long page batch instead of
+    waiting for it to end; without, one thread serves both lanes, queries first.
+    """
+
+    max_batch_images: int = 4
+    max_batch_queries: int = 32
+    max_batch_tokens: int = 16384
+    max_wait_ms: float = 5.0
+    max_queued_items: int = 1024
+    preprocess_threads: int = 1
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    query_worker: bool = True
+
+    def max_batch(self, kind: Kind) -> int:
+        return self.max_batch_images if kind == "image" else self.max_batch_queries
+
+    @classmethod
+    def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:
+        """Defaults measured per device. On CPU, batching page images is slower than one at a time
+        (ColQwen2.5-3B dims, 2 cores: batch 4 gave 0.75x the pages/s of batch 1; `pagelens bench
+        engine`), so images run singly there; queries still batch."""
+        defaults: dict[str, Any] = {"max_batch_images": 1} if device_type == "cpu" else {"max_batch_images": 8}
+        return cls(**{**defaults, **overrides})
+
+
+@dataclass
+class EngineStats:
+    """Counters since start (read by /metrics)."""
+
+    batches: int = 0
+    items_embedded: int = 0
+    items_failed: int = 0
+    batch_splits: int = 0
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    batch_size_counts: Counter[int] = field(default_factory=Counter)
