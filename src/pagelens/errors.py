@@ -5,6 +5,8 @@
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
+    ├── UnsupportedMediaType       415  an upload that is neither a PDF nor an image
+    ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
     ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
     ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item)
     ├── ModelNotReady              503  model not loaded or engine stopped
@@ -65,6 +67,16 @@ class NotFound(PagelensError):
 class PayloadTooLarge(PagelensError):
     http_status = 413
     error_type = "payload_too_large"
+
+
+class UnsupportedMediaType(PagelensError):
+    http_status = 415
+    error_type = "unsupported_media_type"
+
+
+class UnprocessableDocument(PagelensError):
+    http_status = 422
+    error_type = "unprocessable_document"
 
 
 class Overloaded(PagelensError):
