@@ -1,0 +1,160 @@
+"""The Qdrant Edge page store: exact MaxSim ranking, fast two-stage mode, idempotent documents,
+and whole-document atomicity across a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pagelens.errors import InvalidInput
+from pagelens.index.scoring import maxsim
+from pagelens.index.store import EdgePageStore, pool_rows
+
+
+def structured_pages(count: int, tokens: int = 60, seed: int = 0) -> list[np.ndarray]:
+    """Pages whose vectors cluster around a few page-specific topics (not pure noise), unit rows."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((40, 128))
+    pages = []
+    for _ in range(count):
+        mix = topics[rng.choice(40, size=3, replace=False)]
+        rows = mix[rng.integers(0, 3, size=tokens)] + 0.6 * rng.standard_normal((tokens, 128))
+        pages.append((rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32))
+    return pages
+
+
+def query_like(page: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = page[rng.choice(len(page), 12, replace=False)] + 0.4 * rng.standard_normal((12, 128))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fp16(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float16).astype(np.float32)
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = EdgePageStore(tmp_path / "collection")
+    yield opened
+    opened.close()
+
+
+def test_exact_search_ranks_as_maxsim_does(store):
+    pages = structured_pages(60)
+    for start in range(0, 60, 10):
+        store.add_document(f"doc{start // 10}", pages[start : start + 10], name=f"d{start}.pdf", metadata={"n": start})
+    assert store.page_count() == 60
+    for seed in range(3):
+        query = query_like(pages[7 + seed * 11], seed)
+        hits = store.search(query, k=10)
+        expected = sorted(range(60), key=lambda i: -maxsim(query, fp16(pages[i])))[:10]
+        assert [(int(h.document_id[3:]) * 10 + h.page - 1) for h in hits] == expected
+        for hit in hits:
+            index = int(hit.document_id[3:]) * 10 + hit.page - 1
+            assert abs(hit.score - maxsim(query, fp16(pages[index]))) < 1e-2
+    assert hits[0].name.startswith("d") and "n" in hits[0].metadata
+
+
+def test_fast_mode_reranks_exactly_and_finds_the_exact_top_hits(store):
+    pages = structured_pages(200, seed=1)
+    store.add_document("all", pages)
+    recalls = []
+    for seed in range(5):
+        query = query_like(pages[seed * 37], seed)
+        exact = store.search(query, k=10)
+        fast = store.search(query, k=10, mode="fast", prefetch=50)
+        exact_scores = {hit.page: hit.score for hit in exact}
+        for hit in fast:
+            if hit.page in exact_scores:
+                assert abs(hit.score - exact_scores[hit.page]) < 1e-4
+        recalls.append(len({h.page for h in fast} & set(exact_scores)) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
+
+
+def test_documents_are_idempotent_deletable_and_filterable(store):
+    pages = structured_pages(6, seed=2)
+    store.add_document("a", pages[:4], metadata={"lang": "en"})
+    store.add_document("a", pages[:4], metadata={"lang": "en"})
+    store.add_document("b", pages[4:], metadata={"lang": "de"})
+    assert store.page_count() == 6 and store.page_count("a") == 4
+    store.add_document("a", pages[:2], metadata={"lang": "en"})  # a shorter new version replaces the old one
+    assert store.page_count("a") == 2
+    hits = store.search(query_like(pages[0], 0), k=5, filter={"lang": "de"})
+    assert {hit.document_id for hit in hits} == {"b"}
+    assert store.delete_document("a") == 2 and store.page_count() == 2
+    with pytest.raises(InvalidInput, match="k must be"):
+        store.search(query_like(pages[0], 0), k=0)
+    with pytest.raises(InvalidInput, match="expected"):
+        store.add_document("c", [np.zeros((3, 64), np.float32)])
+
+
+def test_pooling_groups_consecutive_rows():
+    vectors = np.eye(128, dtype=np.float32)[:20]
+    pooled = pool_rows(vectors, rows=8)
+    assert pooled.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-6)
+
+
+INGEST_AND_DIE = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from pagelens.index.store import EdgePageStore
+    store = EdgePageStore(sys.argv[1])
+    rng = np.random.default_rng(0)
+    def page():
+        rows = rng.standard_normal((40, 128)).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    store.add_document("finished", [page() for _ in range(3)])
+    print("finished", flush=True)
+    def slow_pages():
+        for number in range(100):
+            yield page()
+            if number == 4:
+                print("half-way", flush=True)
+            time.sleep(0.05)
+    store.add_document("interrupted", slow_pages())
+    """
+)
+
+
+def test_sigkill_mid_ingest_leaves_whole_documents_only(tmp_path):
+    directory = tmp_path / "collection"
+    child = subprocess.Popen([sys.executable, "-c", INGEST_AND_DIE, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "finished"
+    assert child.stdout.readline().strip() == "half-way"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    store = EdgePageStore(directory)
+    try:
+        assert store.purged_on_open >= 5, "the interrupted document's pages were not found and purged"
+        assert store.page_count() == 3 and store.page_count("finished") == 3
+        assert store.page_count("interrupted") == 0
+        rng = np.random.default_rng(9)
+        query = rng.standard_normal((8, 128)).astype(np.float32)
+        assert {hit.document_id for hit in store.search(query, k=10)} == {"finished"}
+    finally:
+        store.close()
+
+
+def test_exact_search_ranks_real_model_pages_as_maxsim_of_their_embeddings(store, tiny_model):
+    from pagelens.engine import Engine
+    from pagelens.models import Embedder
+    from tests.conftest import make_page
+
+    images = [make_page(200 + 40 * i, 260 + 30 * (i % 3), 50 + i) for i in range(8)]
+    with Engine(Embedder.load(str(tiny_model), device="cpu", dtype="float32")) as engine:
+        pages = engine.embed_images(images)
+        queries = engine.embed_queries(["quarterly revenue table", "a chart", "signature page"])
+    store.add_document("report", pages)
+    for query in queries:
+        hits = store.search(query, k=8)
+        expected = sorted(range(8), key=lambda i: -maxsim(query, fp16(pages[i])))
+        assert [hit.page - 1 for hit in hits] == expected
