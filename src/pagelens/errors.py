@@ -4,6 +4,7 @@
     ├── InvalidInput               400  an input is malformed or over a per-item limit (`index` names it)
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
+    ├── Conflict                   409  a collection of that name already exists
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
     ├── UnsupportedMediaType       415  an upload that is neither a PDF nor an image
     ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
@@ -62,6 +63,11 @@ class Unauthorized(PagelensError):
 class NotFound(PagelensError):
     http_status = 404
     error_type = "not_found"
+
+
+class Conflict(PagelensError):
+    http_status = 409
+    error_type = "conflict"
 
 
 class PayloadTooLarge(PagelensError):

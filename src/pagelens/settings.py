@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     api_key: str | None = None
     log_level: str = "info"
 
+    # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
+    data_dir: str = ""
+    pdf_dpi: int = 150
+
     # limits
     max_body_bytes: int = 64 * 1024 * 1024
     max_inputs_per_request: int = 256
@@ -54,6 +58,10 @@ class Settings(BaseSettings):
             self.model = os.environ.get("COLPALI_MODEL_ID") or DEFAULT_MODEL
         if self.api_key is None:
             self.api_key = os.environ.get("SERVICE_API_KEY") or None
+        if not self.data_dir:
+            import platformdirs
+
+            self.data_dir = platformdirs.user_data_dir("pagelens")
         if self.threads is None and os.environ.get("CPU_THREADS"):
             self.threads = int(os.environ["CPU_THREADS"])
         return self

@@ -62,6 +62,7 @@ def test_images_are_locked_non_root_with_a_health_check(dockerfile):
     assert "/health" in " ".join(exec_form(dockerfile, "HEALTHCHECK"))
     env = image_env(dockerfile)
     assert env["PAGELENS_HOST"] == "0.0.0.0" and env["HF_HOME"].startswith("/data")
+    assert env["PAGELENS_DATA_DIR"] == "/data/pagelens"
 
 
 def test_compose_mounts_the_caches_and_requires_a_key():
@@ -86,6 +87,7 @@ def test_the_image_command_serves_and_passes_its_health_check(tiny_model, tmp_pa
         "PAGELENS_MODEL": str(tiny_model),
         "PAGELENS_API_KEY": "docker-key",
         "PAGELENS_DEVICE": "cpu",
+        "PAGELENS_DATA_DIR": str(tmp_path / "data"),
         "HF_HOME": str(tmp_path / "hf"),
         "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
         "HF_HUB_OFFLINE": "1",

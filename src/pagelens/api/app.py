@@ -13,7 +13,7 @@ from pagelens import __version__
 from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
-from pagelens.api.routes import morphik, openai, score, seed004, system
+from pagelens.api.routes import collections, morphik, openai, score, seed004, system
 from pagelens.serving import EmbeddingService
 from pagelens.settings import Settings
 
@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None, *, service: EmbeddingService | 
         finally:
             if loaded is not None:
                 loaded.engine.close()
+            if getattr(app.state, "collections", None) is not None:
+                app.state.collections.close()
 
     app = FastAPI(
         title="pagelens",
@@ -78,10 +80,11 @@ def create_app(settings: Settings | None = None, *, service: EmbeddingService | 
     )
     app.state.service = service
     app.state.settings = settings
+    app.state.collections = None  # opened on first use, under settings.data_dir
     metrics = Metrics(lambda: app.state.service.engine if app.state.service is not None else None)
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
-    for module in (morphik, seed004, openai, score, system):
+    for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
     # added last = outermost: observe -> auth -> body limit -> routes
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

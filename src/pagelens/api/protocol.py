@@ -41,3 +41,16 @@ class ScoreRequest(BaseModel):
     query: str
     images: list[str] | None = None
     embeddings: list[Any] | None = None  # each (n_tokens, dim) or (dim,); checked by the service
+
+
+class CreateCollectionRequest(BaseModel):
+    name: str
+
+
+class SearchRequest(BaseModel):
+    """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors."""
+
+    query: str
+    k: int = Field(default=10, ge=1, le=1000)
+    mode: Literal["exact", "fast"] = "exact"
+    filter: dict[str, str | int | bool] | None = None

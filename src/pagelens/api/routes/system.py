@@ -28,7 +28,7 @@ async def server_info(request: Request):
         "version": __version__,
         "ready": bool(service and service.ready),
         "model": service.info.as_dict() if service is not None else None,
-        "routes": ["/embeddings", "/embed", "/v1/embeddings", "/score", "/health", "/metrics", "/docs"],
+        "routes": ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/health", "/metrics", "/docs"],
     }
 
 

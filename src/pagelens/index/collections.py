@@ -1,0 +1,154 @@
+"""Collections on disk: a directory per collection holding its Qdrant Edge page store and the
+uploaded files (so a page image can be rendered again), with one JSON record per document.
+
+    <data_dir>/<collection>/store/          EdgePageStore
+    <data_dir>/<collection>/files/<id>      the uploaded bytes
+    <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind"}
+
+A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
+The record and file are written before the pages; a document exists once its pages are complete
+in the store, and files left by an interrupted ingest are removed when the collection opens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pagelens.errors import Conflict, InvalidInput, NotFound
+from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
+from pagelens.index.store import EdgePageStore, SearchHit
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+class Collection:
+    def __init__(self, directory: Path) -> None:
+        self.name = directory.name
+        self.directory = directory
+        self.files = directory / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.store = EdgePageStore(directory / "store")
+        for record in self.files.glob("*.json"):  # files of ingests that never completed
+            document_id = record.stem
+            if self.store.page_count(document_id) == 0:
+                record.unlink(missing_ok=True)
+                (self.files / document_id).unlink(missing_ok=True)
+
+    def _record(self, document_id: str) -> dict[str, Any]:
+        path = self.files / f"{document_id}.json"
+        if not path.exists() or self.store.page_count(document_id) == 0:
+            raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
+        return json.loads(path.read_text())
+
+    def documents(self) -> list[dict[str, Any]]:
+        records = []
+        for path in sorted(self.files.glob("*.json")):
+            if self.store.page_count(path.stem) > 0:
+                records.append(json.loads(path.read_text()))
+        return records
+
+    def add(
+        self, data: bytes, *, name: str, metadata: dict[str, Any], embed: EmbedPages, dpi: int = DEFAULT_DPI
+    ) -> dict[str, Any]:
+        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages."""
+        kind = sniff_document(data)
+        pages = count_pages(data)
+        document_id = hashlib.sha256(data).hexdigest()[:32]
+        if self.store.page_count(document_id) == pages:
+            return self._record(document_id) | {"created": False}
+        record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi}
+        _write_atomically(self.files / document_id, data)
+        _write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
+
+        def page_vectors():
+            for batch in render_pages(data, dpi=dpi):
+                yield from embed(batch)
+
+        self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
+        return record | {"created": True}
+
+    def delete(self, document_id: str) -> None:
+        self._record(document_id)
+        self.store.delete_document(document_id)
+        (self.files / f"{document_id}.json").unlink(missing_ok=True)
+        (self.files / document_id).unlink(missing_ok=True)
+
+    def page_image(self, document_id: str, page: int) -> Image.Image:
+        record = self._record(document_id)
+        if not 1 <= page <= record["pages"]:
+            raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+        data = (self.files / document_id).read_bytes()
+        return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
+
+    def search(self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None) -> list[SearchHit]:
+        return self.store.search(query, k=k, mode=mode, filter=filter)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Collections:
+    """The collections under `data_dir`, opened on first use and kept open."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._open: dict[str, Collection] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not NAME_PATTERN.match(name or ""):
+            raise InvalidInput(f"collection name {name!r} must be 1-64 letters, digits, '_', '-' or '.'")
+
+    def create(self, name: str) -> Collection:
+        self._check_name(name)
+        with self._lock:
+            if (self.data_dir / name).exists():
+                raise Conflict(f"collection {name!r} already exists")
+            collection = Collection(self.data_dir / name)
+            self._open[name] = collection
+            return collection
+
+    def get(self, name: str) -> Collection:
+        self._check_name(name)
+        with self._lock:
+            if name not in self._open:
+                if not (self.data_dir / name / "store").exists():
+                    raise NotFound(f"no collection {name!r}")
+                self._open[name] = Collection(self.data_dir / name)
+            return self._open[name]
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.data_dir.iterdir() if (p / "store").exists())
+
+    def delete(self, name: str) -> None:
+        collection = self.get(name)
+        with self._lock:
+            collection.close()
+            self._open.pop(name, None)
+            shutil.rmtree(self.data_dir / name)
+
+    def close(self) -> None:
+        with self._lock:
+            for collection in self._open.values():
+                collection.close()
+            self._open.clear()
