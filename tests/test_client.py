@@ -91,3 +91,27 @@ def test_429_is_retried_after_retry_after_until_it_succeeds():
             client.embed_queries(["gives up"])
         release.set()
     service.engine.close()
+
+
+def test_collections_and_search_through_the_client(tmp_path):
+    from pagelens.errors import NotFound
+    from tests.index.test_pdf import make_pdf
+
+    backend = FakeBackend(dim=128)
+    service = fake_service(backend)
+    settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
+    with uvicorn_in_thread(create_app(settings, service=service)) as url, Client(url, api_key="k") as client:
+        assert client.create_collection("docs")["name"] == "docs"
+        added = client.add_document("docs", make_pdf(3), filename="a.pdf", metadata={"team": "finance"})
+        assert added["pages"] == 3 and added["created"]
+        assert client.add_document("docs", make_pdf(3), filename="a.pdf")["created"] is False
+        hits = client.search("docs", "budget table", k=2, filter={"team": "finance"})
+        assert len(hits) == 2 and hits[0]["document_id"] == added["id"]
+        assert client.page_image("docs", added["id"], 2).size == (210, 300)
+        assert [c["pages"] for c in client.collections()] == [3]
+        client.delete_document("docs", added["id"])
+        assert client.documents("docs") == []
+        client.delete_collection("docs")
+        with pytest.raises(NotFound):
+            client.search("docs", "anything")
+    service.engine.close()

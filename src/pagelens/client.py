@@ -5,6 +5,9 @@
         pages = client.embed_images([png_bytes, pil_image])      # [(n_tokens, 128) float32, ...]
         queries = client.embed_queries(["what is the revenue?"])
         scores = client.score("what is the revenue?", embeddings=pages)
+        client.create_collection("reports")
+        client.add_document("reports", pdf_bytes, filename="q3.pdf", metadata={"year": 2023})
+        hits = client.search("reports", "what is the revenue?", k=5)
 
 It speaks the morphik-core route (`/embeddings`, npz bodies). 429 and 503 are retried after the
 server's Retry-After (capped); 400, 401 and 404 are never retried and raise the typed error with
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -161,6 +165,41 @@ class Client:
         if embeddings is not None:
             body["embeddings"] = [np.asarray(e, dtype=np.float32).tolist() for e in embeddings]
         return self._request("POST", "/score", json=body).json()["scores"]
+
+    # ---------------------------------------------------------------- collections
+    def create_collection(self, name: str) -> dict:
+        return self._request("POST", "/collections", json={"name": name}).json()
+
+    def collections(self) -> list[dict]:
+        return self._request("GET", "/collections").json()["collections"]
+
+    def delete_collection(self, name: str) -> None:
+        self._request("DELETE", f"/collections/{name}")
+
+    def add_document(
+        self, collection: str, data: bytes, *, filename: str = "document", metadata: dict | None = None
+    ) -> dict:
+        """Upload a PDF or image; returns `{"id", "pages", "created"}` (re-uploading the same bytes is a no-op)."""
+        form = {"metadata": json.dumps(metadata)} if metadata is not None else None
+        files = {"file": (filename, data, "application/octet-stream")}
+        return self._request("POST", f"/collections/{collection}/documents", files=files, data=form).json()
+
+    def documents(self, collection: str) -> list[dict]:
+        return self._request("GET", f"/collections/{collection}/documents").json()["documents"]
+
+    def delete_document(self, collection: str, document_id: str) -> None:
+        self._request("DELETE", f"/collections/{collection}/documents/{document_id}")
+
+    def page_image(self, collection: str, document_id: str, page: int) -> Image.Image:
+        response = self._request("GET", f"/collections/{collection}/documents/{document_id}/pages/{page}")
+        return Image.open(io.BytesIO(response.content))
+
+    def search(
+        self, collection: str, query: str, *, k: int = 10, mode: str = "exact", filter: dict | None = None
+    ) -> list[dict]:
+        """Top-k pages: `[{"document_id", "page", "score", "name", "metadata"}, ...]`."""
+        body = {"query": query, "k": k, "mode": mode, "filter": filter}
+        return self._request("POST", f"/collections/{collection}/search", json=body).json()["results"]
 
     def health(self) -> dict:
         response = self._http.get("/health")
