@@ -11,11 +11,14 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from pagelens.cli_index import index_app, search
 from pagelens.errors import PagelensError
 
 app = typer.Typer(help="Serve ColPali-family embedding models.", no_args_is_help=True, add_completion=False)
 bench_app = typer.Typer(help="Benchmarks (print figures measured side by side).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(index_app, name="index")
+app.command()(search)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local checkpoint directory.")]
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda[:n] | mps")]

@@ -29,7 +29,7 @@ def running_server(model_dir: Path, *, api_key: str, log_path: Path, extra_args:
         sys.executable, "-m", "pagelens.cli", "serve", "--model", str(model_dir), "--port", str(port),
         "--api-key", api_key, "--device", "cpu", "--dtype", "float32", *extra_args,
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PAGELENS_DATA_DIR": str(log_path.parent / "data")}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         base_url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,143 @@
+"""`pagelens index add` and `pagelens search`: collections from the command line, embedded (no
+server: the model loads in this process) or against a running server (`--url`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pagelens.errors import NotFound, PagelensError
+
+index_app = typer.Typer(help="Collections: add PDFs and images.", no_args_is_help=True)
+
+UrlOption = Annotated[str | None, typer.Option(help="A pagelens server; without it, work embedded.")]
+KeyOption = Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key for --url.")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model for embedded mode.")]
+DataOption = Annotated[str | None, typer.Option(help="Data directory for embedded mode.")]
+
+
+class _Embedded:
+    """Collections and an engine in this process."""
+
+    def __init__(self, model: str | None, data_dir: str | None) -> None:
+        from pagelens.engine import Engine, EngineConfig
+        from pagelens.index.collections import Collections
+        from pagelens.models import Embedder
+        from pagelens.settings import Settings
+
+        given = {k: v for k, v in {"model": model, "data_dir": data_dir}.items() if v}
+        self.settings = Settings(**given)
+        embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
+        self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
+        self.collections = Collections(self.settings.data_dir)
+
+    def collection(self, name: str, create: bool):
+        try:
+            return self.collections.get(name)
+        except NotFound:
+            if not create:
+                raise
+            return self.collections.create(name)
+
+    def close(self) -> None:
+        self.collections.close()
+        self.engine.close()
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2) from error
+
+
+@index_app.command("add")
+def index_add(
+    paths: Annotated[list[Path], typer.Argument(help="PDF or image files.")],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    metadata: Annotated[str | None, typer.Option(help="JSON object stored with every file.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    model: ModelOption = None,
+    data_dir: DataOption = None,
+) -> None:
+    """Add files to a collection (created if missing). Re-running skips files already stored, so an
+    interrupted run resumes where it stopped."""
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except ValueError as error:
+        raise typer.BadParameter(f"--metadata is not JSON: {error}") from error
+    if url:
+        from pagelens.client import Client
+
+        with Client(url, api_key=api_key) as client:
+            if collection not in {c["name"] for c in client.collections()}:
+                client.create_collection(collection)
+            add = lambda path: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
+            _add_all(paths, add)
+        return
+    embedded = _Embedded(model, data_dir)
+    try:
+        target = embedded.collection(collection, create=True)
+        _add_all(
+            paths,
+            lambda path: target.add(
+                path.read_bytes(), name=path.name, metadata=meta, embed=embedded.engine.embed_images,
+                dpi=embedded.settings.pdf_dpi,
+            ),
+        )  # fmt: skip
+    finally:
+        embedded.close()
+
+
+def _add_all(paths: list[Path], add) -> None:
+    failures = 0
+    with typer.progressbar(paths, label="indexing", show_pos=True) as progress:
+        for path in progress:
+            try:
+                record = add(path)
+            except (PagelensError, OSError) as error:
+                failures += 1
+                typer.echo(f"\n{path}: {error}", err=True)
+                continue
+            state = "added" if record["created"] else "already stored"
+            typer.echo(f"\n{path}: {record['pages']} pages, {state} ({record['id']})")
+    if failures:
+        raise typer.Exit(1)
+
+
+def search(
+    query: Annotated[str, typer.Argument()],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    k: Annotated[int, typer.Option("-k")] = 5,
+    mode: Annotated[str, typer.Option(help="exact | fast")] = "exact",
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    model: ModelOption = None,
+    data_dir: DataOption = None,
+) -> None:
+    """Search a collection; prints rank, score, document and page."""
+    try:
+        if url:
+            from pagelens.client import Client
+
+            with Client(url, api_key=api_key) as client:
+                results = client.search(collection, query, k=k, mode=mode)
+        else:
+            embedded = _Embedded(model, data_dir)
+            try:
+                (vectors,) = embedded.engine.embed_queries([query])
+                hits = embedded.collection(collection, create=False).search(vectors, k=k, mode=mode, filter=None)
+                results = [
+                    {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name} for h in hits
+                ]
+            finally:
+                embedded.close()
+    except PagelensError as error:
+        _fail(error)
+    typer.echo(f"{'rank':>4}  {'score':>9}  {'page':>4}  document")
+    for rank, hit in enumerate(results, start=1):
+        typer.echo(
+            f"{rank:4d}  {hit['score']:9.3f}  {hit['page']:4d}  {hit.get('name') or ''} ({hit['document_id'][:12]})"
+        )

@@ -1,0 +1,44 @@
+"""`pagelens index add` and `pagelens search`, embedded (model in process) and against a server."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from pagelens.cli import app
+from tests.api.server import REAL_KEY
+from tests.conftest import encode, make_page
+from tests.index.test_pdf import make_pdf
+
+runner = CliRunner()
+
+
+def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_path):
+    (tmp_path / "report.pdf").write_bytes(make_pdf(3))
+    (tmp_path / "scan.png").write_bytes(encode(make_page(200, 260, 4)))
+    (tmp_path / "notes.txt").write_bytes(b"not a document")
+    common = ["--model", str(tiny_model), "--data-dir", str(tmp_path / "data")]
+    first = runner.invoke(
+        app, ["index", "add", str(tmp_path / "report.pdf"), str(tmp_path / "scan.png"), "-c", "docs", *common]
+    )
+    assert first.exit_code == 0, first.output
+    assert "3 pages, added" in first.output and "1 pages, added" in first.output
+    again = runner.invoke(
+        app, ["index", "add", str(tmp_path / "report.pdf"), str(tmp_path / "notes.txt"), "-c", "docs", *common]
+    )
+    assert again.exit_code == 1  # the text file failed; the PDF was skipped as already stored
+    assert "already stored" in again.output and "neither a PDF nor an image" in again.output
+    found = runner.invoke(app, ["search", "quarterly revenue", "-c", "docs", "-k", "4", *common])
+    assert found.exit_code == 0, found.output
+    rows = [line for line in found.output.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 4 and "report.pdf" in found.output
+    missing = runner.invoke(app, ["search", "q", "-c", "nope", *common])
+    assert missing.exit_code == 2 and "no collection" in missing.output
+
+
+def test_index_and_search_against_a_server(server, tmp_path):
+    (tmp_path / "a.pdf").write_bytes(make_pdf(2))
+    remote = ["--url", server, "--api-key", REAL_KEY]
+    added = runner.invoke(app, ["index", "add", str(tmp_path / "a.pdf"), "-c", "remote", *remote])
+    assert added.exit_code == 0, added.output
+    found = runner.invoke(app, ["search", "anything", "-c", "remote", "-k", "2", *remote])
+    assert found.exit_code == 0 and "a.pdf" in found.output
