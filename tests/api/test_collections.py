@@ -91,3 +91,25 @@ def test_bad_uploads_and_requests(client):
     assert client.post("/collections", json={"name": "../escape"}).status_code == 400
     assert client.post("/collections/c/search", json={"query": "q", "k": 0}).status_code == 400
     assert client.post("/collections/c/search", json={"query": "q", "mode": "fuzzy"}).status_code == 400
+
+
+def test_a_failing_embed_mid_document_stores_nothing(tmp_path):
+    from pagelens.errors import BackendFailure
+    from pagelens.index.collections import Collections
+
+    calls = []
+
+    def embed_then_fail(images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise BackendFailure("out of memory even when embedded alone")
+        return [FakeBackend(dim=128).expected(FakeBackend(dim=128).prepare_image(image)) for image in images]
+
+    collections = Collections(tmp_path / "data")
+    collection = collections.create("c")
+    with pytest.raises(BackendFailure):
+        collection.add(make_pdf(12), name="big.pdf", metadata={}, embed=embed_then_fail, dpi=36)
+    assert calls == [8, 4]
+    assert collection.documents() == [] and collection.store.page_count() == 0
+    assert list((tmp_path / "data" / "c" / "files").iterdir()) == []
+    collections.close()

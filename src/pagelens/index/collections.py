@@ -82,7 +82,13 @@ class Collection:
             for batch in render_pages(data, dpi=dpi):
                 yield from embed(batch)
 
-        self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
+        try:
+            self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
+        except BaseException:
+            self.store.delete_document(document_id)  # nothing half-stored stays behind
+            (self.files / f"{document_id}.json").unlink(missing_ok=True)
+            (self.files / document_id).unlink(missing_ok=True)
+            raise
         return record | {"created": True}
 
     def delete(self, document_id: str) -> None:
