@@ -90,6 +90,8 @@ def test_bad_uploads_and_requests(client):
     assert upload(client, "missing", make_pdf(1)).status_code == 404
     assert client.post("/collections", json={"name": "../escape"}).status_code == 400
     assert client.post("/collections/c/search", json={"query": "q", "k": 0}).status_code == 400
+    unknown = client.post("/collections/c/search", json={"query": "q", "filter": {"colour": "red"}})
+    assert unknown.status_code == 400 and "'colour'" in unknown.json()["error"]["message"]
     assert client.post("/collections/c/search", json={"query": "q", "mode": "fuzzy"}).status_code == 400
 
 

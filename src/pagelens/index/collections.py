@@ -105,6 +105,15 @@ class Collection:
         return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
 
     def search(self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None) -> list[SearchHit]:
+        """Top-k pages; `filter` keys must be metadata fields some stored document has."""
+        if filter:
+            known = {key for record in self.documents() for key in record.get("metadata", {})}
+            unknown = sorted(set(filter) - known)
+            if unknown:
+                raise InvalidInput(
+                    f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
+                    f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
+                )
         return self.store.search(query, k=k, mode=mode, filter=filter)  # type: ignore[arg-type]
 
     def close(self) -> None:
