@@ -12,19 +12,13 @@ from safetensors.torch import load_file
 from pagelens.models.families import get_family
 from pagelens.testing._gemma import BUILDERS, GEMMA3_IMAGE_SIZE, GEMMA3_IMAGE_TOKENS, PALIGEMMA_IMAGE_TOKENS
 from tests.conftest import make_page
+from tests.testing.checks import BatchMismatch, embed_and_check
 
 pytestmark = pytest.mark.slow
 
 FAMILIES = ["colpali", "bipali", "bigemma3", "colgemma3"]
 PALIGEMMA_FAMILIES = ["colpali", "bipali"]
 QUERIES = ["short query", "a somewhat longer query about quarterly revenue"]
-TOLERANCE = 1e-4
-
-
-class BatchMismatch(AssertionError):
-    """An input embeds differently alone than inside a padded batch."""
-
-
 # PaliGemmaConfig sets `text_config.use_bidirectional_attention = True`, so GemmaAttention.is_causal is False.
 # Under SDPA, a text batch without padding and without `token_type_ids` (every query batch colpali-engine
 # builds) skips the explicit mask and attends bidirectionally, while a padded batch gets a causal mask: a
@@ -56,40 +50,6 @@ def checkpoint(request, tmp_path):
     model, info = _load_model(family, tmp_path)
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
     return tmp_path, get_family(family), model.eval(), _load_processor(family, tmp_path)
-
-
-def _forward(model, batch) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(**batch)
-
-
-def _embed_and_check(model, process, items, multi_vector: bool, padding_side: str | None) -> torch.Tensor:
-    """Embed `items` as one batch, check shapes, norms and padding, and that each alone embeds the same."""
-    batch = process(items)
-    output = _forward(model, batch)
-    mask = batch["attention_mask"].bool()
-    if padding_side is not None:
-        assert not mask.all(), "inputs of different lengths must be padded"
-        assert mask[:, -1 if padding_side == "left" else 0].all(), f"padding side must be {padding_side}"
-    if multi_vector:
-        assert output.shape == (*mask.shape, 128)
-        norms = output.norm(dim=-1)
-        torch.testing.assert_close(norms[mask], torch.ones_like(norms[mask]), rtol=0, atol=1e-5)
-        assert torch.count_nonzero(output[~mask]) == 0, "padded positions must be zero rows"
-    else:
-        assert output.shape == (len(items), model.config.text_config.hidden_size)
-        torch.testing.assert_close(output.norm(dim=-1), torch.ones(len(items)), rtol=0, atol=1e-5)
-
-    for index, item in enumerate(items):
-        alone_batch = process([item])
-        alone, in_batch = _forward(model, alone_batch)[0], output[index]
-        if multi_vector:
-            alone, in_batch = alone[alone_batch["attention_mask"][0].bool()], in_batch[mask[index]]
-        assert alone.shape == in_batch.shape
-        difference = (alone - in_batch).abs().max().item()
-        if difference > TOLERANCE:
-            raise BatchMismatch(f"input {index}: alone vs batched differ by {difference:.3g}")
-    return output
 
 
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
@@ -125,7 +85,9 @@ def test_checkpoint_files_config_and_processor(checkpoint):
 def test_pages_embed_consistently(checkpoint):
     _, family, model, processor = checkpoint
     pages = [make_page(600, 800, 1), make_page(500, 300, 2)]
-    output = _embed_and_check(model, processor.process_images, pages, family.multi_vector, padding_side=None)
+    _, output = embed_and_check(
+        model, processor.process_images, pages, multi_vector=family.multi_vector, padding_side=None
+    )
 
     image_token_id = model.config.image_token_id
     batch = processor.process_images(pages)
@@ -143,7 +105,9 @@ def test_pages_embed_consistently(checkpoint):
 def test_queries_embed_consistently(checkpoint):
     _, family, model, processor = checkpoint
     padding_side = processor.tokenizer.padding_side
-    _embed_and_check(model, processor.process_queries, QUERIES, family.multi_vector, padding_side=padding_side)
+    embed_and_check(
+        model, processor.process_queries, QUERIES, multi_vector=family.multi_vector, padding_side=padding_side
+    )
 
 
 @pytest.mark.parametrize("family", PALIGEMMA_FAMILIES)
@@ -152,7 +116,7 @@ def test_paligemma_queries_embed_consistently_with_eager_attention(family, tmp_p
     model, _ = _load_model(family, tmp_path, attn_implementation="eager")
     processor = _load_processor(family, tmp_path)
     multi_vector = get_family(family).multi_vector
-    _embed_and_check(model.eval(), processor.process_queries, QUERIES, multi_vector, padding_side="right")
+    embed_and_check(model.eval(), processor.process_queries, QUERIES, multi_vector=multi_vector, padding_side="right")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

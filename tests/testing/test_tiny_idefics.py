@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 from pagelens.models.families import get_family
 from pagelens.testing._idefics import BUILDERS, IMAGE_SEQ_LEN
 from tests.conftest import make_page
+from tests.testing.checks import embed_and_check
 
 pytestmark = pytest.mark.slow
 
 FAMILIES = ["colidefics3", "biidefics3", "colmodernvbert", "bimodernvbert"]
 QUERIES = ["short query", "a somewhat longer query about quarterly revenue"]
-TOLERANCE = 1e-4
 
 
 @pytest.fixture
@@ -28,38 +28,6 @@ def checkpoint(request, tmp_path):
     model, info = model_class.from_pretrained(tmp_path, dtype=torch.float32, output_loading_info=True)
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]), info
     return tmp_path, family, model.eval(), processor_class.from_pretrained(tmp_path)
-
-
-def _forward(model, batch) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(**batch)
-
-
-def _embed_and_check(model, process, items, multi_vector: bool) -> dict:
-    """Embed `items` as one batch, check shapes, norms and padding, and that each alone embeds the same."""
-    batch = process(items)
-    output = _forward(model, batch)
-    mask = batch["attention_mask"].bool()
-    assert not mask.all(), "inputs of different lengths must be padded"
-    assert mask[:, -1].all(), "padding side must be left"
-    if multi_vector:
-        assert output.shape == (*mask.shape, 128)
-        norms = output.norm(dim=-1)
-        torch.testing.assert_close(norms[mask], torch.ones_like(norms[mask]), rtol=0, atol=1e-5)
-        assert torch.count_nonzero(output[~mask]) == 0, "padded positions must be zero rows"
-    else:
-        assert output.shape == (len(items), model.config.text_config.hidden_size)
-        torch.testing.assert_close(output.norm(dim=-1), torch.ones(len(items)), rtol=0, atol=1e-5)
-
-    for index, item in enumerate(items):
-        alone_batch = process([item])
-        alone, in_batch = _forward(model, alone_batch)[0], output[index]
-        if multi_vector:
-            alone, in_batch = alone[alone_batch["attention_mask"][0].bool()], in_batch[mask[index]]
-        assert alone.shape == in_batch.shape
-        difference = (alone - in_batch).abs().max().item()
-        assert difference <= TOLERANCE, f"input {index}: alone vs batched differ by {difference:.3g}"
-    return batch
 
 
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
@@ -93,7 +61,7 @@ def test_checkpoint_files_config_and_processor(checkpoint):
 def test_pages_are_tiled_and_embedded_consistently(checkpoint):
     _, family, model, processor = checkpoint
     pages = [make_page(600, 800, 1), make_page(500, 300, 2), make_page(320, 320, 3)]
-    batch = _embed_and_check(model, processor.process_images, pages, family.multi_vector)
+    batch, _ = embed_and_check(model, processor.process_images, pages, multi_vector=family.multi_vector)
 
     # Padding tiles are all zero; each real tile (grid tiles + one global) has IMAGE_SEQ_LEN <image> tokens.
     tiles = (batch["pixel_values"].flatten(2) != 0).any(-1).sum(-1).tolist()
@@ -109,7 +77,7 @@ def test_pages_are_tiled_and_embedded_consistently(checkpoint):
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
 def test_queries_are_embedded_consistently(checkpoint):
     _, family, model, processor = checkpoint
-    batch = _embed_and_check(model, processor.process_queries, QUERIES, family.multi_vector)
+    batch, _ = embed_and_check(model, processor.process_queries, QUERIES, multi_vector=family.multi_vector)
     assert "pixel_values" not in batch
 
 

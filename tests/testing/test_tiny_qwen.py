@@ -11,13 +11,13 @@ from safetensors.torch import load_file
 from pagelens.models.families import get_family
 from pagelens.testing._qwen import BUILDERS, MAX_IMAGE_TOKENS, MIN_IMAGE_TOKENS, SPECIAL_TOKENS
 from tests.conftest import make_page
+from tests.testing.checks import embed_and_check
 
 pytestmark = pytest.mark.slow
 
 FAMILIES = ["colqwen2_5", "biqwen2_5", "colqwen2", "biqwen2"]
 BI_FAMILIES = ["biqwen2_5", "biqwen2"]
 QUERIES = ["short query", "a somewhat longer query about quarterly revenue"]
-TOLERANCE = 1e-4
 # (width, height) -> image grid (t, h, w) in 14-px patches: pages larger than MAX_PIXELS (64 image tokens)
 # are scaled down to multiples of 28 px: 600x800 -> 168x252 px (6x9 tokens), 500x300 -> 280x168 px (10x6).
 PAGE_SIZES = [(600, 800), (500, 300)]
@@ -42,43 +42,6 @@ def checkpoint(request, tmp_path):
     family = request.param
     BUILDERS[family](tmp_path, 0)
     return (family, tmp_path, *_load(family, tmp_path))
-
-
-def _forward(model, batch) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(**batch)
-
-
-def _check_batch_output(output, batch, multi_vector: bool) -> None:
-    mask = batch["attention_mask"].bool()
-    assert not mask.all(), "inputs of different lengths must produce left padding"
-    assert mask[:, -1].all(), "padding side must be left"
-    assert torch.isfinite(output).all()
-    if multi_vector:
-        assert output.shape == (*mask.shape, 128)
-        norms = output.norm(dim=-1)
-        torch.testing.assert_close(norms[mask], torch.ones_like(norms[mask]), rtol=0, atol=1e-5)
-        assert torch.count_nonzero(output[~mask]) == 0
-        first, second = output[0][mask[0]], output[1][mask[1]]
-    else:
-        assert output.shape == (mask.shape[0], 64)  # the text hidden size
-        torch.testing.assert_close(output.norm(dim=-1), torch.ones(mask.shape[0]), rtol=0, atol=1e-5)
-        first, second = output[0], output[1]
-    assert not torch.allclose(first[-1], second[-1], atol=1e-3), "different inputs must embed differently"
-
-
-def _check_alone_matches_batch(model, process, items, batched, batch, multi_vector: bool) -> None:
-    for index, item in enumerate(items):
-        alone_batch = process([item])
-        alone = _forward(model, alone_batch)[0]
-        if multi_vector:
-            alone = alone[alone_batch["attention_mask"][0].bool()]
-            in_batch = batched[index][batch["attention_mask"][index].bool()]
-        else:
-            in_batch = batched[index]
-        assert alone.shape == in_batch.shape
-        difference = (alone - in_batch).abs().max().item()
-        assert difference <= TOLERANCE, f"input {index}: alone vs batched differ by {difference:.3g}"
 
 
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
@@ -136,10 +99,7 @@ def test_pages_are_embedded_consistently(checkpoint):
     for token in ("<|vision_start|>", "<|vision_end|>"):
         assert ((batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids(token)).sum(-1) == 1).all()
 
-    output = _forward(model, batch)
-    _check_batch_output(output, batch, family_spec.multi_vector)
-    multi_vector = family_spec.multi_vector
-    _check_alone_matches_batch(model, processor.process_images, pages, output, batch, multi_vector)
+    embed_and_check(model, processor.process_images, pages, multi_vector=family_spec.multi_vector, batch=batch)
 
 
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
@@ -147,10 +107,7 @@ def test_queries_are_embedded_consistently(checkpoint):
     _, _, family_spec, model, processor = checkpoint
     batch = processor.process_queries(QUERIES)
     assert "pixel_values" not in batch
-    output = _forward(model, batch)
-    _check_batch_output(output, batch, family_spec.multi_vector)
-    multi_vector = family_spec.multi_vector
-    _check_alone_matches_batch(model, processor.process_queries, QUERIES, output, batch, multi_vector)
+    embed_and_check(model, processor.process_queries, QUERIES, multi_vector=family_spec.multi_vector, batch=batch)
 
 
 @pytest.mark.parametrize("family", BI_FAMILIES)
