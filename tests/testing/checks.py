@@ -53,3 +53,14 @@ def embed_and_check(model, process, items, *, multi_vector: bool, padding_side: 
         if difference > TOLERANCE:
             raise BatchMismatch(f"input {index}: alone vs batched differ by {difference:.3g}")
     return batch, output
+
+
+def check_checkpoint_files(path, family) -> None:
+    """config.json names the family's class and backbone, and the weights and processor files exist."""
+    import json
+
+    config = json.loads((path / "config.json").read_text())
+    assert config["architectures"] == [family.model_class]
+    assert config["model_type"] == family.model_types[0]
+    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (path / name).is_file(), name

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from colpali_engine.models import BiGemma3, BiPaliProcessor, ColPaliProcessor
@@ -12,7 +10,7 @@ from safetensors.torch import load_file
 from pagelens.models.families import get_family
 from pagelens.testing._gemma import BUILDERS, GEMMA3_IMAGE_SIZE, GEMMA3_IMAGE_TOKENS, PALIGEMMA_IMAGE_TOKENS
 from tests.conftest import make_page
-from tests.testing.checks import BatchMismatch, embed_and_check
+from tests.testing.checks import BatchMismatch, check_checkpoint_files, embed_and_check
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +53,7 @@ def checkpoint(request, tmp_path):
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
 def test_checkpoint_files_config_and_processor(checkpoint):
     path, family, model, processor = checkpoint
-    config = json.loads((path / "config.json").read_text())
-    assert config["architectures"] == [family.model_class]
-    assert config["model_type"] == family.model_types[0]
-    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (path / name).is_file(), name
+    check_checkpoint_files(path, family)
 
     tokenizer = processor.tokenizer
     assert model.config.text_config.vocab_size >= len(tokenizer)
@@ -67,7 +61,7 @@ def test_checkpoint_files_config_and_processor(checkpoint):
         assert getattr(model.config.text_config, f"{name}_token_id") == getattr(tokenizer, f"{name}_token_id")
     vision = model.config.vision_config
     assert processor.image_processor.size == {"height": vision.image_size, "width": vision.image_size}
-    if config["model_type"] == "paligemma":
+    if family.model_types[0] == "paligemma":  # == config.json model_type, checked above
         assert model.config.image_token_id == processor.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
         assert processor.image_seq_length == (vision.image_size // vision.patch_size) ** 2 == PALIGEMMA_IMAGE_TOKENS
         assert tokenizer.padding_side == "right"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,7 +9,7 @@ from safetensors.torch import load_file
 from pagelens.models.families import get_family
 from pagelens.testing._qwen import BUILDERS, MAX_IMAGE_TOKENS, MIN_IMAGE_TOKENS, SPECIAL_TOKENS
 from tests.conftest import make_page
-from tests.testing.checks import embed_and_check
+from tests.testing.checks import check_checkpoint_files, embed_and_check
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +45,7 @@ def checkpoint(request, tmp_path):
 @pytest.mark.parametrize("checkpoint", FAMILIES, indirect=True)
 def test_checkpoint_files_config_and_processor(checkpoint):
     _, path, family_spec, model, processor = checkpoint
-    config = json.loads((path / "config.json").read_text())
-    assert config["architectures"] == [family_spec.model_class]
-    assert config["model_type"] == family_spec.model_types[0]
-    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
-        assert (path / name).is_file(), name
+    check_checkpoint_files(path, family_spec)
 
     tokenizer = processor.tokenizer
     assert type(processor.image_processor).__name__ == "Qwen2VLImageProcessor"  # torchvision ("fast") backend
