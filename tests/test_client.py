@@ -16,8 +16,9 @@ from pagelens.engine import EngineConfig
 from pagelens.errors import InvalidInput, Overloaded, Unauthorized
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend, embed_alone
+from pagelens.testing.servers import uvicorn_in_thread
 from tests.api.conftest import fake_service
-from tests.api.server import REAL_KEY, uvicorn_in_thread
+from tests.api.server import REAL_KEY
 from tests.conftest import encode, make_page
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,7 +33,6 @@ class StageTimings:
     forward: float = 0.0
     encode: float = 0.0
     items: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {"decode": self.decode, "queue": self.queue, "forward": self.forward, "encode": self.encode}
@@ -69,12 +68,10 @@ class EmbeddingService:
 
         def decode_and_submit():
             payloads = [decode_base64_image(value, index=index) for index, value in enumerate(values)]
-            decoded = time.perf_counter()
-            return decoded, self.engine.submit_images(payloads)
+            return self.engine.submit_images(payloads)
 
-        decoded_at, futures = await asyncio.to_thread(decode_and_submit)
+        futures = await asyncio.to_thread(decode_and_submit)
         timings.decode += time.perf_counter() - started  # base64 + image decoding + checks
-        timings.extra["base64"] = decoded_at - started
         return await self._gather(futures, dtype, timings)
 
     async def embed_queries(

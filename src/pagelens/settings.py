@@ -12,6 +12,10 @@ import os
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
+from pagelens.codecs.text import DEFAULT_MAX_QUERY_CHARS
+from pagelens.engine.config import EngineConfig
+
 DEFAULT_MODEL = "ModernVBERT/colmodernvbert-merged"  # seed 002's default
 
 
@@ -41,15 +45,15 @@ class Settings(BaseSettings):
     # limits
     max_body_bytes: int = 64 * 1024 * 1024
     max_inputs_per_request: int = 256
-    max_image_pixels: int = 64_000_000
-    max_query_chars: int = 8192
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
 
     # engine (None: the engine's per-device default)
     max_batch_images: int | None = None
-    max_batch_queries: int = 32
-    max_batch_tokens: int = 16384
-    max_wait_ms: float = 5.0
-    max_queued_items: int = 1024
+    max_batch_queries: int = EngineConfig.max_batch_queries
+    max_batch_tokens: int = EngineConfig.max_batch_tokens
+    max_wait_ms: float = EngineConfig.max_wait_ms
+    max_queued_items: int = EngineConfig.max_queued_items
     retry_after_seconds: int = 1
 
     @model_validator(mode="after")

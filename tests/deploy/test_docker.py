@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.api.server import free_port
+from pagelens.testing.servers import free_port
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "deploy" / "docker"
 DOCKERFILES = [DOCKER_DIR / "Dockerfile", DOCKER_DIR / "Dockerfile.cuda"]

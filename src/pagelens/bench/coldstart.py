@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from pagelens.testing.servers import free_port
+
 FLOOR_SCRIPT = """
 import sys, time
 started = float(sys.argv[2])
@@ -30,14 +32,6 @@ print(time.time() - started)
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def floor_seconds(model: str) -> float:
     """A fresh process: import colpali-engine + from_pretrained (model and processor)."""
     started = time.time()
@@ -49,7 +43,7 @@ def floor_seconds(model: str) -> float:
 
 def served_seconds(model: str, device: str) -> float:
     """A fresh `pagelens serve`: process start until the first /embeddings answer arrives."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "pagelens.cli", "serve", "--model", model, "--port", str(port), "--device", device]
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,20 +25,7 @@ from pagelens.bench.engine import (
     seed001_loop,
     synthetic_page,
 )
-
-
-def _serve_in_thread(app):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
+from pagelens.testing.servers import uvicorn_in_thread
 
 
 def _png_base64(image) -> str:
@@ -76,11 +61,13 @@ def run(*, text_layers: int = 4, vision_layers: int = 4, pages: int = 8) -> dict
     embedder = Embedder(sdpa, processor, get_family("colqwen2_5"), name="colqwen2.5-3b-dims", attention="sdpa")
     engine = Engine(embedder, EngineConfig.for_device("cpu")).start()
     service = EmbeddingService(engine, embedder.info, max_inputs_per_request=256)
-    server, thread, url = _serve_in_thread(create_app(Settings(model="bench"), service=service))
     bodies = [{"input_type": "image", "inputs": [_png_base64(image)]} for image in images]
     latencies: list[float] = []
     try:
-        with httpx.Client(base_url=url, timeout=600) as client:
+        with (
+            uvicorn_in_thread(create_app(Settings(model="bench"), service=service)) as url,
+            httpx.Client(base_url=url, timeout=600) as client,
+        ):
 
             def one(body):
                 sent = time.perf_counter()
@@ -94,8 +81,6 @@ def run(*, text_layers: int = 4, vision_layers: int = 4, pages: int = 8) -> dict
                 list(pool.map(one, bodies))
             http = pages / (time.perf_counter() - started)
     finally:
-        server.should_exit = True
-        thread.join(30)
         engine.close()
 
     figures = {
