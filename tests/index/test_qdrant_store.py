@@ -77,6 +77,7 @@ def test_a_vanished_collection_is_not_found(client):
         store.search(np.ones((2, 128), np.float32), k=3)
 
 
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_an_unreachable_server_is_a_backend_failure_naming_it():
     from qdrant_client import QdrantClient
 
