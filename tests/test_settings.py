@@ -56,7 +56,7 @@ def test_serving_without_a_key_on_a_public_address_warns_loudly(monkeypatch, cap
     assert "NO API KEY" not in caplog.text
 
 
-@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version", "ignore:Api key is used with an insecure")
 def test_qdrant_url_flag_and_key_variable_choose_the_server_backend(monkeypatch, tmp_path):
     from pagelens.index.collections import Collections
     from pagelens.testing.servers import free_port

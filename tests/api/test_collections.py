@@ -157,7 +157,7 @@ def test_an_unreachable_qdrant_server_is_a_500_naming_it(tmp_path):
 def test_two_data_directories_sharing_one_qdrant(tmp_path):
     from qdrant_client import QdrantClient
 
-    from pagelens.errors import Conflict, NotFound
+    from pagelens.errors import Conflict, InvalidInput, NotFound
 
     fake = FakeBackend(dim=128)
 
@@ -179,6 +179,10 @@ def test_two_data_directories_sharing_one_qdrant(tmp_path):
     hits = first.get("shared").search(query, k=10, mode="exact", filter=None)
     assert len(hits) == 4 and hits[0].name == "scan.png", "pages stored through b are searchable through a"
     assert [doc["name"] for doc in first.get("shared").documents()] == ["a.pdf"], "files stay local"
+    by_b = first.get("shared").search(query, k=10, mode="fast", filter={"by": "b"})  # a field only b's records have
+    assert [(hit.name, hit.page) for hit in by_b] == [("scan.png", 1)]
+    with pytest.raises(InvalidInput, match="'colour'"):
+        first.get("shared").search(query, k=10, mode="exact", filter={"colour": "red"})
     assert first.get("shared").store.page_count() == second.get("shared").store.page_count() == 4
     first.delete("shared")
     assert second.names() == [] and not (tmp_path / "a" / "_qdrant" / "shared").exists()

@@ -131,6 +131,8 @@ class Collection:
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
+            if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
+                unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
             if unknown:
                 raise InvalidInput(
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "

@@ -203,6 +203,17 @@ class QdrantPageStore:
         with self._calls():
             return self.client.count(self.collection, count_filter=self._filter(*matches), exact=True).count
 
+    def has_metadata_field(self, key: str) -> bool:
+        """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""
+        m = self._m
+        present = m.Filter(
+            must=[self._filter(("status", COMPLETE))],
+            must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=f"metadata.{key}"))],
+        )
+        with self._calls():
+            points, _ = self.client.scroll(self.collection, scroll_filter=present, limit=1, with_payload=False)
+        return bool(points)
+
     def search(
         self,
         query: np.ndarray,
