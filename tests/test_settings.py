@@ -54,3 +54,26 @@ def test_serving_without_a_key_on_a_public_address_warns_loudly(monkeypatch, cap
         CliRunner().invoke(app, ["serve", "--model", "some/model", "--host", "0.0.0.0", "--api-key", "k"])
         CliRunner().invoke(app, ["serve", "--model", "some/model"])
     assert "NO API KEY" not in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version", "ignore:Api key is used with an insecure")
+def test_qdrant_url_flag_and_key_variable_choose_the_server_backend(monkeypatch, tmp_path):
+    from pagelens.index.collections import Collections
+    from pagelens.testing.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.append(app))
+    monkeypatch.setenv("PAGELENS_QDRANT_API_KEY", "qdrant-secret")
+    monkeypatch.setenv("PAGELENS_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["serve", "--model", "some/model", "--qdrant-url", url])
+    assert result.exit_code == 0, result.output
+    settings = started[0].state.settings
+    assert (settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_prefix) == (url, "qdrant-secret", "pagelens_")
+    collections = Collections.from_settings(settings)  # a client for that server (unreachable: fails at first use)
+    assert collections.qdrant.init_options["url"] == url
+    assert collections.qdrant.init_options["api_key"] == "qdrant-secret"
+    collections.close()
+    monkeypatch.delenv("PAGELENS_QDRANT_API_KEY")
+    assert Collections.from_settings(Settings()).qdrant is None, "without a URL, collections stay on Edge"

@@ -98,6 +98,10 @@ def serve(
     family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
+    qdrant_url: Annotated[
+        str | None,
+        typer.Option(help="Keep collections' pages on this Qdrant server (key: PAGELENS_QDRANT_API_KEY), not Edge."),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score)."""
     import uvicorn
@@ -107,7 +111,7 @@ def serve(
 
     given = {
         "model": model, "host": host, "port": port, "api_key": api_key, "device": device, "dtype": dtype,
-        "attn": attn, "family": family, "threads": threads, "log_level": log_level,
+        "attn": attn, "family": family, "threads": threads, "log_level": log_level, "qdrant_url": qdrant_url,
     }  # fmt: skip
     settings = Settings(**{name: value for name, value in given.items() if value is not None})
     level = getattr(logging, settings.log_level.upper(), logging.INFO)

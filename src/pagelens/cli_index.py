@@ -32,7 +32,7 @@ class _Embedded:
         self.settings = Settings(**given)
         embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
         self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
-        self.collections = Collections(self.settings.data_dir)
+        self.collections = Collections.from_settings(self.settings)  # Edge, or PAGELENS_QDRANT_URL
 
     def collection(self, name: str, create: bool):
         try:

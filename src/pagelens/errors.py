@@ -9,7 +9,8 @@
     ├── UnsupportedMediaType       415  an upload that is neither a PDF nor an image
     ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
     ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
-    ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item)
+    ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item),
+    │                                   or the Qdrant server is unreachable or refused a request (names its URL)
     ├── ModelNotReady              503  model not loaded or engine stopped
     └── ModelLoadError             —    a model could not be resolved or loaded (start-up, not per request)
         └── UnknownModelFamily     —    config matches no supported family

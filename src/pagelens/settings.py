@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
     data_dir: str = ""
     pdf_dpi: int = 150
+    # a Qdrant server or cluster for the pages instead of Edge (collection c is `<prefix>c` there)
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_prefix: str = "pagelens_"
 
     # limits
     max_body_bytes: int = 64 * 1024 * 1024

@@ -1,5 +1,7 @@
 """Collections over HTTP (in-process, fake 128-d model): create, upload PDFs and images, list,
-page images, search, delete, and the bad inputs of issue #5."""
+page images, search, delete, and the bad inputs of issue #5; on Qdrant Edge and on the Qdrant
+server store (qdrant-client's local mode), plus what a server backend adds: an unreachable server,
+and two pagelens data directories sharing one Qdrant."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pagelens.api import create_app
+from pagelens.index.collections import Collections
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
 from tests.api.conftest import AUTH, fake_service
@@ -18,12 +21,30 @@ from tests.conftest import encode, make_page
 from tests.index.test_pdf import make_pdf
 
 
-@pytest.fixture
-def client(tmp_path):
+def open_collections(backend: str, tmp_path) -> Collections:
+    """Collections under tmp_path/data, on Edge or on a local-mode Qdrant in tmp_path/qdrant."""
+    if backend == "edge":
+        return Collections(tmp_path / "data")
+    from qdrant_client import QdrantClient
+
+    return Collections(tmp_path / "data", qdrant=QdrantClient(path=str(tmp_path / "qdrant")))
+
+
+def close_collections(collections: Collections) -> None:
+    collections.close()
+    if collections.qdrant is not None:
+        collections.qdrant.close()
+
+
+@pytest.fixture(params=["edge", "qdrant-local"])
+def client(request, tmp_path):
     service = fake_service(FakeBackend(dim=128))
     settings = Settings(model="fake", api_key="test-key-123", data_dir=str(tmp_path / "data"), pdf_dpi=72)
-    with TestClient(create_app(settings, service=service), headers=AUTH) as test_client:
+    app = create_app(settings, service=service)
+    app.state.collections = collections = open_collections(request.param, tmp_path)
+    with TestClient(app, headers=AUTH) as test_client:
         yield test_client
+    close_collections(collections)
     service.engine.close()
 
 
@@ -95,9 +116,9 @@ def test_bad_uploads_and_requests(client):
     assert client.post("/collections/c/search", json={"query": "q", "mode": "fuzzy"}).status_code == 400
 
 
-def test_a_failing_embed_mid_document_stores_nothing(tmp_path):
+@pytest.mark.parametrize("backend", ["edge", "qdrant-local"])
+def test_a_failing_embed_mid_document_stores_nothing(backend, tmp_path):
     from pagelens.errors import BackendFailure
-    from pagelens.index.collections import Collections
 
     calls = []
 
@@ -107,11 +128,66 @@ def test_a_failing_embed_mid_document_stores_nothing(tmp_path):
             raise BackendFailure("out of memory even when embedded alone")
         return [FakeBackend(dim=128).expected(FakeBackend(dim=128).prepare_image(image)) for image in images]
 
-    collections = Collections(tmp_path / "data")
+    collections = open_collections(backend, tmp_path)
     collection = collections.create("c")
     with pytest.raises(BackendFailure):
         collection.add(make_pdf(12), name="big.pdf", metadata={}, embed=embed_then_fail, dpi=36)
     assert calls == [8, 4]
     assert collection.documents() == [] and collection.store.page_count() == 0
-    assert list((tmp_path / "data" / "c" / "files").iterdir()) == []
-    collections.close()
+    assert collection.files.is_relative_to(tmp_path / "data") and list(collection.files.iterdir()) == []
+    close_collections(collections)
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+def test_an_unreachable_qdrant_server_is_a_500_naming_it(tmp_path):
+    from pagelens.testing.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    service = fake_service(FakeBackend(dim=128))
+    settings = Settings(model="fake", api_key="test-key-123", data_dir=str(tmp_path / "data"), qdrant_url=url)
+    with TestClient(create_app(settings, service=service), headers=AUTH) as test_client:
+        for response in (test_client.post("/collections", json={"name": "c"}), test_client.get("/collections")):
+            assert response.status_code == 500
+            assert response.json()["error"]["type"] == "backend_failure"
+            assert f"cannot reach Qdrant at {url}" in response.json()["error"]["message"]
+    service.engine.close()
+    assert not (tmp_path / "data" / "c").exists()
+
+
+def test_two_data_directories_sharing_one_qdrant(tmp_path):
+    from qdrant_client import QdrantClient
+
+    from pagelens.errors import Conflict, InvalidInput, NotFound
+
+    fake = FakeBackend(dim=128)
+
+    def embed(images):
+        return [fake.expected(fake.prepare_image(image)) for image in images]
+
+    qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
+    first, second = Collections(tmp_path / "a", qdrant=qdrant), Collections(tmp_path / "b", qdrant=qdrant)
+    first.create("shared")
+    assert [c.name for c in qdrant.get_collections().collections] == ["pagelens_shared"]
+    assert second.names() == ["shared"]
+    with pytest.raises(Conflict):
+        second.create("shared")
+    pdf, scan = make_pdf(3), encode(make_page(120, 160, 5))
+    assert first.get("shared").add(pdf, name="a.pdf", metadata={}, embed=embed, dpi=36)["created"]
+    assert second.get("shared").add(pdf, name="b.pdf", metadata={}, embed=embed, dpi=36)["created"]  # no local copy yet
+    second.get("shared").add(scan, name="scan.png", metadata={"by": "b"}, embed=embed, dpi=36)
+    query = embed([make_page(120, 160, 5)])[0][:4]
+    hits = first.get("shared").search(query, k=10, mode="exact", filter=None)
+    assert len(hits) == 4 and hits[0].name == "scan.png", "pages stored through b are searchable through a"
+    assert [doc["name"] for doc in first.get("shared").documents()] == ["a.pdf"], "files stay local"
+    by_b = first.get("shared").search(query, k=10, mode="fast", filter={"by": "b"})  # a field only b's records have
+    assert [(hit.name, hit.page) for hit in by_b] == [("scan.png", 1)]
+    with pytest.raises(InvalidInput, match="'colour'"):
+        first.get("shared").search(query, k=10, mode="exact", filter={"colour": "red"})
+    assert first.get("shared").store.page_count() == second.get("shared").store.page_count() == 4
+    first.delete("shared")
+    assert second.names() == [] and not (tmp_path / "a" / "_qdrant" / "shared").exists()
+    with pytest.raises(NotFound):
+        second.get("shared").search(query, k=3, mode="exact", filter=None)
+    first.close()
+    second.close()
+    qdrant.close()

@@ -1,5 +1,6 @@
-"""The Qdrant Edge page store: exact MaxSim ranking, fast two-stage mode, idempotent documents,
-and whole-document atomicity across a SIGKILL."""
+"""The page stores (Qdrant Edge, and the Qdrant server store on qdrant-client's local mode and on a
+real server when one is configured; see backends.py): exact MaxSim ranking, fast two-stage mode,
+idempotent documents, and whole-document atomicity across a SIGKILL."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pagelens.errors import InvalidInput
 from pagelens.index.scoring import maxsim
-from pagelens.index.store import EdgePageStore, pool_rows
+from pagelens.index.store import pool_rows
+from tests.index.backends import close_store, open_store
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def structured_pages(count: int, tokens: int = 60, seed: int = 0) -> list[np.ndarray]:
@@ -37,13 +43,6 @@ def query_like(page: np.ndarray, seed: int) -> np.ndarray:
 
 def fp16(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float16).astype(np.float32)
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = EdgePageStore(tmp_path / "collection")
-    yield opened
-    opened.close()
 
 
 def test_exact_search_ranks_as_maxsim_does(store):
@@ -106,8 +105,8 @@ INGEST_AND_DIE = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from pagelens.index.store import EdgePageStore
-    store = EdgePageStore(sys.argv[1])
+    from tests.index.backends import open_store
+    store = open_store(*sys.argv[1:4])
     rng = np.random.default_rng(0)
     def page():
         rows = rng.standard_normal((40, 128)).astype(np.float32)
@@ -125,14 +124,15 @@ INGEST_AND_DIE = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_ingest_leaves_whole_documents_only(tmp_path):
-    directory = tmp_path / "collection"
-    child = subprocess.Popen([sys.executable, "-c", INGEST_AND_DIE, str(directory)], stdout=subprocess.PIPE, text=True)
+def test_sigkill_mid_ingest_leaves_whole_documents_only(backend, tmp_path):
+    where = (backend, str(tmp_path / "collection"), f"pagelens_test_{uuid.uuid4().hex[:12]}")
+    command = [sys.executable, "-c", INGEST_AND_DIE, *where]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert child.stdout.readline().strip() == "finished"
     assert child.stdout.readline().strip() == "half-way"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    store = EdgePageStore(directory)
+    store = open_store(*where)
     try:
         assert store.purged_on_open >= 5, "the interrupted document's pages were not found and purged"
         assert store.page_count() == 3 and store.page_count("finished") == 3
@@ -141,7 +141,7 @@ def test_sigkill_mid_ingest_leaves_whole_documents_only(tmp_path):
         query = rng.standard_normal((8, 128)).astype(np.float32)
         assert {hit.document_id for hit in store.search(query, k=10)} == {"finished"}
     finally:
-        store.close()
+        close_store(store, drop=backend == "qdrant-server")
 
 
 def test_exact_search_ranks_real_model_pages_as_maxsim_of_their_embeddings(store, tiny_model):

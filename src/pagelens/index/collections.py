@@ -1,9 +1,17 @@
-"""Collections on disk: a directory per collection holding its Qdrant Edge page store and the
-uploaded files (so a page image can be rendered again), with one JSON record per document.
+"""Collections: a page store per collection plus the uploaded files (so a page image can be
+rendered again), with one JSON record per document.
+
+By default every collection lives under `data_dir` in a Qdrant Edge shard:
 
     <data_dir>/<collection>/store/          EdgePageStore
     <data_dir>/<collection>/files/<id>      the uploaded bytes
-    <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind"}
+    <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind", "dpi"}
+
+With a Qdrant server (`qdrant=`), collection `c` is the Qdrant collection `<prefix>c` (names come
+from the server, so every pagelens sharing that Qdrant sees the same collections and searches the
+same pages) and the files stay on this machine under `<data_dir>/_qdrant/<collection>/files/`
+(`_qdrant` is no valid collection name, so it never meets an Edge collection). The document list,
+page images and document deletes cover the files uploaded through this data directory.
 
 A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
 The record and file are written before the pages; a document exists once its pages are complete
@@ -18,17 +26,28 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
+from pagelens.index.pages import SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
-from pagelens.index.store import EdgePageStore, SearchHit
+from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
+from pagelens.index.store import EdgePageStore
 
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from pagelens.settings import Settings
+
+PageStore = EdgePageStore | QdrantPageStore
+DEFAULT_PREFIX = "pagelens_"
+SERVER_FILES = "_qdrant"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 
@@ -40,12 +59,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class Collection:
-    def __init__(self, directory: Path) -> None:
+    """One collection: its page store and, under `directory/files`, the uploaded files and records."""
+
+    def __init__(self, directory: Path, store: PageStore) -> None:
         self.name = directory.name
         self.directory = directory
         self.files = directory / "files"
         self.files.mkdir(parents=True, exist_ok=True)
-        self.store = EdgePageStore(directory / "store")
+        self.store = store
         for record in self.files.glob("*.json"):  # files of ingests that never completed
             document_id = record.stem
             if self.store.page_count(document_id) == 0:
@@ -72,7 +93,8 @@ class Collection:
         kind = sniff_document(data)
         pages = count_pages(data)
         document_id = hashlib.sha256(data).hexdigest()[:32]
-        if self.store.page_count(document_id) == pages:
+        stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
+        if stored and self.store.page_count(document_id) == pages:
             return self._record(document_id) | {"created": False}
         record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi}
         _write_atomically(self.files / document_id, data)
@@ -109,6 +131,8 @@ class Collection:
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
+            if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
+                unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
             if unknown:
                 raise InvalidInput(
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
@@ -121,25 +145,81 @@ class Collection:
 
 
 class Collections:
-    """The collections under `data_dir`, opened on first use and kept open."""
+    """The collections, opened on first use and kept open: Qdrant Edge shards under `data_dir`, or
+    collections named `<prefix><name>` on the Qdrant server `qdrant` talks to."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(
+        self, data_dir: str | Path, *, qdrant: QdrantClient | None = None, prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.qdrant = qdrant
+        self.prefix = prefix
+        self._owns_client = False
         self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        if qdrant is not None:
+            self.where = qdrant_location(qdrant)
+            self.files_root = self.data_dir / SERVER_FILES
+            self.files_root.mkdir(exist_ok=True)
+            owner = self.files_root / "owner"  # marks this data directory's ingests on the shared server
+            if not owner.exists():
+                _write_atomically(owner, uuid.uuid4().hex.encode())
+            self.owner = owner.read_text().strip()
+        else:
+            self.files_root = self.data_dir
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Collections:
+        """Edge under `settings.data_dir`, or the Qdrant server at `settings.qdrant_url` when set."""
+        if not settings.qdrant_url:
+            return cls(settings.data_dir)
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
+        collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix)
+        collections._owns_client = True
+        return collections
 
     @staticmethod
     def _check_name(name: str) -> None:
         if not NAME_PATTERN.match(name or ""):
             raise InvalidInput(f"collection name {name!r} must be 1-64 letters, digits, '_', '-' or '.'")
 
+    # ------------------------------------------------- where the stores are
+    def _exists(self, name: str) -> bool:
+        if self.qdrant is None:
+            return (self.data_dir / name / "store").exists()
+        with qdrant_errors(self.where):
+            return self.qdrant.collection_exists(self.prefix + name)
+
+    def _open_collection(self, name: str) -> Collection:
+        directory = self.files_root / name
+        if self.qdrant is None:
+            return Collection(directory, EdgePageStore(directory / "store"))
+        return Collection(directory, QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner))
+
+    def _stored_names(self) -> list[str]:
+        if self.qdrant is None:
+            return [p.name for p in self.data_dir.iterdir() if (p / "store").exists()]
+        with qdrant_errors(self.where):
+            found = [c.name for c in self.qdrant.get_collections().collections]
+        names = [found_name[len(self.prefix) :] for found_name in found if found_name.startswith(self.prefix)]
+        return [name for name in names if NAME_PATTERN.match(name)]
+
+    def _drop(self, name: str) -> None:
+        if self.qdrant is not None:
+            with qdrant_errors(self.where):
+                self.qdrant.delete_collection(self.prefix + name)
+        shutil.rmtree(self.files_root / name, ignore_errors=self.qdrant is not None)
+
+    # ------------------------------------------------- the collections
     def create(self, name: str) -> Collection:
         self._check_name(name)
         with self._lock:
-            if (self.data_dir / name).exists():
+            if self._exists(name) if self.qdrant is not None else (self.data_dir / name).exists():
                 raise Conflict(f"collection {name!r} already exists")
-            collection = Collection(self.data_dir / name)
+            collection = self._open_collection(name)
             self._open[name] = collection
             return collection
 
@@ -147,23 +227,25 @@ class Collections:
         self._check_name(name)
         with self._lock:
             if name not in self._open:
-                if not (self.data_dir / name / "store").exists():
+                if not self._exists(name):
                     raise NotFound(f"no collection {name!r}")
-                self._open[name] = Collection(self.data_dir / name)
+                self._open[name] = self._open_collection(name)
             return self._open[name]
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.data_dir.iterdir() if (p / "store").exists())
+        return sorted(self._stored_names())
 
     def delete(self, name: str) -> None:
         collection = self.get(name)
         with self._lock:
             collection.close()
             self._open.pop(name, None)
-            shutil.rmtree(self.data_dir / name)
+            self._drop(name)
 
     def close(self) -> None:
         with self._lock:
             for collection in self._open.values():
                 collection.close()
             self._open.clear()
+            if self._owns_client and self.qdrant is not None:
+                self.qdrant.close()

@@ -3,7 +3,8 @@ collection, one point per page.
 
 Each point holds the page's full multi-vector (`page`, float16, exact MaxSim, no HNSW) and a
 row-pooled copy (`pooled`, every POOL_ROWS consecutive rows averaged) for the fast mode's
-prefetch, plus its payload: `document_id`, `page` (1-based), `name`, `metadata`, `status`.
+prefetch, plus its payload: `document_id`, `page` (1-based), `name`, `metadata`, `status`. The
+layout, input checks and hits are shared with the Qdrant server store (index/pages.py).
 
 Whole-document atomicity: a document's pages are written with `status: "ingesting"` and flipped
 to "complete" in one update after the last page, then flushed; search only sees complete ones, and
@@ -14,45 +15,31 @@ a keyword, not a boolean: qdrant-edge-py 0.9.0's MatchValue(True) matches no boo
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from pagelens.errors import InvalidInput
+from pagelens.index.pages import (
+    COMPLETE,
+    INGESTING,
+    PAGE_VECTOR,
+    POOL_ROWS,
+    POOLED_VECTOR,
+    SearchHit,
+    SearchMode,
+    check_query,
+    page_payload,
+    page_vectors,
+    point_id,
+    pool_rows,
+    search_matches,
+    to_hit,
+)
 
-PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
-POOL_ROWS = 8
-INGESTING, COMPLETE = "ingesting", "complete"
-SearchMode = Literal["exact", "fast"]
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    document_id: str
-    page: int
-    score: float
-    name: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def point_id(document_id: str, page: int) -> int:
-    """A stable 63-bit id for (document, page): re-adding a document overwrites, never duplicates."""
-    digest = hashlib.sha256(f"{document_id}\0{page}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def pool_rows(vectors: np.ndarray, rows: int = POOL_ROWS) -> np.ndarray:
-    """Average every `rows` consecutive vectors of `(n, d)` and L2-normalize: `(ceil(n / rows), d)` float32."""
-    count, dim = vectors.shape
-    padded = np.zeros((-(-count // rows) * rows, dim), dtype=np.float32)
-    padded[:count] = vectors
-    sums = padded.reshape(-1, rows, dim).sum(axis=1)
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+__all__ = ["COMPLETE", "INGESTING", "POOL_ROWS", "EdgePageStore", "SearchHit", "SearchMode", "point_id", "pool_rows"]
 
 
 def _multivector_params(qdrant_edge):
@@ -94,12 +81,7 @@ class EdgePageStore:
         return q.FieldCondition(key, match=q.MatchValue(value))
 
     def _complete_filter(self, extra: dict[str, Any] | None = None):
-        conditions = [self._match("status", COMPLETE)]
-        for key, value in (extra or {}).items():
-            if not isinstance(value, str | int | bool):
-                raise InvalidInput(f"filter value for {key!r} must be a string, integer or boolean")
-            conditions.append(self._match(f"metadata.{key}", value))
-        return self._q.Filter(must=conditions)
+        return self._q.Filter(must=[self._match(key, value) for key, value in search_matches(extra)])
 
     # ---------------------------------------------------------------- writes
     def add_document(
@@ -118,16 +100,8 @@ class EdgePageStore:
         q = self._q
         count = 0
         for number, vectors in enumerate(pages, start=1):
-            vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[1] != 128 or not len(vectors):
-                raise InvalidInput(f"page {number} has shape {vectors.shape}; expected (n_tokens, 128)")
-            payload = {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {},
-                       "status": INGESTING}  # fmt: skip
-            point = q.Point(
-                point_id(document_id, number),
-                {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: pool_rows(vectors).astype(np.float16)},
-                payload,
-            )
+            named = page_vectors(number, vectors)
+            point = q.Point(point_id(document_id, number), named, page_payload(document_id, number, name, metadata))
             with self._lock:
                 self._shard.update(q.UpdateOperation.upsert_points([point]))
             count = number
@@ -184,13 +158,7 @@ class EdgePageStore:
         """Top-k pages by MaxSim against a `(q, 128)` query. `exact` scores every page; `fast`
         prefetches `prefetch` candidates on the pooled vectors and reranks them exactly."""
         q = self._q
-        query = np.asarray(query, dtype=np.float32)
-        if query.ndim != 2 or query.shape[1] != 128:
-            raise InvalidInput(f"query embedding has shape {query.shape}; expected (n_tokens, 128)")
-        if not 1 <= k <= 1000:
-            raise InvalidInput(f"k must be between 1 and 1000, got {k}")
-        if mode not in ("exact", "fast"):
-            raise InvalidInput(f"mode must be 'exact' or 'fast', got {mode!r}")
+        query = check_query(query, k, mode)
         condition = self._complete_filter(filter)
         nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
         if mode == "exact":
@@ -202,16 +170,7 @@ class EdgePageStore:
             request = q.QueryRequest(limit=k, prefetches=[candidates], query=nearest, with_payload=True)
         with self._lock:
             points = self._shard.query(request)
-        return [
-            SearchHit(
-                p.payload["document_id"],
-                int(p.payload["page"]),
-                float(p.score),
-                p.payload.get("name", ""),
-                p.payload.get("metadata") or {},
-            )
-            for p in points
-        ]
+        return [to_hit(p.payload, p.score) for p in points]
 
     def close(self) -> None:
         with self._lock:

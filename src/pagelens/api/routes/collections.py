@@ -20,7 +20,7 @@ router = APIRouter(prefix="/collections", tags=["collections"])
 def _collections(request: Request) -> Collections:
     collections = getattr(request.app.state, "collections", None)
     if collections is None:
-        collections = request.app.state.collections = Collections(request.app.state.settings.data_dir)
+        collections = request.app.state.collections = Collections.from_settings(request.app.state.settings)
     return collections
 
 

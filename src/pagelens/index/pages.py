@@ -1,0 +1,90 @@
+"""What every page store shares, whatever engine holds the points: the point layout, input checks,
+payloads and hits.
+
+A page is one point: `page` holds its full multi-vector (`(n_tokens, 128)`, stored float16, scored
+by exact MaxSim), `pooled` a row-pooled copy (every POOL_ROWS consecutive rows averaged) for the
+fast mode's prefetch, and the payload `document_id`, `page` (1-based), `name`, `metadata`, `status`
+("ingesting" until the document's last page is stored, then "complete"; search sees complete ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from pagelens.errors import InvalidInput
+
+PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
+DIM = 128
+POOL_ROWS = 8
+INGESTING, COMPLETE = "ingesting", "complete"
+MAX_K = 1000
+SearchMode = Literal["exact", "fast"]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    document_id: str
+    page: int
+    score: float
+    name: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def point_id(document_id: str, page: int) -> int:
+    """A stable 63-bit id for (document, page): re-adding a document overwrites, never duplicates."""
+    digest = hashlib.sha256(f"{document_id}\0{page}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def pool_rows(vectors: np.ndarray, rows: int = POOL_ROWS) -> np.ndarray:
+    """Average every `rows` consecutive vectors of `(n, d)` and L2-normalize: `(ceil(n / rows), d)` float32."""
+    count, dim = vectors.shape
+    padded = np.zeros((-(-count // rows) * rows, dim), dtype=np.float32)
+    padded[:count] = vectors
+    sums = padded.reshape(-1, rows, dim).sum(axis=1)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
+def page_vectors(number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """Page `number`'s named vectors: `{page: (n, 128) float16, pooled: (ceil(n / 8), 128) float16}`."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != DIM or not len(vectors):
+        raise InvalidInput(f"page {number} has shape {vectors.shape}; expected (n_tokens, {DIM})")
+    return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: pool_rows(vectors).astype(np.float16)}
+
+
+def page_payload(document_id: str, number: int, name: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The payload of a page being ingested (its document not complete yet)."""
+    return {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {}, "status": INGESTING}
+
+
+def check_query(query: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """Validate a search; return the query as `(q, 128)` float32."""
+    query = np.asarray(query, dtype=np.float32)
+    if query.ndim != 2 or query.shape[1] != DIM:
+        raise InvalidInput(f"query embedding has shape {query.shape}; expected (n_tokens, {DIM})")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
+    if mode not in ("exact", "fast"):
+        raise InvalidInput(f"mode must be 'exact' or 'fast', got {mode!r}")
+    return query
+
+
+def search_matches(filter: dict[str, Any] | None) -> list[tuple[str, str | int | bool]]:
+    """The (payload key, value) pairs a searched page must match: complete, and each metadata filter."""
+    matches: list[tuple[str, str | int | bool]] = [("status", COMPLETE)]
+    for key, value in (filter or {}).items():
+        if not isinstance(value, str | int | bool):
+            raise InvalidInput(f"filter value for {key!r} must be a string, integer or boolean")
+        matches.append((f"metadata.{key}", value))
+    return matches
+
+
+def to_hit(payload: dict[str, Any], score: float) -> SearchHit:
+    """A search hit from a stored point's payload and its MaxSim score."""
+    metadata = payload.get("metadata") or {}
+    return SearchHit(payload["document_id"], int(payload["page"]), float(score), payload.get("name", ""), metadata)

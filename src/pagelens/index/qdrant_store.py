@@ -1,0 +1,245 @@
+"""A page store on a Qdrant server or cluster, through qdrant-client: one Qdrant collection per
+pagelens collection, one point per page, the same layout and protocol as the Qdrant Edge store.
+
+Schema: `page` is the full multi-vector (MAX_SIM, float16 storage, HNSW off (`m=0`) so every search
+is a full scan), `pooled` the row-pooled copy for the fast mode's prefetch (same parameters);
+keyword payload indexes on `document_id`, `status` and `owner`.
+
+Whole-document atomicity: pages are upserted (`wait=True`) with `status: "ingesting"`, stale pages
+of an older, longer version are deleted, then one `set_payload` flips the document to "complete";
+search only sees complete pages. Opening a store deletes the incomplete pages *this owner* left (an
+ingest killed half-way). The owner is an id of the pagelens data directory that wrote them, so two
+pagelens servers sharing one Qdrant never purge each other's ingests in flight.
+
+qdrant-client's local mode (`QdrantClient(":memory:")` or `path=...`) runs the same code but
+ignores the float16 datatype (vectors are kept as sent, float16-rounded values in float64), HNSW
+settings, search params and payload indexes: it always scans every point, which gives the same
+rankings. It is not thread-safe, so calls on a local client are serialized.
+
+Failures talking to the server become `BackendFailure` naming the URL (`NotFound` when the
+collection has gone), never a raw client exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pagelens.errors import BackendFailure, Conflict, NotFound
+from pagelens.index.pages import (
+    COMPLETE,
+    DIM,
+    INGESTING,
+    PAGE_VECTOR,
+    POOLED_VECTOR,
+    SearchHit,
+    SearchMode,
+    check_query,
+    page_payload,
+    page_vectors,
+    point_id,
+    search_matches,
+    to_hit,
+)
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+INDEXED_FIELDS = ("document_id", "status", "owner")
+_local_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def qdrant_location(client: QdrantClient) -> str:
+    """Where a client points, for messages: its URL, host:port, or the local-mode path."""
+    options = client.init_options
+    if options.get("path"):
+        return f"local mode at {options['path']}"
+    if options.get("location") == ":memory:":
+        return "local mode in memory"
+    if options.get("url") or options.get("location"):
+        return str(options.get("url") or options.get("location"))
+    return f"{options.get('host') or 'localhost'}:{options.get('port')}"
+
+
+def is_local(client: QdrantClient) -> bool:
+    options = client.init_options
+    return bool(options.get("path")) or options.get("location") == ":memory:"
+
+
+@contextmanager
+def qdrant_errors(where: str, collection: str | None = None) -> Iterator[None]:
+    """Turn qdrant-client's exceptions into typed pagelens errors naming the server."""
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    try:
+        yield
+    except UnexpectedResponse as error:
+        if error.status_code == 404 and collection is not None:
+            raise NotFound(f"Qdrant at {where} has no collection {collection!r}") from error
+        if error.status_code == 409 and collection is not None:
+            raise Conflict(f"Qdrant at {where} already has collection {collection!r}") from error
+        if error.status_code in (401, 403):
+            raise BackendFailure(
+                f"Qdrant at {where} refused the request ({error.status_code}): check PAGELENS_QDRANT_API_KEY"
+            ) from error
+        detail = error.content.decode(errors="replace")[:300]
+        raise BackendFailure(f"Qdrant at {where} answered {error.status_code}: {detail}") from error
+    except ValueError as error:  # local mode's way of saying 404
+        if collection is not None and f"Collection {collection} not found" in str(error):
+            raise NotFound(f"Qdrant at {where} has no collection {collection!r}") from error
+        raise
+    except (ResponseHandlingException, httpx.HTTPError, OSError) as error:
+        cause = error.source if isinstance(error, ResponseHandlingException) else error
+        raise BackendFailure(f"cannot reach Qdrant at {where}: {cause or type(cause).__name__}") from error
+
+
+def _vector_params():
+    from qdrant_client import models
+
+    return models.VectorParams(
+        size=DIM,
+        distance=models.Distance.DOT,
+        multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+        datatype=models.Datatype.FLOAT16,
+        hnsw_config=models.HnswConfigDiff(m=0),  # no graph: exact full scans only
+    )
+
+
+def create_collection(client: QdrantClient, collection: str) -> None:
+    """Create the Qdrant collection with the page schema and its payload indexes."""
+    from qdrant_client import models
+
+    client.create_collection(
+        collection, vectors_config={PAGE_VECTOR: _vector_params(), POOLED_VECTOR: _vector_params()}
+    )
+    for name in INDEXED_FIELDS:
+        client.create_payload_index(collection, name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+
+
+class QdrantPageStore:
+    """One collection's pages in a Qdrant collection (created when missing). Same interface as
+    EdgePageStore. The client is the caller's: `close` leaves it open."""
+
+    def __init__(self, client: QdrantClient, collection: str, *, owner: str = "") -> None:
+        from qdrant_client import models
+
+        self._m = models
+        self.client = client
+        self.collection = collection
+        self.owner = owner
+        self.where = qdrant_location(client)
+        self._lock = _local_locks.setdefault(client, threading.Lock()) if is_local(client) else nullcontext()
+        with self._calls():
+            if not client.collection_exists(collection):
+                create_collection(client, collection)
+        self.purged_on_open = self.purge_incomplete()
+
+    @contextmanager
+    def _calls(self) -> Iterator[None]:
+        with self._lock, qdrant_errors(self.where, self.collection):
+            yield
+
+    def _filter(self, *matches: tuple[str, Any]):
+        m = self._m
+        return m.Filter(must=[m.FieldCondition(key=key, match=m.MatchValue(value=value)) for key, value in matches])
+
+    # ---------------------------------------------------------------- writes
+    def add_document(
+        self,
+        document_id: str,
+        pages: Iterable[np.ndarray],
+        *,
+        name: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Store a document's pages (`(n_tokens, 128)` arrays, in page order) atomically; return the page count.
+
+        `pages` may be a generator: each page is upserted as it comes, then the document is marked
+        complete in one update.
+        """
+        m = self._m
+        count = 0
+        for number, vectors in enumerate(pages, start=1):
+            payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
+            named = {key: array.tolist() for key, array in page_vectors(number, vectors).items()}  # JSON-ready
+            point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
+            with self._calls():
+                self.client.upsert(self.collection, [point], wait=True)
+            count = number
+        document = self._filter(("document_id", document_id))
+        stale = m.Filter(must=[document, m.FieldCondition(key="page", range=m.Range(gt=count))])
+        with self._calls():
+            self.client.delete(self.collection, m.FilterSelector(filter=stale), wait=True)  # an older, longer version
+            self.client.set_payload(self.collection, {"status": COMPLETE}, points=document, wait=True)
+        return count
+
+    def delete_document(self, document_id: str) -> int:
+        """Remove a document's pages; return how many there were."""
+        document = self._filter(("document_id", document_id))
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=document, exact=True).count
+            self.client.delete(self.collection, self._m.FilterSelector(filter=document), wait=True)
+        return pages
+
+    def purge_incomplete(self) -> int:
+        """Delete the pages this owner's unfinished ingests left; return how many."""
+        incomplete = self._filter(("status", INGESTING), ("owner", self.owner))
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
+            if pages:
+                self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
+        return pages
+
+    # ---------------------------------------------------------------- reads
+    def page_count(self, document_id: str | None = None) -> int:
+        """Pages of complete documents (of one document if given)."""
+        matches = [("status", COMPLETE)] + ([("document_id", document_id)] if document_id is not None else [])
+        with self._calls():
+            return self.client.count(self.collection, count_filter=self._filter(*matches), exact=True).count
+
+    def has_metadata_field(self, key: str) -> bool:
+        """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""
+        m = self._m
+        present = m.Filter(
+            must=[self._filter(("status", COMPLETE))],
+            must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=f"metadata.{key}"))],
+        )
+        with self._calls():
+            points, _ = self.client.scroll(self.collection, scroll_filter=present, limit=1, with_payload=False)
+        return bool(points)
+
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = 200,
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Top-k pages by MaxSim against a `(q, 128)` query. `exact` scores every page; `fast`
+        prefetches `prefetch` candidates on the pooled vectors and the server reranks them exactly."""
+        m = self._m
+        query = check_query(query, k, mode).tolist()
+        condition = self._filter(*search_matches(filter))
+        exact = m.SearchParams(exact=True)
+        if mode == "exact":
+            request = {"query_filter": condition, "search_params": exact}
+        else:
+            candidates = m.Prefetch(query=query, using=POOLED_VECTOR, limit=max(prefetch, k), filter=condition,
+                                    params=exact)  # fmt: skip
+            request = {"prefetch": [candidates]}
+        with self._calls():
+            response = self.client.query_points(
+                self.collection, query=query, using=PAGE_VECTOR, limit=k, with_payload=True, **request
+            )
+        return [to_hit(point.payload or {}, point.score) for point in response.points]
+
+    def close(self) -> None:
+        """Nothing to release: the client belongs to the caller."""

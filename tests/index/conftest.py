@@ -1,0 +1,21 @@
+"""The `store` fixture: every store test runs against each backend of tests/index/backends.py."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.index.backends import backend_params, close_store, open_store
+
+
+@pytest.fixture(params=backend_params())
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(backend, tmp_path):
+    opened = open_store(backend, tmp_path / "collection", f"pagelens_test_{uuid.uuid4().hex[:12]}")
+    yield opened
+    close_store(opened, drop=backend == "qdrant-server")
