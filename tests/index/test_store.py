@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from pagelens.errors import InvalidInput
+from pagelens.index.pages import POOLED_ROWS, cluster_pool
 from pagelens.index.scoring import maxsim
-from pagelens.index.store import pool_rows
 from tests.index.backends import close_store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def test_exact_search_ranks_as_maxsim_does(store):
 
 
 def test_fast_mode_reranks_exactly_and_finds_the_exact_top_hits(store):
-    pages = structured_pages(200, seed=1)
+    pages = structured_pages(200, tokens=150, seed=1)  # more tokens than centroids: the prefetch is approximate
     store.add_document("all", pages)
     recalls = []
     for seed in range(5):
@@ -94,11 +94,17 @@ def test_documents_are_idempotent_deletable_and_filterable(store):
         store.add_document("c", [np.zeros((3, 64), np.float32)])
 
 
-def test_pooling_groups_consecutive_rows():
-    vectors = np.eye(128, dtype=np.float32)[:20]
-    pooled = pool_rows(vectors, rows=8)
-    assert pooled.shape == (3, 128)
-    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-6)
+def test_cluster_pooling_finds_the_clusters_of_a_page():
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((POOLED_ROWS, 128)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    rows = centers[np.arange(700) % POOLED_ROWS] + 0.02 * rng.standard_normal((700, 128)).astype(np.float32)
+    pooled = cluster_pool(rows)
+    assert pooled.shape == (POOLED_ROWS, 128)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-5)
+    assert (pooled @ centers.T).max(axis=1).min() > 0.99  # every centroid sits on a planted cluster
+    short = rows[:5]
+    assert np.array_equal(np.unique(cluster_pool(short), axis=0), np.unique(short, axis=0))  # few rows: kept
 
 
 INGEST_AND_DIE = textwrap.dedent(

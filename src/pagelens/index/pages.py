@@ -2,8 +2,8 @@
 payloads and hits.
 
 A page is one point: `page` holds its full multi-vector (`(n_tokens, 128)`, stored float16, scored
-by exact MaxSim), `pooled` a row-pooled copy (every POOL_ROWS consecutive rows averaged) for the
-fast mode's prefetch, and the payload `document_id`, `page` (1-based), `name`, `metadata`, `status`
+by exact MaxSim), `pooled` POOLED_ROWS cluster centroids of it (k-means on cosine) for the fast
+mode's prefetch, and the payload `document_id`, `page` (1-based), `name`, `metadata`, `status`
 ("ingesting" until the document's last page is stored, then "complete"; search sees complete ones).
 """
 
@@ -19,7 +19,7 @@ from pagelens.errors import InvalidInput
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
 DIM = 128
-POOL_ROWS = 8
+POOLED_ROWS = 64  # ~12 page tokens per centroid at ColQwen's ~750: see docs/benchmarks.md, "Search"
 INGESTING, COMPLETE = "ingesting", "complete"
 MAX_K = 1000
 SearchMode = Literal["exact", "fast"]
@@ -40,21 +40,41 @@ def point_id(document_id: str, page: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def pool_rows(vectors: np.ndarray, rows: int = POOL_ROWS) -> np.ndarray:
-    """Average every `rows` consecutive vectors of `(n, d)` and L2-normalize: `(ceil(n / rows), d)` float32."""
-    count, dim = vectors.shape
-    padded = np.zeros((-(-count // rows) * rows, dim), dtype=np.float32)
-    padded[:count] = vectors
-    sums = padded.reshape(-1, rows, dim).sum(axis=1)
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+def cluster_pool(vectors: np.ndarray, clusters: int = POOLED_ROWS, iterations: int = 6) -> np.ndarray:
+    """`clusters` k-means centroids of `(n, d)` unit vectors under cosine, L2-normalized: `(clusters, d)` float32.
+
+    Deterministic: seeded farthest-first (from row 0, each next seed is the row least similar to
+    the seeds so far), so rare tokens get centroids of their own, which is what a MaxSim prefetch
+    needs (3000 synthetic pages: recall@10 at 100 candidates 0.98, against 0.905 with evenly spaced seeds).
+    Pages with fewer rows than `clusters` return their rows, repeated to `clusters` rows (a repeat
+    changes no MaxSim), so every page has the same row count.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    count = len(vectors)
+    if count <= clusters:
+        return vectors[np.arange(clusters) % count].copy()
+    seeds, nearest = [0], vectors @ vectors[0]
+    for _ in range(clusters - 1):
+        seeds.append(int(nearest.argmin()))
+        nearest = np.maximum(nearest, vectors @ vectors[seeds[-1]])
+    centroids = vectors[seeds].copy()
+    members = np.zeros((count, clusters), dtype=np.float32)
+    for _ in range(iterations):
+        members[:] = 0
+        members[np.arange(count), (vectors @ centroids.T).argmax(axis=1)] = 1
+        sums = members.T @ vectors
+        used = members.any(axis=0)  # an empty cluster keeps its centroid
+        centroids[used] = sums[used]
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids
 
 
 def page_vectors(number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
-    """Page `number`'s named vectors: `{page: (n, 128) float16, pooled: (ceil(n / 8), 128) float16}`."""
+    """Page `number`'s named vectors: `{page: (n, 128) float16, pooled: (POOLED_ROWS, 128) float16}`."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != DIM or not len(vectors):
         raise InvalidInput(f"page {number} has shape {vectors.shape}; expected (n_tokens, {DIM})")
-    return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: pool_rows(vectors).astype(np.float16)}
+    return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: cluster_pool(vectors).astype(np.float16)}
 
 
 def page_payload(document_id: str, number: int, name: str, metadata: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""The Edge store's vector mirror: the same rankings as Qdrant Edge's own MaxSim, rebuilt from the
+shard when its file is lost, and never serving a page the shard no longer has."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pagelens.index.mirror import Location, VectorMirror
+from pagelens.index.pages import POOLED_ROWS, cluster_pool
+from pagelens.index.scoring import maxsim
+from pagelens.index.store import EdgePageStore
+from tests.index.test_store import fp16, query_like, structured_pages
+
+
+def ranking(hits) -> list[tuple[str, int]]:
+    return [(hit.document_id, hit.page) for hit in hits]
+
+
+@pytest.fixture
+def edge_store(tmp_path):
+    store = EdgePageStore(tmp_path / "store")
+    yield store
+    store.close()
+
+
+def test_mirror_ranks_and_scores_as_qdrant_edge_does(edge_store):
+    pages = structured_pages(40, tokens=100, seed=4)
+    edge_store.add_document("x", pages[:25], metadata={"part": "one"})
+    edge_store.add_document("y", pages[25:], metadata={"part": "two"})
+    for seed in range(3):
+        query = query_like(pages[seed * 13], seed)
+        for mode, options in (("exact", {}), ("fast", {"prefetch": 40}), ("exact", {"filter": {"part": "two"}})):
+            mirrored = edge_store.search(query, k=10, mode=mode, **options)
+            native = edge_store.qdrant_search(query, k=10, mode=mode, **options)
+            assert ranking(mirrored) == ranking(native), (mode, options)
+            np.testing.assert_allclose([h.score for h in mirrored], [h.score for h in native], atol=2e-3)
+            assert mirrored[0].metadata == native[0].metadata
+
+
+def test_a_lost_mirror_is_copied_back_from_the_shard(tmp_path):
+    pages = structured_pages(12, tokens=90, seed=5)
+    store = EdgePageStore(tmp_path / "store")
+    store.add_document("doc", pages)
+    query = query_like(pages[3], 0)
+    before = ranking(store.search(query, k=5))
+    store.close()
+    (tmp_path / "store.mirror" / "vectors.f16").write_bytes(b"")  # lost, or cut short
+    reopened = EdgePageStore(tmp_path / "store")
+    try:
+        assert reopened.recopied_on_open == 12
+        assert ranking(reopened.search(query, k=5)) == before
+        hit = reopened.search(query, k=1)[0]
+        assert abs(hit.score - maxsim(query, fp16(pages[hit.page - 1]))) < 1e-3
+    finally:
+        reopened.close()
+    again = EdgePageStore(tmp_path / "store")  # the copied rows' locations were recorded
+    assert again.recopied_on_open == 0
+    again.close()
+
+
+def test_deleted_and_replaced_pages_leave_the_mirror(edge_store):
+    pages = structured_pages(6, tokens=80, seed=6)
+    edge_store.add_document("a", pages[:4])
+    edge_store.add_document("a", pages[:2])  # a shorter version: pages 3 and 4 are gone
+    edge_store.add_document("b", pages[4:])
+    query = query_like(pages[3], 1)
+    assert {(h.document_id, h.page) for h in edge_store.search(query, k=10)} == {("a", 1), ("a", 2), ("b", 1), ("b", 2)}
+    edge_store.delete_document("b")
+    assert {h.document_id for h in edge_store.search(query, k=10, mode="fast")} == {"a"}
+    assert len(edge_store.mirror) == 2
+
+
+def test_unpublished_rows_are_never_searched(tmp_path):
+    mirror = VectorMirror(tmp_path)
+    page = structured_pages(1, tokens=70)[0]
+    location = mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16))
+    assert location == Location(0, 70) and mirror.holds(location) and mirror.file_rows == 70 + POOLED_ROWS
+    query = query_like(page, 0)
+    assert mirror.search(query, 3, fast=False, prefetch=10) == []
+    mirror.publish(7, location)
+    [(point, score)] = mirror.search(query, 3, fast=True, prefetch=10)
+    assert point == 7 and abs(score - maxsim(query, fp16(page))) < 1e-4
+    assert mirror.search(query, 3, fast=True, prefetch=10, allowed={8}) == []
