@@ -2,7 +2,7 @@
 pagelens collection, one point per page, the same layout and protocol as the Qdrant Edge store.
 
 Schema: `page` is the full multi-vector (MAX_SIM, float16 storage, HNSW off (`m=0`) so every search
-is a full scan), `pooled` the row-pooled copy for the fast mode's prefetch (same parameters);
+is a full scan), `pooled` the page's cluster centroids for the fast mode's prefetch (same parameters);
 keyword payload indexes on `document_id`, `status` and `owner`.
 
 Whole-document atomicity: pages are upserted (`wait=True`) with `status: "ingesting"`, stale pages
