@@ -261,6 +261,28 @@ def bench_latency(
         scaledown_wait=scaledown_wait, out=out)  # fmt: skip
 
 
+@bench_app.command("search")
+def bench_search(
+    pages: Annotated[int, typer.Option(help="Synthetic ColQwen-sized pages in the collection.")] = 10_000,
+    queries: Annotated[int, typer.Option(help="Queries timed.")] = 40,
+    k: Annotated[int, typer.Option(help="Top-k.")] = 10,
+    prefetch: Annotated[str, typer.Option(help="Comma-separated fast-mode prefetch sizes.")] = "100,200,400",
+    qdrant_queries: Annotated[int, typer.Option(help="Queries also run by Qdrant Edge's own MaxSim.")] = 3,
+    store_dir: Annotated[str, typer.Option(help="Where the collection is built (reused when it matches).")] = (
+        "bench-results/search-store"
+    ),
+    seed: Annotated[int, typer.Option(help="Corpus seed.")] = 0,
+    json_path: Annotated[str | None, typer.Option("--json", help="JSON file (default bench-results/).")] = None,
+    docs: Annotated[str | None, typer.Option(help="Markdown file whose search section is refreshed.")] = None,
+) -> None:
+    """Exact and fast collection search: p50/p95 and recall@k, against brute-force torch MaxSim."""
+    from pagelens.bench.search import run
+
+    sizes = tuple(int(size) for size in prefetch.split(",") if size.strip())
+    run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
+        seed=seed, json_path=json_path, docs_path=docs)  # fmt: skip
+
+
 def main() -> None:
     app()
 

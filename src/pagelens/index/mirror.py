@@ -28,6 +28,7 @@ import torch
 from pagelens.index.pages import DIM, POOLED_ROWS
 
 CHUNK_ROWS = 1 << 16  # exact search converts this many float16 rows to float32 at a time
+RESCORED = 4  # fast mode scores RESCORED * k (at least 40) of its bfloat16-ranked candidates exactly
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,39 @@ def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(scores.numpy(), starts, axis=1).sum(axis=0)
 
 
+class RowFile:
+    """An append-only file of 128-wide rows of one 2-byte dtype, memory-mapped for reading."""
+
+    def __init__(self, path: Path, dtype: torch.dtype) -> None:
+        self.path, self.dtype = path, dtype
+        path.touch(exist_ok=True)
+        self._map: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.path.stat().st_size // (2 * DIM)
+
+    def write(self, file, rows: np.ndarray) -> None:
+        """Write `(n, 128)` float32 rows, converted to this file's dtype, into an open `file`."""
+        converted = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.dtype)
+        file.write(converted.view(torch.int16).numpy().tobytes())
+
+    def mapped(self) -> np.ndarray:
+        """The file as `(rows, 128)` int16 bit patterns, mapped again when it has grown."""
+        rows = self.rows
+        if self._map is None or len(self._map) < rows:
+            self._map = np.memmap(self.path, dtype=np.int16, mode="r", shape=(rows, DIM)) if rows else None
+        return self._map if self._map is not None else np.zeros((0, DIM), np.int16)
+
+    def gather(self, spans: list[tuple[int, int]]) -> torch.Tensor:
+        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` in this file's dtype."""
+        rows = self.mapped()
+        block = np.concatenate([rows[start:stop] for start, stop in spans])
+        return torch.from_numpy(block).view(self.dtype)
+
+
 class VectorMirror:
-    """The vector file of one collection and the table of the pages it serves (point id -> Location).
+    """The vector files of one collection and the table of the pages they serve (point id -> Location).
 
     Not thread-safe: the owning store serializes calls.
     """
@@ -66,39 +98,35 @@ class VectorMirror:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.path = self.directory / "vectors.f16"
-        self.path.touch(exist_ok=True)
+        self.exact_rows = RowFile(self.directory / "vectors.f16", torch.float16)
+        self.fast_rows = RowFile(self.directory / "vectors.bf16", torch.bfloat16)
         self._table: dict[int, Location] = {}
-        self._map: np.ndarray | None = None
         self._pooled: tuple[np.ndarray, torch.Tensor] | None = None  # (point ids, (pages, POOLED_ROWS, 128) bf16)
 
-    # ---------------------------------------------------------------- file
+    # ---------------------------------------------------------------- files
     @property
     def file_rows(self) -> int:
-        return self.path.stat().st_size // (2 * DIM)
+        """Rows both files hold."""
+        return min(self.exact_rows.rows, self.fast_rows.rows)
 
     def append(self, page: np.ndarray, pooled: np.ndarray) -> Location:
-        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids (both float16) and
+        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to both files and
         fsync; return where they are. The page is not searchable until `publish`."""
         if pooled.shape != (POOLED_ROWS, DIM) or page.ndim != 2 or page.shape[1] != DIM:
             raise ValueError(f"expected (n, {DIM}) and ({POOLED_ROWS}, {DIM}) rows, got {page.shape}, {pooled.shape}")
-        with self.path.open("r+b") as file:
-            offset = file.seek(0, os.SEEK_END) // (2 * DIM)
-            file.write(np.ascontiguousarray(page, dtype=np.float16).tobytes())
-            file.write(np.ascontiguousarray(pooled, dtype=np.float16).tobytes())
-            file.flush()
-            os.fsync(file.fileno())
+        offset = max(self.exact_rows.rows, self.fast_rows.rows)  # a file cut short is padded back into step
+        for row_file in (self.exact_rows, self.fast_rows):
+            with row_file.path.open("r+b") as file:
+                file.truncate(offset * 2 * DIM)
+                file.seek(0, os.SEEK_END)
+                row_file.write(file, page)
+                row_file.write(file, pooled)
+                file.flush()
+                os.fsync(file.fileno())
         return Location(offset, len(page))
 
-    def _rows(self) -> np.ndarray:
-        """The file as `(rows, 128)` float16, mapped again when it has grown."""
-        rows = self.file_rows
-        if self._map is None or len(self._map) < rows:
-            self._map = np.memmap(self.path, dtype=np.float16, mode="r", shape=(rows, DIM)) if rows else None
-        return self._map if self._map is not None else np.zeros((0, DIM), np.float16)
-
     def holds(self, location: Location) -> bool:
-        """Whether the file is long enough to hold `location` (false after the file was lost or cut)."""
+        """Whether both files are long enough to hold `location` (false after one was lost or cut)."""
         return location.end <= self.file_rows
 
     # ---------------------------------------------------------------- table
@@ -119,45 +147,42 @@ class VectorMirror:
     # ---------------------------------------------------------------- search
     def _pooled_matrix(self) -> tuple[np.ndarray, torch.Tensor]:
         if self._pooled is None:
-            rows = self._rows()
             points = np.fromiter(self._table, dtype=np.int64, count=len(self._table))
-            centroids = np.empty((len(points), POOLED_ROWS, DIM), dtype=np.float16)
-            for i, point in enumerate(points.tolist()):
-                start = self._table[point].offset + self._table[point].rows
-                centroids[i] = rows[start : start + POOLED_ROWS]
-            self._pooled = (points, torch.from_numpy(centroids).to(torch.bfloat16))
+            spans = [(loc.offset + loc.rows, loc.end) for loc in map(self._table.__getitem__, points.tolist())]
+            centroids = self.fast_rows.gather(spans) if spans else torch.zeros((0, DIM), dtype=torch.bfloat16)
+            self._pooled = (points, centroids.view(len(points), POOLED_ROWS, DIM))
         return self._pooled
 
-    def exact_scores(self, query: np.ndarray, points: list[int]) -> np.ndarray:
-        """MaxSim of a `(q, 128)` float32 query against each of `points`, in float32: `(len(points),)`."""
-        rows = self._rows()
-        q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    def _scores(self, row_file: RowFile, query: torch.Tensor, points: list[int]) -> np.ndarray:
+        """MaxSim of `query` (in `row_file`'s compute dtype) against each of `points`: `(len(points),)` float32.
+        Pages are read in file order, CHUNK_ROWS rows at a time."""
         order = sorted(range(len(points)), key=lambda i: self._table[points[i]].offset)
         scores = np.empty(len(points), dtype=np.float32)
         chunk: list[int] = []
         chunk_rows = 0
-
-        def score_chunk() -> None:
-            locations = [self._table[points[i]] for i in chunk]
-            block = np.concatenate([rows[loc.offset : loc.offset + loc.rows] for loc in locations])
-            starts = np.cumsum([0] + [loc.rows for loc in locations[:-1]])
-            scores[chunk] = segment_max_sum(q @ torch.from_numpy(block).float().T, starts)
-
-        for i in order:
+        for position, i in enumerate(order):
             chunk.append(i)
             chunk_rows += self._table[points[i]].rows
-            if chunk_rows >= CHUNK_ROWS:
-                score_chunk()
-                chunk, chunk_rows = [], 0
-        if chunk:
-            score_chunk()
+            if chunk_rows < CHUNK_ROWS and position + 1 < len(order):
+                continue
+            locations = [self._table[points[j]] for j in chunk]
+            block = row_file.gather([(loc.offset, loc.offset + loc.rows) for loc in locations])
+            if query.dtype == torch.float32:
+                block = block.float()
+            starts = np.cumsum([0] + [loc.rows for loc in locations[:-1]])
+            scores[chunk] = segment_max_sum((query @ block.T).float(), starts)
+            chunk, chunk_rows = [], 0
         return scores
+
+    def exact_scores(self, query: np.ndarray, points: list[int]) -> np.ndarray:
+        """MaxSim of a `(q, 128)` float32 query against each of `points`, in float32: `(len(points),)`."""
+        return self._scores(self.exact_rows, torch.from_numpy(np.ascontiguousarray(query, np.float32)), points)
 
     def search(
         self, query: np.ndarray, k: int, *, fast: bool, prefetch: int, allowed: set[int] | None = None
     ) -> list[tuple[int, float]]:
         """Top-k `(point id, MaxSim)` of the published pages (those in `allowed`, if given), best first.
-        `fast` rescores only the `prefetch` pages whose centroids score best."""
+        `fast` considers only the `prefetch` pages whose centroids score best."""
         if fast:
             points, centroids = self._pooled_matrix()
             if not len(points):
@@ -172,6 +197,10 @@ class VectorMirror:
                 available = len(points)
             best = torch.topk(approximate, min(max(prefetch, k), available)).indices.numpy()
             candidates = points[best].tolist()
+            rescored = max(RESCORED * k, 40)
+            if len(candidates) > rescored:
+                ranked = np.argsort(-self._scores(self.fast_rows, q, candidates), kind="stable")
+                candidates = [candidates[i] for i in ranked[:rescored]]
         else:
             candidates = [p for p in self._table if allowed is None or p in allowed]
         if not candidates:

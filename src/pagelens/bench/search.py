@@ -1,0 +1,156 @@
+"""`pagelens bench search`: exact and fast search latency and recall on an embedded collection.
+
+Builds (or reuses) an Edge page store of synthetic ColQwen-sized pages (bench/synthetic_pages.py),
+then, for each query, times in the same run:
+
+- brute force: torch MaxSim of the query against every page held in RAM as one float32 tensor
+  (the baseline, and the ground truth ranking);
+- `exact` and `fast` (at each prefetch size) through `EdgePageStore.search`, the path HTTP search
+  takes, with recall@k of fast against exact;
+- Qdrant Edge's own exact MaxSim (`qdrant_search`) on a few queries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pagelens.bench.report import DEFAULT_DOCS, Report
+from pagelens.bench.synthetic_pages import SyntheticCorpus
+from pagelens.index.store import EdgePageStore
+
+
+def build_store(directory: Path, corpus: SyntheticCorpus) -> EdgePageStore:
+    """The store of `corpus` under `directory`, built unless a previous run left the same corpus there."""
+    stamp = directory / "corpus.json"
+    wanted = {"pages": corpus.pages, "seed": corpus.seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        store = EdgePageStore(directory / "store")
+        if store.page_count() == corpus.pages:
+            return store
+        store.close()
+    if directory.exists():
+        import shutil
+
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    store = EdgePageStore(directory / "store")
+    started = time.perf_counter()
+    per_document = corpus.pages_per_document
+    for first in range(0, corpus.pages, per_document):
+        pages = (corpus.page(i) for i in range(first, min(first + per_document, corpus.pages)))
+        store.add_document(f"doc{first // per_document:05d}", pages)
+        if first and first % 1000 == 0:
+            rate = first / (time.perf_counter() - started)
+            print(f"  stored {first}/{corpus.pages} pages ({rate:.0f} pages/s)", flush=True)
+    stamp.write_text(json.dumps(wanted))
+    return store
+
+
+class BruteForce:
+    """Every page in RAM as one `(rows, 128)` float32 tensor; MaxSim by matmul + segment max."""
+
+    def __init__(self, corpus: SyntheticCorpus) -> None:
+        pages = [corpus.page(i) for i in range(corpus.pages)]
+        self.rows = torch.from_numpy(np.concatenate(pages).astype(np.float16).astype(np.float32))  # what is stored
+        lengths = np.array([len(p) for p in pages])
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+    def scores(self, query: np.ndarray) -> np.ndarray:
+        """`(pages,)` float32 MaxSim scores."""
+        similarities = (torch.from_numpy(query) @ self.rows.T).numpy()
+        return np.maximum.reduceat(similarities, self.starts, axis=1).sum(axis=0)
+
+
+def page_index(hit, per_document: int) -> int:
+    return int(hit.document_id[3:]) * per_document + hit.page - 1
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q)) * 1000
+
+
+def run(
+    pages: int = 10_000,
+    queries: int = 40,
+    k: int = 10,
+    prefetch: tuple[int, ...] = (100, 200, 400),
+    qdrant_queries: int = 3,
+    store_dir: str = "bench-results/search-store",
+    seed: int = 0,
+    threads: int | None = None,
+    json_path: str | None = None,
+    docs_path: str | None = None,
+) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    args = {"pages": pages, "queries": queries, "k": k, "prefetch": ",".join(map(str, prefetch)),
+            "qdrant_queries": qdrant_queries, "seed": seed}  # fmt: skip
+    report = Report("search", args)
+    corpus = SyntheticCorpus(pages, seed=seed)
+    report.describe(
+        f"{pages} synthetic ColQwen-sized pages (600-800 x 128 unit vectors, float16 in the store; concept clusters "
+        "with Zipf popularity, shared background and per-document topics: `pagelens/bench/synthetic_pages.py`), "
+        f"{queries} queries of 20 tokens drawn from random target pages, top-{k}, torch threads "
+        f"{torch.get_num_threads()}. Ground truth: brute-force float32 MaxSim over all pages held in RAM."
+    )
+    started = time.perf_counter()
+    store = build_store(Path(store_dir), corpus)
+    report.figures["store_seconds"] = round(time.perf_counter() - started, 1)
+    brute = BruteForce(corpus)
+    rng = np.random.default_rng(seed + 1)
+    targets = rng.integers(0, pages, size=queries)
+    timings: dict[str, list[float]] = {"brute force (RAM, float32)": [], "exact": []}
+    timings |= {f"fast, prefetch {p}": [] for p in prefetch}
+    recalls: dict[str, list[float]] = {name: [] for name in timings}
+    exact_agrees = 0
+    try:
+        for number, target in enumerate(targets.tolist()):
+            query = corpus.query(target, number)
+            clock = time.perf_counter()
+            truth = np.argsort(-brute.scores(query), kind="stable")[:k]
+            timings["brute force (RAM, float32)"].append(time.perf_counter() - clock)
+            clock = time.perf_counter()
+            exact = [page_index(h, corpus.pages_per_document) for h in store.search(query, k=k)]
+            timings["exact"].append(time.perf_counter() - clock)
+            exact_agrees += exact == truth.tolist()
+            for name in recalls:
+                if name.startswith("fast"):
+                    clock = time.perf_counter()
+                    hits = store.search(query, k=k, mode="fast", prefetch=int(name.rsplit(" ", 1)[1]))
+                    timings[name].append(time.perf_counter() - clock)
+                    found = {page_index(h, corpus.pages_per_document) for h in hits}
+                    recalls[name].append(len(found & set(exact)) / k)
+        native = []
+        for number, target in enumerate(targets[:qdrant_queries].tolist()):
+            clock = time.perf_counter()
+            store.qdrant_search(corpus.query(target, number), k=k)
+            native.append(time.perf_counter() - clock)
+        if native:
+            timings["Qdrant Edge exact (native)"] = native
+    finally:
+        store.close()
+    brute_p50 = percentile(timings["brute force (RAM, float32)"], 50)
+    for name, samples in timings.items():
+        row = {"search": name, "queries": len(samples), "p50 ms": percentile(samples, 50),
+               "p95 ms": percentile(samples, 95), "p50 / brute force": percentile(samples, 50) / brute_p50}  # fmt: skip
+        if recalls.get(name):
+            row[f"recall@{k} vs exact"] = float(np.mean(recalls[name]))
+            row["worst query"] = float(np.min(recalls[name]))
+        report.add_row(row)
+    report.figures["exact_equals_brute_force"] = f"{exact_agrees}/{queries}"
+    report.note(f"exact top-{k} identical to brute force (order included) on {exact_agrees}/{queries} queries")
+    fast = [r for r in report.tables[""] if r["search"].startswith("fast") and r.get(f"recall@{k} vs exact", 0) >= 0.95]
+    if fast:
+        best = min(fast, key=lambda r: r["p50 ms"])
+        report.note(
+            f"bar (#5): fast p50 <= 50 ms with recall@{k} >= 0.95: {best['search']} has p50 {best['p50 ms']:.1f} ms, "
+            f"recall {best[f'recall@{k} vs exact']:.3f} -> {'met' if best['p50 ms'] <= 50 else 'NOT met'}"
+        )
+    else:
+        report.note(f"bar (#5): no prefetch size reached recall@{k} >= 0.95")
+    return report.finish(Path(json_path) if json_path else None, Path(docs_path) if docs_path else DEFAULT_DOCS)
