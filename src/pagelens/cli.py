@@ -191,6 +191,22 @@ def bench_engine(
     run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
 
 
+@bench_app.command("variants")
+def bench_variants(
+    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
+    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    pages: Annotated[int, typer.Option(help="Rendered pages per variant.")] = 10,
+    queries: Annotated[int, typer.Option(help="Queries per variant.")] = 24,
+    top_k: Annotated[int, typer.Option(help="k of the top-k ranking agreement.")] = 5,
+    out: Annotated[Path, typer.Option(help="Write the figures as JSON here.")] = Path("bench-results/variants.json"),
+) -> None:
+    """float32, bf16, int8-dynamic and bf16+compile side by side: pages/s, queries/s, cosine and MaxSim
+    ranking agreement against float32 (ColQwen2.5-3B dims, random weights)."""
+    from pagelens.bench.variants import run
+
+    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, top_k=top_k, out=out)
+
+
 @bench_app.command("priority")
 def bench_priority(
     text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
