@@ -24,6 +24,8 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local
 DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda[:n] | mps")]
 DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]
 AttnOption = Annotated[str, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")]
+QUANTIZE_HELP = "none | int8 (int8 dynamic linears, float32 activations, CPU only)"
+COMPILE_HELP = "torch.compile the model's repeated blocks (compiled at load)."
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -43,6 +45,8 @@ def embed(
     family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
     pool_factor: Annotated[int | None, typer.Option(help="Hierarchical token pooling factor for images.")] = None,
+    quantize: Annotated[str, typer.Option(help=QUANTIZE_HELP)] = "none",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help=COMPILE_HELP)] = False,
     output_dtype: Annotated[str, typer.Option(help="float32 | float16")] = "float32",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -62,8 +66,9 @@ def embed(
         raise typer.BadParameter(f"cannot read image: {error}") from error
     try:
         embedder = Embedder.load(
-            model, device=device, dtype=dtype, attn=attn, family=family, threads=threads, pool_factor=pool_factor
-        )
+            model, device=device, dtype=dtype, attn=attn, family=family, threads=threads, pool_factor=pool_factor,
+            quantize=quantize, compile=compile,
+        )  # fmt: skip
         with Engine(embedder) as engine:
             image_vectors = engine.embed_images(payloads, dtype=output_dtype) if payloads else []  # type: ignore[arg-type]
             query_vectors = engine.embed_queries(queries, dtype=output_dtype) if queries else []  # type: ignore[arg-type]
@@ -97,6 +102,10 @@ def serve(
     attn: Annotated[str | None, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")] = None,
     family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
+    quantize: Annotated[str | None, typer.Option(help=f"{QUANTIZE_HELP}; default PAGELENS_QUANTIZE or none")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help=f"{COMPILE_HELP} Default PAGELENS_COMPILE or off.")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
     qdrant_url: Annotated[
         str | None,
@@ -105,15 +114,22 @@ def serve(
 ) -> None:
     """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from pagelens.api import create_app
     from pagelens.settings import Settings
 
     given = {
         "model": model, "host": host, "port": port, "api_key": api_key, "device": device, "dtype": dtype,
-        "attn": attn, "family": family, "threads": threads, "log_level": log_level, "qdrant_url": qdrant_url,
+        "attn": attn, "family": family, "threads": threads, "quantize": quantize, "compile": compile,
+        "log_level": log_level, "qdrant_url": qdrant_url,
     }  # fmt: skip
-    settings = Settings(**{name: value for name, value in given.items() if value is not None})
+    try:
+        settings = Settings(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as error:  # a bad flag or PAGELENS_* value: one line per setting, no traceback
+        for problem in error.errors():
+            typer.echo(f"error: setting {'.'.join(map(str, problem['loc']))}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from error
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.api_key and not settings.loopback_only:
@@ -193,6 +209,22 @@ def bench_engine(
     from pagelens.bench.engine import run
 
     run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
+
+
+@bench_app.command("variants")
+def bench_variants(
+    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
+    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    pages: Annotated[int, typer.Option(help="Rendered pages per variant.")] = 10,
+    queries: Annotated[int, typer.Option(help="Queries per variant.")] = 24,
+    top_k: Annotated[int, typer.Option(help="k of the top-k ranking agreement.")] = 5,
+    out: Annotated[Path, typer.Option(help="Write the figures as JSON here.")] = Path("bench-results/variants.json"),
+) -> None:
+    """float32, bf16, int8-dynamic and bf16+compile side by side: pages/s, queries/s, cosine and MaxSim
+    ranking agreement against float32 (ColQwen2.5-3B dims, random weights)."""
+    from pagelens.bench.variants import run
+
+    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, top_k=top_k, out=out)
 
 
 @bench_app.command("priority")

@@ -8,6 +8,7 @@ COLPALI_MODEL_ID (seed 002) for the model, SERVICE_API_KEY (seed 001) for the ke
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     revision: str | None = None
     threads: int | None = None
     pool_factor: int | None = None
+    # opt-in model variants (pagelens.models.variants): int8 dynamic linears on CPU; regional torch.compile
+    quantize: Literal["none", "int8"] = "none"
+    compile: bool = False
 
     # HTTP
     host: str = "127.0.0.1"

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def load_embedder(settings: Settings):
-    """Load the model the settings name (device, dtype, attention, family, threads, pooling)."""
+    """Load the model the settings name (device, dtype, attention, family, threads, pooling, variants)."""
     from pagelens.models import Embedder
 
     return Embedder.load(
@@ -33,6 +33,8 @@ def load_embedder(settings: Settings):
         family=settings.family,
         threads=settings.threads,
         pool_factor=settings.pool_factor,
+        quantize=settings.quantize,
+        compile=settings.compile,
     )
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from pagelens.errors import ModelLoadError
-from pagelens.models import hardware
+from pagelens.models import hardware, variants
 from pagelens.models.checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from pagelens.models.families import Family, detect_family, get_family
 
@@ -41,6 +41,8 @@ class EmbedderInfo:
     dtype: str
     attention: str
     pool_factor: int | None = None
+    quantize: str = "none"
+    compiled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +59,11 @@ class Prepared:
 
 class Embedder:
     """A loaded model + processor. Thread-compatible: one thread may run `forward` while others
-    run `prepare_*` (the processor holds no per-call state)."""
+    run `prepare_*` (the processor holds no per-call state).
+
+    `quantize="int8"` and `compile=True` transform `model` in place (see pagelens.models.variants);
+    int8 needs a float32 model on the CPU. Compiled models are warmed up here on the shapes serving
+    will see (lone and batched queries and pages), so no request pays for compilation."""
 
     def __init__(
         self,
@@ -68,7 +74,16 @@ class Embedder:
         name: str,
         attention: str,
         pool_factor: int | None = None,
+        quantize: str = "none",
+        compile: bool = False,
     ) -> None:
+        quantize = variants.check_quantize(quantize)
+        if quantize == "int8":
+            parameter = next(model.parameters())
+            variants.int8_compute_dtype(str(parameter.dtype).removeprefix("torch."), parameter.device)
+            variants.quantize_int8(model)
+        if compile:
+            variants.compile_blocks(model)
         self.model = model
         self.processor = processor
         self.family = family
@@ -87,6 +102,8 @@ class Embedder:
 
             self._pooler = HierarchicalTokenPooler()
         warm = self.forward(self.collate([self.prepare_query("warm up")]))[0]
+        if compile:
+            self._warm_up_compiled()
         self.info = EmbedderInfo(
             model=name,
             family=family.name,
@@ -96,7 +113,22 @@ class Embedder:
             dtype=str(self.dtype).removeprefix("torch."),
             attention=attention,
             pool_factor=pool_factor,
+            quantize=quantize,
+            compiled=compile,
         )
+
+    def _warm_up_compiled(self) -> None:
+        """Compile every graph serving needs now: batch size 1 and >1 (torch specializes size 1) for
+        queries and pages, with two sequence lengths each so the graphs are the dynamic-shape ones."""
+        started, graphs = time.perf_counter(), variants.compiled_graph_count()
+        queries = [self.prepare_query(text) for text in ("warm up", "a longer warm-up query, with more tokens")]
+        pages = [self.prepare_image(Image.new("RGB", size, "white")) for size in ((448, 448), (336, 560))]
+        for items in ([queries[1]], queries, [pages[0]], [pages[1]], pages):
+            self.forward(self.collate(items))
+        log.info(
+            "compile warm-up: %d graphs in %.1f s", variants.compiled_graph_count() - graphs,
+            time.perf_counter() - started,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -111,27 +143,38 @@ class Embedder:
         family: str | None = None,
         threads: int | None = None,
         pool_factor: int | None = None,
+        quantize: str = "none",
+        compile: bool = False,
     ) -> Embedder:
         """Load `model` (hub id or local directory, merged or LoRA adapter) for inference.
 
         `device`: auto|cpu|cuda[:n]|mps. `dtype`: auto|float32|bfloat16|float16. `attn`:
         auto|flash_attention_2|sdpa|eager. `family` overrides detection. `threads` sets torch's
         CPU threads (default: CPU_THREADS or torch's choice). `pool_factor` turns on hierarchical
-        token pooling of image embeddings.
+        token pooling of image embeddings. `quantize`: none|int8 (int8 dynamic linears, float32
+        activations, CPU only). `compile`: torch.compile the repeated blocks, warmed up here.
         """
         started = time.perf_counter()
         hardware.configure_cpu_threads(threads)
         checkpoint = resolve_checkpoint(model, revision)
         chosen = get_family(family) if family else detect_family(checkpoint.config, source=model)
         _, processor_class = chosen.classes()
+        quantize = variants.check_quantize(quantize)
         torch_device = hardware.resolve_device(device)
-        torch_dtype = hardware.resolve_dtype(dtype, torch_device)
+        if quantize == "int8":
+            torch_dtype = variants.int8_compute_dtype(dtype, torch_device)
+        else:
+            torch_dtype = hardware.resolve_dtype(dtype, torch_device)
         network, attention = _load_weights(checkpoint, chosen, torch_device, torch_dtype, attn)
         processor = _load_processor(processor_class, checkpoint)
-        embedder = cls(network, processor, chosen, name=model, attention=attention, pool_factor=pool_factor)
+        embedder = cls(
+            network, processor, chosen, name=model, attention=attention, pool_factor=pool_factor,
+            quantize=quantize, compile=compile,
+        )  # fmt: skip
         log.info(
-            "loaded %s (%s) on %s as %s with %s attention in %.1f s",
-            model, chosen.name, torch_device, embedder.info.dtype, attention, time.perf_counter() - started,
+            "loaded %s (%s) on %s as %s (quantize %s, compile %s) with %s attention in %.1f s",
+            model, chosen.name, torch_device, embedder.info.dtype, quantize, compile, attention,
+            time.perf_counter() - started,
         )  # fmt: skip
         return embedder
 
