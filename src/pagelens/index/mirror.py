@@ -1,18 +1,22 @@
-"""A memory-mapped mirror of an embedded store's page vectors, scored by pagelens itself.
+"""A file mirror of an embedded store's page vectors, scored by pagelens itself.
 
-Qdrant Edge keeps every page (the source of truth), but its multi-vector MaxSim runs a few GFLOP/s
-on a CPU; torch's matmuls run 10-50x that. So each page's vectors are also appended to one file,
+Qdrant Edge keeps every page (the source of truth) and scores multi-vectors itself, but a MaxSim
+is a matmul, and torch runs those at the CPU's bfloat16 speed. So each page's vectors are also
+appended to two files with the same row layout (a page's token rows, then its POOLED_ROWS
+centroids), and the store records where (`Location`) in the page's payload:
 
-    <directory>/vectors.f16    float16 rows of 128: a page's token rows, then its POOLED_ROWS centroids
+    <directory>/vectors.f16    float16 rows of 128 (the values Qdrant stores)
+    <directory>/vectors.bf16   the same rows rounded to bfloat16
 
-and the store records where (`Location`) in the page's payload. Search then works on the file:
+Search works on the files:
 
-- exact: every page's MaxSim, in float32 from the stored float16 values, a chunk of pages at a time;
+- exact: every page's MaxSim in float32 from the float16 rows, a chunk of pages at a time;
 - fast: MaxSim against the centroids (bfloat16, held in RAM as one `(pages, POOLED_ROWS, 128)`
-  tensor) picks `prefetch` candidates, which are rescored exactly.
+  tensor) picks `prefetch` candidates; a bfloat16 MaxSim of their rows keeps the best
+  max(RESCORED * k, 40), and those are scored exactly, so every returned score is exact.
 
 Rows are written and fsynced before the store's point that points at them, so a crash leaves at
-worst unreferenced rows at the end of the file. Rows of deleted or replaced pages stay in the file
+worst unreferenced rows at the end of the files. Rows of deleted or replaced pages stay in the file
 (no compaction yet).
 """
 
@@ -59,12 +63,12 @@ def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
 
 
 class RowFile:
-    """An append-only file of 128-wide rows of one 2-byte dtype, memory-mapped for reading."""
+    """An append-only file of 128-wide rows of one 2-byte dtype, read back span by span."""
 
     def __init__(self, path: Path, dtype: torch.dtype) -> None:
         self.path, self.dtype = path, dtype
         path.touch(exist_ok=True)
-        self._map: np.ndarray | None = None
+        self._reader = os.open(path, os.O_RDONLY)
 
     @property
     def rows(self) -> int:
@@ -75,18 +79,18 @@ class RowFile:
         converted = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.dtype)
         file.write(converted.view(torch.int16).numpy().tobytes())
 
-    def mapped(self) -> np.ndarray:
-        """The file as `(rows, 128)` int16 bit patterns, mapped again when it has grown."""
-        rows = self.rows
-        if self._map is None or len(self._map) < rows:
-            self._map = np.memmap(self.path, dtype=np.int16, mode="r", shape=(rows, DIM)) if rows else None
-        return self._map if self._map is not None else np.zeros((0, DIM), np.int16)
-
     def gather(self, spans: list[tuple[int, int]]) -> torch.Tensor:
-        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` in this file's dtype."""
-        rows = self.mapped()
-        block = np.concatenate([rows[start:stop] for start, stop in spans])
+        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` in this file's dtype.
+        (One pread per span: copying from the page cache beats faulting in a memory map's pages.)"""
+        block = np.empty((sum(stop - start for start, stop in spans), DIM), dtype=np.int16)
+        position = 0
+        for start, stop in spans:
+            os.preadv(self._reader, [memoryview(block[position : position + stop - start])], start * 2 * DIM)
+            position += stop - start
         return torch.from_numpy(block).view(self.dtype)
+
+    def close(self) -> None:
+        os.close(self._reader)
 
 
 class VectorMirror:
@@ -102,6 +106,10 @@ class VectorMirror:
         self.fast_rows = RowFile(self.directory / "vectors.bf16", torch.bfloat16)
         self._table: dict[int, Location] = {}
         self._pooled: tuple[np.ndarray, torch.Tensor] | None = None  # (point ids, (pages, POOLED_ROWS, 128) bf16)
+
+    def close(self) -> None:
+        self.exact_rows.close()
+        self.fast_rows.close()
 
     # ---------------------------------------------------------------- files
     @property
@@ -188,7 +196,8 @@ class VectorMirror:
             if not len(points):
                 return []
             q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
-            approximate = (centroids.view(-1, DIM) @ q.T).view(len(points), POOLED_ROWS, -1).amax(1).float().sum(1)
+            similarities = (q @ centroids.view(-1, DIM).T).view(len(q), len(points), POOLED_ROWS)
+            approximate = similarities.amax(2).float().sum(0)
             if allowed is not None:
                 mask = torch.from_numpy(np.isin(points, np.fromiter(allowed, np.int64, len(allowed))))
                 approximate = approximate.masked_fill(~mask, float("-inf"))

@@ -6,9 +6,9 @@ cluster centroids (`pooled`) for the fast mode's prefetch, plus its payload: `do
 (1-based), `name`, `metadata`, `status`, and `mirror` (where the page's rows sit in the vector
 mirror). The layout, input checks and hits are shared with the Qdrant server store (index/pages.py).
 
-Search runs on the mirror (index/mirror.py, a float16 file beside the shard scored with torch),
-which is 10-50x faster than Qdrant Edge's own multi-vector MaxSim on a CPU; the shard answers the
-filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check. Opening
+Search runs on the mirror (index/mirror.py: the vectors again in files beside the shard, scored
+with torch matmuls; `pagelens bench search` times it against Qdrant Edge's own MaxSim); the shard
+answers the filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check. Opening
 a store rebuilds the mirror's table from the payloads and re-copies, from the shard, any page the
 mirror file does not hold (a lost file, or a store written before the mirror existed).
 
@@ -251,3 +251,4 @@ class EdgePageStore:
     def close(self) -> None:
         with self._lock:
             self._shard.close()
+            self.mirror.close()

@@ -1,0 +1,43 @@
+"""`pagelens bench search` plumbing on a small synthetic collection: the JSON, the docs section, and
+figures that hold whatever the machine's speed (exact equals brute force, recall is a fraction)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from pagelens.bench.search import run
+from pagelens.bench.synthetic_pages import SyntheticCorpus
+
+
+def test_synthetic_pages_are_deterministic_structured_unit_vectors():
+    corpus = SyntheticCorpus(30, seed=3)
+    page = corpus.page(4)
+    assert page.dtype == np.float32 and page.shape[1] == 128 and 600 <= len(page) < 800
+    np.testing.assert_allclose(np.linalg.norm(page, axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(page, SyntheticCorpus(30, seed=3).page(4))
+    query = corpus.query(4, seed=0)
+    assert query.shape == (20, 128)
+    scores = [float((query @ corpus.page(i).T).max(axis=1).sum()) for i in range(30)]
+    assert int(np.argmax(scores)) == 4  # a query finds the page it was drawn from
+    assert (page @ page.T > 0.5).mean() > 0.01  # tokens cluster (0.024 here; unit noise: the diagonal, 0.0014)
+
+
+def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\nprose kept\n\n<!-- bench:search -->\nold figures\n<!-- /bench:search -->\n")
+    result = run(pages=60, queries=4, prefetch=(20,), qdrant_queries=1, store_dir=str(tmp_path / "store"),
+                 json_path=str(tmp_path / "search.json"), docs_path=str(docs))  # fmt: skip
+    written = json.loads((tmp_path / "search.json").read_text())
+    assert written["bench"] == "search" and written["machine"]["cores"] >= 1
+    rows = {row["search"]: row for row in written["tables"]["main"]}
+    assert set(rows) == {"brute force (RAM, float32)", "exact", "fast, prefetch 20", "Qdrant Edge exact (native)"}
+    assert written["figures"]["exact_equals_brute_force"] == "4/4"
+    assert 0.0 <= rows["fast, prefetch 20"]["recall@10 vs exact"] <= 1.0
+    text = docs.read_text()
+    assert "prose kept" in text and "old figures" not in text and "fast, prefetch 20" in text
+    assert result["args"]["pages"] == 60
+    again = run(pages=60, queries=2, prefetch=(20,), qdrant_queries=0, store_dir=str(tmp_path / "store"),
+                json_path=str(tmp_path / "again.json"), docs_path=None)  # fmt: skip
+    assert again["figures"]["store_seconds"] < written["figures"]["store_seconds"]  # the store was reused
