@@ -204,9 +204,28 @@ def worst_cosine(references: list, vectors: list) -> float:
     return worst
 
 
-def add_rows(report: Report, title: str, setup: Setup, runs: dict[str, Run], peak: float, baseline: str) -> None:
+@dataclass
+class Measured:
+    """What a table needs once the models are gone: the runs and the workload's size and FLOPs."""
+
+    title: str
+    runs: dict[str, Run]
+    pages: int
+    queries: int
+    page_flops: float
+    query_flops: float
+
+    @classmethod
+    def of(cls, title: str, setup: Setup, runs: dict[str, Run]) -> Measured:
+        for run in runs.values():
+            run.page_vectors, run.query_vectors = [], []
+        return cls(title, runs, len(setup.images), len(setup.texts), setup.page_flops, setup.query_flops)
+
+
+def add_rows(report: Report, measured: Measured, peak: float, baseline: str) -> None:
     """One table row per run: throughput, ratio to `baseline`, p50/p95 latency and MFU vs the bf16 peak."""
-    pages, queries = len(setup.images), len(setup.texts)
+    pages, queries, runs, title = measured.pages, measured.queries, measured.runs, measured.title
+    page_flops, query_flops = measured.page_flops, measured.query_flops
     base = runs[baseline]
     for label, run in runs.items():
         pages_per_s, queries_per_s = pages / run.page_seconds, queries / run.query_seconds
@@ -217,12 +236,12 @@ def add_rows(report: Report, title: str, setup: Setup, runs: dict[str, Run], pea
                 "x seed 001": pages_per_s / (pages / base.page_seconds),
                 "page p50 s": float(np.percentile(run.page_latencies, 50)),
                 "page p95 s": float(np.percentile(run.page_latencies, 95)),
-                "MFU %": 100 * pages_per_s * setup.page_flops / (peak * 1e9),
+                "MFU %": 100 * pages_per_s * page_flops / (peak * 1e9),
                 "queries/s": queries_per_s,
                 "x seed 001 (queries)": queries_per_s / (queries / base.query_seconds),
                 "query p50 ms": 1000 * float(np.percentile(run.query_latencies, 50)),
                 "query p95 ms": 1000 * float(np.percentile(run.query_latencies, 95)),
-                "query MFU %": 100 * queries_per_s * setup.query_flops / (peak * 1e9),
+                "query MFU %": 100 * queries_per_s * query_flops / (peak * 1e9),
             },
             table=title,
         )
@@ -243,9 +262,9 @@ def run(
     from pagelens.engine import EngineConfig
 
     report = Report("engine", args if args is not None else {"arch": archs, "layers": layers, "pages": pages})
-    peak = matmul_peak_gflops(torch.bfloat16)
-    report.machine.update(bf16_matmul_gflops=peak, dtype="bfloat16 (float32 for the naive loop)")
-    descriptions = []
+    peaks = [matmul_peak_gflops(torch.bfloat16)]
+    report.machine["dtype"] = "bfloat16 (float32 for the naive loop)"
+    descriptions, measured = [], []
     for arch_name in archs:
         with tempfile.TemporaryDirectory() as scratch:
             setup = prepare(arch_name, Path(scratch), layers=layers, pages=pages, queries=queries)
@@ -254,7 +273,7 @@ def run(
             label = "pagelens engine (sdpa, concurrent one-item calls, CPU default config)"
             runs[label] = engine_run(setup, EngineConfig.for_device(setup.embedder.device.type))
             title = f"{arch_name}, {setup.bench_model.depth}"
-            add_rows(report, title, setup, runs, peak, SEED001)
+            peaks.append(matmul_peak_gflops(torch.bfloat16))
             ours = runs[label]
             parity = {
                 "worst_cosine_bf16_vs_float32": worst_cosine(
@@ -262,6 +281,7 @@ def run(
                 ),
                 "worst_cosine_vs_seed001_pages": worst_cosine(runs[SEED001].page_vectors, ours.page_vectors),
             }
+            measured.append(Measured.of(title, setup, runs))
             report.figures[arch_name] = {
                 "text_layers": setup.bench_model.text_layers,
                 "vision_layers": setup.bench_model.vision_layers,
@@ -281,6 +301,10 @@ def run(
     report.describe(
         " ".join(descriptions) + f" Torch threads {torch.get_num_threads()}; colpali-engine batch {batch}. "
         "Latency: per item, from a burst where all arrive at once to its result. MFU: counted forward FLOPs x "
-        "rate / the bf16 matmul peak measured in this run (the float32 row too)."
+        "rate / the bf16 matmul peak measured in this run (best of the samples taken at the start and after each "
+        "architecture; the float32 row too)."
     )
+    for table in measured:  # other processes share the cores: the best peak sample is closest to the hardware
+        add_rows(report, table, max(peaks), SEED001)
+    report.machine.update(bf16_matmul_gflops=max(peaks), bf16_matmul_gflops_samples=peaks)
     return report.finish(json_path, docs_path)

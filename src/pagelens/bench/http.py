@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import torch
 
-from pagelens.bench.engine import SEED001, Run, add_rows, baseline_runs, prepare
+from pagelens.bench.engine import SEED001, Measured, Run, add_rows, baseline_runs, prepare
 from pagelens.bench.report import DEFAULT_DOCS, Report, matmul_peak_gflops
 
 
@@ -107,9 +107,9 @@ def run(
 ) -> dict[str, Any]:
     """Baselines and the server for each architecture; print, write the JSON and the docs section."""
     report = Report("http", args if args is not None else {"arch": archs, "layers": layers, "clients": clients})
-    peak = matmul_peak_gflops(torch.bfloat16)
-    report.machine.update(bf16_matmul_gflops=peak, dtype="bfloat16 (float32 for the naive loop)")
-    descriptions = []
+    peaks = [matmul_peak_gflops(torch.bfloat16)]
+    report.machine["dtype"] = "bfloat16 (float32 for the naive loop)"
+    descriptions, measured = [], []
     colpali_label = f"colpali-engine batched forward (sdpa, batch {batch})"
     for arch_name in archs:
         with tempfile.TemporaryDirectory() as scratch:
@@ -118,7 +118,8 @@ def run(
             runs = baseline_runs(setup, batch=batch)
             label = f"pagelens over HTTP ({clients} clients, one-item requests)"
             runs[label] = http_run(setup, clients)
-            add_rows(report, f"{arch_name}, {setup.bench_model.depth}", setup, runs, peak, SEED001)
+            peaks.append(matmul_peak_gflops(torch.bfloat16))
+            measured.append(Measured.of(f"{arch_name}, {setup.bench_model.depth}", setup, runs))
             ours = pages / runs[label].page_seconds
             vs_colpali = ours / (pages / runs[colpali_label].page_seconds)
             vs_seed001 = ours / (pages / runs[SEED001].page_seconds)
@@ -140,4 +141,7 @@ def run(
         f"against uvicorn on loopback in this process; torch threads {torch.get_num_threads()}. HTTP latency: "
         "each request's round trip; baselines': from a burst where all items arrive at once to the item's result."
     )
+    for table in measured:  # other processes share the cores: the best peak sample is closest to the hardware
+        add_rows(report, table, max(peaks), SEED001)
+    report.machine.update(bf16_matmul_gflops=max(peaks), bf16_matmul_gflops_samples=peaks)
     return report.finish(json_path, docs_path)
