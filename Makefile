@@ -11,7 +11,7 @@ API_KEY ?= $(PAGELENS_API_KEY)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint serve embed demo bench-engine
+.PHONY: install test lint serve embed demo bench bench-engine bench-http bench-priority bench-coldstart bench-wire
 
 install:
 	$(UV) sync --frozen
@@ -36,5 +36,9 @@ embed: install
 demo: install
 	$(UV) run --frozen pagelens demo
 
-bench-engine: install
-	$(UV) run --frozen pagelens bench engine
+# Each bench prints its table, writes bench-results/NAME.json and refreshes its section of docs/benchmarks.md.
+BENCH_ARGS ?=
+bench: bench-wire bench-coldstart bench-priority bench-engine bench-http
+
+bench-engine bench-http bench-priority bench-coldstart bench-wire: bench-%: install
+	$(UV) run --frozen pagelens bench $* $(BENCH_ARGS)

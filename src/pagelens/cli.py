@@ -197,18 +197,44 @@ def demo(family: str = "colqwen2_5") -> None:
         typer.echo(f"cosine(query, page) = {float(query_vectors @ page_vectors):.4f}")
 
 
+OutOption = Annotated[Path | None, typer.Option("--out", help="JSON results file (default: bench-results/NAME.json).")]
+DocsOption = Annotated[Path | None, typer.Option(help="Markdown file whose bench section to refresh.")]
+UpdateDocsOption = Annotated[bool, typer.Option(help="Refresh this bench's section of --docs.")]
+ArchOption = Annotated[
+    list[str] | None,
+    typer.Option("--arch", help="colqwen2.5-3b | colmodernvbert | tiny-colqwen2.5 | tiny-colmodernvbert (repeatable)."),
+]
+LayersOption = Annotated[int, typer.Option(help="At most this many layers in each tower (text and vision).")]
+FullDepthOption = Annotated[bool, typer.Option(help="Published depth (36+32 ColQwen2.5-3B, 22+12 ColModernVBert).")]
+
+
+def _docs(docs: Path | None, update_docs: bool) -> Path | None:
+    from pagelens.bench.report import DEFAULT_DOCS
+
+    return (docs or DEFAULT_DOCS) if update_docs else None
+
+
 @bench_app.command("engine")
 def bench_engine(
-    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
-    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
-    pages: Annotated[int, typer.Option(help="Pages per configuration.")] = 8,
-    queries: Annotated[int, typer.Option(help="Queries per configuration.")] = 32,
-    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+    arch: ArchOption = None,
+    layers: LayersOption = 2,
+    full_depth: FullDepthOption = False,
+    pages: Annotated[int, typer.Option(help="Pages per configuration.")] = 3,
+    queries: Annotated[int, typer.Option(help="Queries per configuration.")] = 8,
+    batch: Annotated[int, typer.Option(help="colpali-engine's batch size.")] = 4,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
 ) -> None:
-    """pagelens' engine against seed 001's loop on ColQwen2.5-3B dimensions (random weights)."""
+    """Engine vs colpali-engine batched, seed 001's loop and a float32 loop: rate, p50/p95, MFU."""
     from pagelens.bench.engine import run
+    from pagelens.bench.models import PUBLISHED
 
-    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages, queries=queries, out=out)
+    archs = arch or list(PUBLISHED)
+    args = {"arch": archs, "layers": layers, "full_depth": full_depth, "pages": pages, "queries": queries,
+            "batch": batch}  # fmt: skip
+    run(archs=archs, layers=None if full_depth else layers, pages=pages, queries=queries, batch=batch, args=args,
+        json_path=out, docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
 @bench_app.command("variants")
@@ -229,26 +255,44 @@ def bench_variants(
 
 @bench_app.command("priority")
 def bench_priority(
-    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
-    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
+    arch: Annotated[str, typer.Option(help="Architecture (see bench engine --arch).")] = "colqwen2.5-3b",
+    layers: LayersOption = 4,
+    full_depth: FullDepthOption = False,
     queries: Annotated[int, typer.Option(help="Queries per measurement.")] = 8,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
 ) -> None:
     """Query p50 idle and during a sustained page ingest, for each engine mode."""
     from pagelens.bench.priority import run
 
-    run(text_layers=text_layers, vision_layers=vision_layers, queries=queries)
+    args = {"arch": arch, "layers": layers, "full_depth": full_depth, "queries": queries}
+    run(arch=arch, layers=None if full_depth else layers, queries=queries, args=args, json_path=out,
+        docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
 @bench_app.command("http")
 def bench_http(
-    text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,
-    vision_layers: Annotated[int, typer.Option(help="Vision-tower layers (published: 32).")] = 4,
-    pages: Annotated[int, typer.Option(help="One-page requests sent at once.")] = 8,
+    arch: ArchOption = None,
+    layers: LayersOption = 2,
+    full_depth: FullDepthOption = False,
+    pages: Annotated[int, typer.Option(help="One-page requests per configuration.")] = 4,
+    queries: Annotated[int, typer.Option(help="One-query requests per configuration.")] = 8,
+    clients: Annotated[int, typer.Option(help="Concurrent HTTP clients, each sending one request at a time.")] = 4,
+    batch: Annotated[int, typer.Option(help="colpali-engine's batch size.")] = 4,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
 ) -> None:
-    """Pages/s over HTTP against colpali-engine's batched forward and seed 001's loop."""
+    """The real server over loopback with N concurrent clients vs the same baselines as bench engine."""
     from pagelens.bench.http import run
+    from pagelens.bench.models import PUBLISHED
 
-    run(text_layers=text_layers, vision_layers=vision_layers, pages=pages)
+    archs = arch or list(PUBLISHED)
+    args = {"arch": archs, "layers": layers, "full_depth": full_depth, "pages": pages, "queries": queries,
+            "clients": clients, "batch": batch}  # fmt: skip
+    run(archs=archs, layers=None if full_depth else layers, pages=pages, queries=queries, clients=clients,
+        batch=batch, args=args, json_path=out, docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
 @bench_app.command("coldstart")
@@ -258,23 +302,35 @@ def bench_coldstart(
     ] = None,
     device: Annotated[str, typer.Option(help="Device of the served model.")] = "cpu",
     repeats: Annotated[int, typer.Option(help="Fresh processes of each kind.")] = 3,
+    mmap_arch: Annotated[
+        str | None, typer.Option(help="Architecture saved at full depth for the mmap loading check ('' to skip).")
+    ] = "colmodernvbert",
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
 ) -> None:
-    """Process start -> first embedding served, against import + from_pretrained alone."""
+    """Process start -> first embedding served, against import + from_pretrained alone; mmap loading."""
     from pagelens.bench.coldstart import run
 
-    run(model=model, device=device, repeats=repeats)
+    args = {"model": model, "device": device, "repeats": repeats, "mmap_arch": mmap_arch}
+    run(model=model, device=device, repeats=repeats, mmap_arch=mmap_arch or None, args=args, json_path=out,
+        docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
 @bench_app.command("wire")
 def bench_wire(
     pages: Annotated[int, typer.Option(help="Pages per measurement.")] = 16,
     tokens: Annotated[int, typer.Option(help="Vectors per page (ColQwen2.5 letter page: ~755).")] = 755,
-    out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
+    repeats: Annotated[int, typer.Option(help="Best of this many rounds.")] = 3,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
 ) -> None:
     """Response encodings: bytes and encode + decode time per page, against seed 001's JSON lists."""
     from pagelens.bench.wire import run
 
-    run(pages=pages, tokens=tokens, out=out)
+    args = {"pages": pages, "tokens": tokens, "repeats": repeats}
+    run(pages=pages, tokens=tokens, repeats=repeats, args=args, json_path=out, docs_path=_docs(docs, update_docs))
 
 
 @bench_app.command("latency")
@@ -308,11 +364,12 @@ def bench_search(
     docs: Annotated[str | None, typer.Option(help="Markdown file whose search section is refreshed.")] = None,
 ) -> None:
     """Exact and fast collection search: p50/p95 and recall@k, against brute-force torch MaxSim."""
+    from pagelens.bench.report import DEFAULT_DOCS
     from pagelens.bench.search import run
 
     sizes = tuple(int(size) for size in prefetch.split(",") if size.strip())
     run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
-        seed=seed, json_path=json_path, docs_path=docs)  # fmt: skip
+        seed=seed, json_path=json_path, docs_path=docs or DEFAULT_DOCS)  # fmt: skip
 
 
 def main() -> None:

@@ -1,293 +1,310 @@
-"""`pagelens bench engine`: the engine against seed 001's loop and colpali-engine's batched
-forward, in one run, on ColQwen2.5-3B's published dimensions with random weights.
+"""`pagelens bench engine`: the engine against the loops people run by hand, in one run, per architecture.
 
-Same weights, same pages, same queries for every configuration. What differs:
-  seed001      bf16, eager attention, batch 1 (images) / 4 (queries), gc.collect (+ empty_cache on
-               CUDA) after every batch, outputs converted to JSON lists: the loop seed 001 runs.
-  colpali      colpali-engine's own batched forward (processor on the whole batch), sdpa, bf16.
-  pagelens     the Engine over the Embedder (per-item preprocessing on its own thread, batching by
-               count and token budget, queries in their own lane), sdpa, bf16, numpy outputs.
-Layers are cut down (published: 36 text, 32 vision) to keep the run short; the per-layer cost is
-the published one, so ratios hold. A parity line compares pagelens' vectors with the seed 001
-loop's (cosine per vector; eager vs sdpa in bf16 differ by rounding only).
+Same seeded random weights, same pages, same queries for every configuration (see bench/models.py):
+  seed 001 loop   bf16, eager attention, batch 1 (images) / 4 (queries), gc.collect (+ empty_cache on
+                  CUDA) after every batch, outputs converted to JSON lists: the loop seed 001 runs.
+  naive float32   float32 weights, sdpa, batch 1, torch.no_grad, numpy outputs.
+  colpali-engine  its own batched forward (the processor on the whole batch), sdpa, bf16.
+  pagelens        the Engine over the Embedder; every page and query is its own concurrent call, so
+                  cross-request batching does the work; sdpa, bf16, numpy outputs.
+Latency is per item from the moment all of them arrive (a burst) to its result. MFU is the page
+forward's FLOPs (counted by torch's FlopCounterMode on one page) x pages/s over the bf16 matmul peak
+measured in the same run. Parity: worst per-vector cosine of pagelens' bf16 vectors against the
+float32 loop's (same weights) and against the seed 001 loop's (eager).
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-PUBLISHED_TEXT = {
-    "hidden_size": 2048,
-    "intermediate_size": 11008,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "rope_theta": 1000000.0,
-    "rms_norm_eps": 1e-6,
-    "max_position_embeddings": 128000,
-    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-    "tie_word_embeddings": True,
-}
-PUBLISHED_VISION = {
-    "hidden_size": 1280,
-    "intermediate_size": 3420,
-    "num_heads": 16,
-    "out_hidden_size": 2048,
-    "patch_size": 14,
-    "spatial_merge_size": 2,
-    "temporal_patch_size": 2,
-    "window_size": 112,
-    "hidden_act": "silu",
-    "in_chans": 3,
-    "tokens_per_second": 2,
-}
-PUBLISHED_MIN_PIXELS, PUBLISHED_MAX_PIXELS = 3136, 602112  # 4 to 768 visual tokens
+from pagelens.bench.models import BenchModel, forward_flops, get_arch, synthetic_page
+from pagelens.bench.report import DEFAULT_DOCS, Report, matmul_peak_gflops
+
+SEED001 = "seed 001 loop (bf16, eager, batch 1, gc, JSON lists)"
+FLOAT32 = "naive float32 loop (sdpa, batch 1)"
 
 
-def synthetic_page(seed: int, width: int = 600, height: int = 800) -> Image.Image:
-    """A page-like image: white with lines of dark 'text' and a boxed 'table'."""
-    rng = np.random.default_rng(seed)
-    page = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(page)
-    for line in range(height // 30):
-        top = 20 + line * 30
-        draw.rectangle([30, top, 30 + int(rng.integers(100, width - 60)), top + 10], fill=(30, 30, 30))
-    draw.rectangle([60, height // 2, width - 60, height // 2 + 150], outline=(0, 0, 0), width=2)
-    return page
+@dataclass
+class Run:
+    """One configuration's timings, per-item latencies (seconds) and output vectors."""
+
+    page_seconds: float = 0.0
+    query_seconds: float = 0.0
+    page_latencies: list[float] = field(default_factory=list)
+    query_latencies: list[float] = field(default_factory=list)
+    page_vectors: list[np.ndarray] = field(default_factory=list)
+    query_vectors: list[np.ndarray] = field(default_factory=list)
+
+    def record(self, kind: str, seconds: float, latencies: list[float], vectors: list[np.ndarray]) -> None:
+        setattr(self, f"{kind}_seconds", seconds)
+        setattr(self, f"{kind}_latencies", latencies)
+        setattr(self, f"{kind}_vectors", vectors)
 
 
-def published_colqwen2_5(text_layers: int, vision_layers: int, processor: Any, attention: str) -> torch.nn.Module:
-    """A random-weight ColQwen2.5 with the published layer dimensions, `text_layers` + `vision_layers` deep."""
-    from colpali_engine.models import ColQwen2_5
-    from transformers import Qwen2_5_VLConfig
+@dataclass
+class Setup:
+    """One architecture ready to measure: workload, the three models, the engine's Embedder, FLOPs."""
 
-    tokenizer = processor.tokenizer
-    fullatt = [i for i in (7, 15, 23, 31) if i < vision_layers] or [vision_layers - 1]
-    config = Qwen2_5_VLConfig(
-        text_config={**PUBLISHED_TEXT, "num_hidden_layers": text_layers},
-        vision_config={**PUBLISHED_VISION, "depth": vision_layers, "fullatt_block_indexes": fullatt},
-        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-        architectures=["ColQwen2_5"],
-    )
-    config._attn_implementation = attention
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = ColQwen2_5(config)
-    return model.to(torch.bfloat16).eval()
+    bench_model: BenchModel
+    images: list
+    texts: list[str]
+    sdpa: torch.nn.Module
+    eager: torch.nn.Module
+    float32: torch.nn.Module
+    embedder: Any
+    page_flops: float
+    query_flops: float
+    tokens_per_page: int
 
+    @property
+    def processor(self) -> Any:
+        return self.bench_model.processor
 
-def published_processor(scratch: Path) -> Any:
-    """ColQwen2.5's real processor class with the published pixel bounds (tiny tokenizer)."""
-    from colpali_engine.models import ColQwen2_5_Processor
-
-    from pagelens.testing import build_tiny_checkpoint
-
-    directory = build_tiny_checkpoint("colqwen2_5", scratch / "processor")
-    processor = ColQwen2_5_Processor.from_pretrained(directory)
-    processor.image_processor.size = {"shortest_edge": PUBLISHED_MIN_PIXELS, "longest_edge": PUBLISHED_MAX_PIXELS}
-    return processor
+    def describe(self) -> str:
+        arch = self.bench_model.arch
+        return (
+            f"{arch.dims}; {self.bench_model.depth}, random weights; {len(self.images)} pages of 600x800 "
+            f"({self.tokens_per_page} tokens each, {self.page_flops / 1e9:.3g} GFLOP per page), "
+            f"{len(self.texts)} queries"
+        )
 
 
-def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10, trials: int = 3) -> float:
-    """Measured dense matmul throughput in this process, best of `trials` (the MFU denominator)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(trials):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            torch.matmul(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 * repeats / best / 1e9
-
-
-def seed001_loop(model: torch.nn.Module, processor: Any, images: list, texts: list[str]) -> tuple[list, list]:
-    """Seed 001's service loop: batch 1 for images, 4 for texts, gc after every batch, JSON lists."""
-
-    def run(items: list, batch_size: int, process: Callable) -> list:
-        results: list = []
-        for start in range(0, len(items), batch_size):
-            batch = process(items[start : start + batch_size]).to(model.device)
-            with torch.no_grad():
-                output = model(**batch)
-            results.extend(output.to(torch.float32).cpu().numpy().tolist())
-            del output, batch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            gc.collect()
-        return results
-
-    return run(images, 1, processor.process_images), run(texts, 4, processor.process_queries)
-
-
-def colpali_batched(model: torch.nn.Module, processor: Any, images: list, texts: list[str], batch: int) -> None:
-    """colpali-engine's documented usage: the processor on a whole batch, one forward per batch."""
-    for items, process in ((images, processor.process_images), (texts, processor.process_queries)):
-        for start in range(0, len(items), batch):
-            inputs = process(items[start : start + batch])
-            with torch.inference_mode():
-                model(**inputs).float().cpu().numpy()
-
-
-def engine_concurrent(engine: Any, images: list, texts: list[str]) -> tuple[list, list]:
-    """Every page and query arrives as its own request, concurrently (cross-request batching)."""
-    with ThreadPoolExecutor(max_workers=len(images) + len(texts)) as pool:
-        image_futures = [pool.submit(engine.embed_images, [image]) for image in images]
-        query_futures = [pool.submit(engine.embed_queries, [text]) for text in texts]
-        return [f.result()[0] for f in image_futures], [f.result()[0] for f in query_futures]
-
-
-def _timed(function: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = function()
-    return time.perf_counter() - started, result
-
-
-def _timed_kinds(function: Callable[[list, list], Any], images: list, texts: list[str]) -> tuple[float, float]:
-    image_seconds, _ = _timed(lambda: function(images, []))
-    query_seconds, _ = _timed(lambda: function([], texts))
-    return image_seconds, query_seconds
-
-
-def run(*, text_layers: int, vision_layers: int, pages: int, queries: int, out: Path | None = None) -> dict:
-    """Run every configuration, print a table, and return (and optionally write) the figures."""
-    from pagelens.engine import Engine, EngineConfig
+def prepare(arch_name: str, scratch: Path, *, layers: int | None, pages: int, queries: int) -> Setup:
+    """Build the models of `arch_name` (bf16 sdpa + eager, float32) and pay first-call costs untimed."""
     from pagelens.models import Embedder
-    from pagelens.models.families import get_family
 
+    bench_model = get_arch(arch_name).build(scratch, layers)
+    processor = bench_model.processor
     images = [synthetic_page(seed) for seed in range(pages)]
     texts = [f"What was the revenue of division {i} in the third quarter of 2023?" for i in range(queries)]
-    with tempfile.TemporaryDirectory() as scratch:
-        processor = published_processor(Path(scratch))
-    tokens_per_page = int(processor.process_images(images[:1])["input_ids"].shape[1])
-    peak = matmul_peak_gflops(torch.bfloat16)
-    print(
-        f"ColQwen2.5-3B dims, {text_layers} text + {vision_layers} vision layers, random weights, bf16; "
-        f"{pages} pages of 600x800 ({tokens_per_page} tokens each), {queries} queries; "
-        f"torch threads {torch.get_num_threads()}; bf16 matmul peak {peak:.0f} GFLOP/s"
+    sdpa, eager = bench_model.model("sdpa"), bench_model.model("eager")
+    float32 = bench_model.model("sdpa", torch.float32)
+    one_page = processor.process_images(images[:1])
+    page_flops = forward_flops(eager, one_page)  # eager: attention runs as counted matmuls; also its warm-up
+    query_flops = forward_flops(eager, processor.process_queries(texts[:1]))
+    for model in (sdpa, float32):  # kernel selection for these shapes happens before any timing
+        with torch.inference_mode():
+            model(**one_page)
+    embedder = Embedder(sdpa, processor, bench_model.arch.family_spec, name=arch_name, attention="sdpa")
+    return Setup(
+        bench_model, images, texts, sdpa, eager, float32, embedder, page_flops, query_flops,
+        int(one_page["input_ids"].shape[1]),
+    )  # fmt: skip
+
+
+def timed_loop(items: list, batch_size: int, forward: Callable[[list], list]) -> tuple[float, list[float], list]:
+    """Run `forward` batch by batch; return total seconds, each item's completion time since the start
+    (all items arrive at once), and the outputs."""
+    started = time.perf_counter()
+    latencies: list[float] = []
+    outputs: list = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        outputs.extend(forward(batch))
+        latencies.extend([time.perf_counter() - started] * len(batch))
+    return time.perf_counter() - started, latencies, outputs
+
+
+def seed001_forward(model: torch.nn.Module, process: Callable) -> Callable[[list], list]:
+    """Seed 001's loop body: forward, JSON lists, gc (+ empty_cache on CUDA) after every batch."""
+
+    def forward(batch: list) -> list:
+        inputs = process(batch).to(model.device)
+        with torch.no_grad():
+            output = model(**inputs)
+        lists = output.to(torch.float32).cpu().numpy().tolist()
+        del output, inputs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        gc.collect()
+        return lists
+
+    return forward
+
+
+def plain_forward(model: torch.nn.Module, process: Callable) -> Callable[[list], list]:
+    """colpali-engine's documented usage: the processor on the batch, one forward, float32 numpy rows."""
+
+    def forward(batch: list) -> list:
+        with torch.inference_mode():
+            return list(model(**process(batch)).float().cpu().numpy())
+
+    return forward
+
+
+def engine_burst(engine: Any, items: list, kind: str) -> tuple[float, list[float], list]:
+    """Every item is its own concurrent call to the engine; per-item latency from the burst's start."""
+    call = engine.embed_images if kind == "page" else engine.embed_queries
+    latencies = [0.0] * len(items)
+    started = time.perf_counter()
+
+    def done(index: int) -> Callable[[Future], None]:
+        def stamp(_: Future) -> None:
+            latencies[index] = time.perf_counter() - started
+
+        return stamp
+
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(call, [item]) for item in items]
+        for index, future in enumerate(futures):
+            future.add_done_callback(done(index))
+        outputs = [future.result()[0] for future in futures]
+    return time.perf_counter() - started, latencies, outputs
+
+
+def baseline_runs(setup: Setup, *, batch: int) -> dict[str, Run]:
+    """seed 001's loop, the naive float32 loop and colpali-engine's batched forward, pages then queries."""
+    processor = setup.processor
+    runs: dict[str, Run] = {}
+    configurations = (
+        (SEED001, lambda p: seed001_forward(setup.eager, p), (1, 4)),
+        (FLOAT32, lambda p: plain_forward(setup.float32, p), (1, 1)),
+        (f"colpali-engine batched forward (sdpa, batch {batch})", lambda p: plain_forward(setup.sdpa, p), (batch,) * 2),
     )
-
-    sdpa = published_colqwen2_5(text_layers, vision_layers, processor, "sdpa")
-    eager = published_colqwen2_5(text_layers, vision_layers, processor, "eager")
-    eager.load_state_dict(sdpa.state_dict())
-    for model in (sdpa, eager):  # first-call costs (kernel selection) are paid before any timing
-        colpali_batched(model, processor, images[:1], texts[:1], 1)
-    embedder = Embedder(sdpa, processor, get_family("colqwen2_5"), name="colqwen2.5-3b-dims", attention="sdpa")
-
-    rows: dict[str, tuple[float, float]] = {}
-    seed001_outputs: list = []
-
-    def seed001(images_: list, texts_: list[str]) -> None:
-        page_lists, _ = seed001_loop(eager, processor, images_, texts_)
-        if page_lists:
-            seed001_outputs.extend(page_lists)
-
-    rows["seed001 loop (eager, batch 1, gc, JSON)"] = _timed_kinds(seed001, images, texts)
-    rows["colpali-engine batched (sdpa, batch 4)"] = _timed_kinds(
-        lambda i, t: colpali_batched(sdpa, processor, i, t, 4), images, texts
-    )
-    engine_vectors: list = []
-    for label, config in (
-        ("pagelens engine (sdpa, images batch 1)", EngineConfig(max_batch_images=1)),
-        ("pagelens engine (sdpa, images batch 4)", EngineConfig(max_batch_images=4)),
-    ):
-        with Engine(embedder, config) as engine:
-
-            def concurrent(images_: list, texts_: list[str], engine: Any = engine) -> None:
-                page_vectors, _ = engine_concurrent(engine, images_, texts_)
-                if page_vectors and not engine_vectors:
-                    engine_vectors.extend(page_vectors)
-
-            rows[label] = _timed_kinds(concurrent, images, texts)
-
-    baseline_pages = pages / rows["seed001 loop (eager, batch 1, gc, JSON)"][0]
-    baseline_queries = queries / rows["seed001 loop (eager, batch 1, gc, JSON)"][1]
-    page_flops = _forward_flops(sdpa, processor, images[0])
-    figures: dict[str, Any] = {"machine": _machine(peak), "tokens_per_page": tokens_per_page, "rows": {}}
-    print(f"\n{'configuration':44} {'pages/s':>8} {'x seed001':>9} {'MFU':>6} {'queries/s':>10} {'x seed001':>9}")
-    for label, (image_seconds, query_seconds) in rows.items():
-        pages_per_s, queries_per_s = pages / image_seconds, queries / query_seconds
-        mfu = pages_per_s * page_flops / (peak * 1e9)
-        figures["rows"][label] = {"pages_per_s": pages_per_s, "queries_per_s": queries_per_s, "mfu": mfu}
-        print(
-            f"{label:44} {pages_per_s:8.3f} {pages_per_s / baseline_pages:9.2f} {mfu:6.1%} "
-            f"{queries_per_s:10.2f} {queries_per_s / baseline_queries:9.2f}"
-        )
-    worst = _worst_cosine(seed001_outputs, engine_vectors)
-    figures["worst_cosine_vs_seed001"] = worst
-    print(f"\nparity: worst per-vector cosine, pagelens (sdpa) vs seed001 loop (eager), bf16: {worst:.5f}")
-    worst_fp32 = _worst_cosine_vs_float32(sdpa, processor, images[:2], texts[:4], embedder)
-    figures["worst_cosine_bf16_vs_float32"] = worst_fp32
-    print(f"parity: worst per-vector cosine, pagelens bf16 vs the same weights in float32: {worst_fp32:.5f}")
-    if out is not None:
-        out.write_text(json.dumps(figures, indent=2))
-        print(f"wrote {out}")
-    return figures
+    for label, make, (page_batch, query_batch) in configurations:
+        run = runs[label] = Run()
+        run.record("page", *timed_loop(setup.images, page_batch, make(processor.process_images)))
+        run.record("query", *timed_loop(setup.texts, query_batch, make(processor.process_queries)))
+        print(f"  {label}: {len(setup.images) / run.page_seconds:.3f} pages/s", flush=True)
+    return runs
 
 
-def _forward_flops(model: torch.nn.Module, processor: Any, image: Image.Image) -> float:
-    """Approximate FLOPs of one page: 2 x parameters touched per token (vision + text)."""
-    inputs = processor.process_images([image])
-    text_tokens = int(inputs["input_ids"].shape[1])
-    vision_patches = int(inputs["image_grid_thw"].prod())
-    vision_params = sum(p.numel() for p in model.visual.parameters())
-    text_params = sum(p.numel() for n, p in model.named_parameters() if "visual" not in n and "embed_tokens" not in n)
-    return 2.0 * (vision_params * vision_patches + text_params * text_tokens)
+def engine_run(setup: Setup, config: Any) -> Run:
+    from pagelens.engine import Engine
+
+    run = Run()
+    with Engine(setup.embedder, config) as engine:
+        run.record("page", *engine_burst(engine, setup.images, "page"))
+        run.record("query", *engine_burst(engine, setup.texts, "query"))
+    return run
 
 
-def _worst_cosine(reference_lists: list, vectors: list) -> float:
+def worst_cosine(references: list, vectors: list) -> float:
+    """Worst per-vector cosine between paired multi-vectors (reference rows that are all zero dropped)."""
     worst = 1.0
-    for reference, got in zip(reference_lists, vectors, strict=False):
-        reference_array = np.asarray(reference, dtype=np.float32)
-        reference_array = reference_array[np.linalg.norm(reference_array, axis=1) > 0]
-        if reference_array.shape != got.shape:
+    for reference, got in zip(references, vectors, strict=True):
+        reference = np.asarray(reference, dtype=np.float32)
+        got = np.asarray(got, dtype=np.float32)
+        if reference.shape != got.shape:
+            reference = reference[np.linalg.norm(reference, axis=-1) > 0]
+        if reference.shape != got.shape:
             return float("nan")
-        cosine = (reference_array * got).sum(1) / (
-            np.linalg.norm(reference_array, axis=1) * np.linalg.norm(got, axis=1)
-        )
-        worst = min(worst, float(cosine.min()))
-    return worst
-
-
-def _worst_cosine_vs_float32(model: torch.nn.Module, processor: Any, images: list, texts: list[str], embedder) -> float:
-    """Worst per-vector cosine between bf16 outputs (pagelens) and float32 outputs of the same weights."""
-    prepared = [embedder.prepare_image(image) for image in images] + [embedder.prepare_query(t) for t in texts]
-    bf16 = [embedder.forward(embedder.collate([item]))[0] for item in prepared]
-    model.float()
-    embedder.dtype = torch.float32
-    try:
-        fp32 = [embedder.forward(embedder.collate([item]))[0] for item in prepared]
-    finally:
-        model.to(torch.bfloat16)
-        embedder.dtype = torch.bfloat16
-    worst = 1.0
-    for low, full in zip(bf16, fp32, strict=True):
-        cosine = (low * full).sum(-1) / (np.linalg.norm(low, axis=-1) * np.linalg.norm(full, axis=-1))
+        cosine = (reference * got).sum(-1) / (np.linalg.norm(reference, axis=-1) * np.linalg.norm(got, axis=-1))
         worst = min(worst, float(np.min(cosine)))
     return worst
 
 
-def _machine(peak: float) -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "bf16_matmul_gflops": peak,
-    }
+@dataclass
+class Measured:
+    """What a table needs once the models are gone: the runs and the workload's size and FLOPs."""
+
+    title: str
+    runs: dict[str, Run]
+    pages: int
+    queries: int
+    page_flops: float
+    query_flops: float
+
+    @classmethod
+    def of(cls, title: str, setup: Setup, runs: dict[str, Run]) -> Measured:
+        for run in runs.values():
+            run.page_vectors, run.query_vectors = [], []
+        return cls(title, runs, len(setup.images), len(setup.texts), setup.page_flops, setup.query_flops)
+
+
+def add_rows(report: Report, measured: Measured, peak: float, baseline: str) -> None:
+    """One table row per run: throughput, ratio to `baseline`, p50/p95 latency and MFU vs the bf16 peak."""
+    pages, queries, runs, title = measured.pages, measured.queries, measured.runs, measured.title
+    page_flops, query_flops = measured.page_flops, measured.query_flops
+    base = runs[baseline]
+    for label, run in runs.items():
+        pages_per_s, queries_per_s = pages / run.page_seconds, queries / run.query_seconds
+        report.add_row(
+            {
+                "configuration": label,
+                "pages/s": pages_per_s,
+                "x seed 001": pages_per_s / (pages / base.page_seconds),
+                "page p50 s": float(np.percentile(run.page_latencies, 50)),
+                "page p95 s": float(np.percentile(run.page_latencies, 95)),
+                "MFU %": 100 * pages_per_s * page_flops / (peak * 1e9),
+                "queries/s": queries_per_s,
+                "x seed 001 (queries)": queries_per_s / (queries / base.query_seconds),
+                "query p50 ms": 1000 * float(np.percentile(run.query_latencies, 50)),
+                "query p95 ms": 1000 * float(np.percentile(run.query_latencies, 95)),
+                "query MFU %": 100 * queries_per_s * query_flops / (peak * 1e9),
+            },
+            table=title,
+        )
+
+
+def run(
+    *,
+    archs: list[str],
+    layers: int | None,
+    pages: int,
+    queries: int,
+    batch: int = 4,
+    args: dict[str, Any] | None = None,
+    json_path: Path | None = None,
+    docs_path: Path | None = DEFAULT_DOCS,
+) -> dict[str, Any]:
+    """Measure every configuration for each architecture; print, write the JSON and the docs section."""
+    from pagelens.engine import EngineConfig
+
+    report = Report("engine", args if args is not None else {"arch": archs, "layers": layers, "pages": pages})
+    peaks = [matmul_peak_gflops(torch.bfloat16)]
+    report.machine["dtype"] = "bfloat16 (float32 for the naive loop)"
+    descriptions, measured = [], []
+    for arch_name in archs:
+        with tempfile.TemporaryDirectory() as scratch:
+            setup = prepare(arch_name, Path(scratch), layers=layers, pages=pages, queries=queries)
+            print(f"{arch_name}: {setup.describe()}", flush=True)
+            runs = baseline_runs(setup, batch=batch)
+            label = "pagelens engine (sdpa, concurrent one-item calls, CPU default config)"
+            runs[label] = engine_run(setup, EngineConfig.for_device(setup.embedder.device.type))
+            title = f"{arch_name}, {setup.bench_model.depth}"
+            peaks.append(matmul_peak_gflops(torch.bfloat16))
+            ours = runs[label]
+            parity = {
+                "worst_cosine_bf16_vs_float32": worst_cosine(
+                    runs[FLOAT32].page_vectors + runs[FLOAT32].query_vectors, ours.page_vectors + ours.query_vectors
+                ),
+                "worst_cosine_vs_seed001_pages": worst_cosine(runs[SEED001].page_vectors, ours.page_vectors),
+            }
+            measured.append(Measured.of(title, setup, runs))
+            report.figures[arch_name] = {
+                "text_layers": setup.bench_model.text_layers,
+                "vision_layers": setup.bench_model.vision_layers,
+                "tokens_per_page": setup.tokens_per_page,
+                "page_gflops": setup.page_flops / 1e9,
+                "query_gflops": setup.query_flops / 1e9,
+                **parity,
+            }
+            descriptions.append(f"**{arch_name}**: {setup.describe()}.")
+            report.note(
+                f"{arch_name} parity (bar >= 0.999): worst per-vector cosine, pagelens bf16 vs the same weights "
+                f"in float32 {parity['worst_cosine_bf16_vs_float32']:.5f}; vs seed 001's loop (eager, bf16) "
+                f"{parity['worst_cosine_vs_seed001_pages']:.5f}."
+            )
+            del setup, runs
+            gc.collect()
+    report.describe(
+        " ".join(descriptions) + f" Torch threads {torch.get_num_threads()}; colpali-engine batch {batch}. "
+        "Latency: per item, from a burst where all arrive at once to its result. MFU: counted forward FLOPs x "
+        "rate / the bf16 matmul peak measured in this run (best of the samples taken at the start and after each "
+        "architecture; the float32 row too)."
+    )
+    for table in measured:  # other processes share the cores: the best peak sample is closest to the hardware
+        add_rows(report, table, max(peaks), SEED001)
+    report.machine.update(bf16_matmul_gflops=max(peaks), bf16_matmul_gflops_samples=peaks)
+    return report.finish(json_path, docs_path)

@@ -1,31 +1,30 @@
-"""`pagelens bench http`: pages/s end to end over HTTP against colpali-engine's batched forward and
-seed 001's loop, same weights, same pages, same run.
+"""`pagelens bench http`: the real server end to end against the same baselines as `bench engine`.
 
-The server is the real app (uvicorn, in this process) over an Embedder built in memory with
-ColQwen2.5-3B layer dimensions (random weights, bf16, cut-down depth as in `bench engine`). Every
-page arrives as its own request, all at once, so cross-request batching does the work.
+The server is the real app under uvicorn on loopback (in this process, over an Embedder built in
+memory from bench/models.py: same seeded weights as the baselines). N clients each send one-page
+(then one-query) morphik `/embeddings` requests, one at a time, until all are answered, so
+cross-request batching does the work. Latency is each request's round trip; the baselines' is as in
+`bench engine` (from the burst's start). Bars (issue #4): HTTP pages/s >= 0.9 x colpali-engine's
+batched forward and >= 1.6 x seed 001's loop.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import io
-import statistics
+import queue
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
+import torch
 
-from pagelens.bench.engine import (
-    colpali_batched,
-    published_colqwen2_5,
-    published_processor,
-    seed001_loop,
-    synthetic_page,
-)
-from pagelens.testing.servers import uvicorn_in_thread
+from pagelens.bench.engine import SEED001, Measured, Run, add_rows, baseline_runs, prepare
+from pagelens.bench.report import DEFAULT_DOCS, Report, matmul_peak_gflops
 
 
 def _png_base64(image) -> str:
@@ -34,70 +33,115 @@ def _png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def run(*, text_layers: int = 4, vision_layers: int = 4, pages: int = 8) -> dict[str, float]:
+def closed_loop(client: httpx.Client, bodies: list[dict], clients: int) -> tuple[float, list[float]]:
+    """`clients` threads each POST one body at a time from a shared queue; total seconds and round trips."""
+    pending: queue.Queue[dict] = queue.Queue()
+    for body in bodies:
+        pending.put(body)
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            try:
+                body = pending.get_nowait()
+            except queue.Empty:
+                return
+            sent = time.perf_counter()
+            try:
+                client.post("/embeddings", json=body).raise_for_status()
+            except BaseException as error:  # surfaced below, in the caller's thread
+                errors.append(error)
+                return
+            latencies.append(time.perf_counter() - sent)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(max(1, clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started, latencies
+
+
+def http_run(setup: Any, clients: int) -> Run:
+    """Serve `setup`'s Embedder with the real app and measure pages, then queries, over loopback."""
     from pagelens.api import create_app
     from pagelens.engine import Engine, EngineConfig
-    from pagelens.models import Embedder
-    from pagelens.models.families import get_family
     from pagelens.serving import EmbeddingService
     from pagelens.settings import Settings
+    from pagelens.testing.servers import uvicorn_in_thread
 
-    images = [synthetic_page(seed) for seed in range(pages)]
-    with tempfile.TemporaryDirectory() as scratch:
-        processor = published_processor(Path(scratch))
-    sdpa = published_colqwen2_5(text_layers, vision_layers, processor, "sdpa")
-    eager = published_colqwen2_5(text_layers, vision_layers, processor, "eager")
-    eager.load_state_dict(sdpa.state_dict())
-    for model in (sdpa, eager):
-        colpali_batched(model, processor, images[:1], [], 1)
-
-    started = time.perf_counter()
-    seed001_loop(eager, processor, images, [])
-    seed001 = pages / (time.perf_counter() - started)
-    started = time.perf_counter()
-    colpali_batched(sdpa, processor, images, [], 4)
-    colpali = pages / (time.perf_counter() - started)
-
-    embedder = Embedder(sdpa, processor, get_family("colqwen2_5"), name="colqwen2.5-3b-dims", attention="sdpa")
-    engine = Engine(embedder, EngineConfig.for_device("cpu")).start()
+    embedder = setup.embedder
+    page_bodies = [{"input_type": "image", "inputs": [_png_base64(image)]} for image in setup.images]
+    query_bodies = [{"input_type": "text", "inputs": [text]} for text in setup.texts]
+    engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
     service = EmbeddingService(engine, embedder.info, max_inputs_per_request=256)
-    bodies = [{"input_type": "image", "inputs": [_png_base64(image)]} for image in images]
-    latencies: list[float] = []
+    run = Run()
     try:
         with (
             uvicorn_in_thread(create_app(Settings(model="bench"), service=service)) as url,
-            httpx.Client(base_url=url, timeout=600) as client,
+            httpx.Client(base_url=url, timeout=3600, limits=httpx.Limits(max_connections=clients + 1)) as client,
         ):
-
-            def one(body):
-                sent = time.perf_counter()
-                response = client.post("/embeddings", json=body)
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - sent)
-
-            client.post("/embeddings", json=bodies[0]).raise_for_status()  # warm the route
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=pages) as pool:
-                list(pool.map(one, bodies))
-            http = pages / (time.perf_counter() - started)
+            client.post("/embeddings", json=query_bodies[0]).raise_for_status()  # warm the route
+            run.page_seconds, run.page_latencies = closed_loop(client, page_bodies, clients)
+            run.query_seconds, run.query_latencies = closed_loop(client, query_bodies, clients)
     finally:
         engine.close()
+    return run
 
-    figures = {
-        "seed001_pages_per_s": seed001,
-        "colpali_batched_pages_per_s": colpali,
-        "http_pages_per_s": http,
-        "http_vs_colpali": http / colpali,
-        "http_vs_seed001": http / seed001,
-        "http_p50_s": statistics.median(latencies),
-    }
-    print(f"ColQwen2.5-3B dims, {text_layers} text + {vision_layers} vision layers, bf16; {pages} one-page requests")
-    print(f"{'configuration':46} {'pages/s':>8}")
-    print(f"{'seed 001 loop (eager, batch 1, gc, JSON)':46} {seed001:8.3f}")
-    print(f"{'colpali-engine batched (sdpa, batch 4)':46} {colpali:8.3f}")
-    print(f"{'pagelens over HTTP (concurrent 1-page requests)':46} {http:8.3f}")
-    print(
-        f"HTTP / colpali-engine batched: {http / colpali:.2f} (bar >= 0.9); "
-        f"HTTP / seed 001: {http / seed001:.2f} (bar >= 1.6)"
+
+def run(
+    *,
+    archs: list[str],
+    layers: int | None,
+    pages: int,
+    queries: int,
+    clients: int,
+    batch: int = 4,
+    args: dict[str, Any] | None = None,
+    json_path: Path | None = None,
+    docs_path: Path | None = DEFAULT_DOCS,
+) -> dict[str, Any]:
+    """Baselines and the server for each architecture; print, write the JSON and the docs section."""
+    report = Report("http", args if args is not None else {"arch": archs, "layers": layers, "clients": clients})
+    peaks = [matmul_peak_gflops(torch.bfloat16)]
+    report.machine["dtype"] = "bfloat16 (float32 for the naive loop)"
+    descriptions, measured = [], []
+    colpali_label = f"colpali-engine batched forward (sdpa, batch {batch})"
+    for arch_name in archs:
+        with tempfile.TemporaryDirectory() as scratch:
+            setup = prepare(arch_name, Path(scratch), layers=layers, pages=pages, queries=queries)
+            print(f"{arch_name}: {setup.describe()}", flush=True)
+            runs = baseline_runs(setup, batch=batch)
+            label = f"pagelens over HTTP ({clients} clients, one-item requests)"
+            runs[label] = http_run(setup, clients)
+            peaks.append(matmul_peak_gflops(torch.bfloat16))
+            measured.append(Measured.of(f"{arch_name}, {setup.bench_model.depth}", setup, runs))
+            ours = pages / runs[label].page_seconds
+            vs_colpali = ours / (pages / runs[colpali_label].page_seconds)
+            vs_seed001 = ours / (pages / runs[SEED001].page_seconds)
+            report.figures[arch_name] = {
+                "text_layers": setup.bench_model.text_layers,
+                "vision_layers": setup.bench_model.vision_layers,
+                "http_vs_colpali_batched": vs_colpali,
+                "http_vs_seed001": vs_seed001,
+            }
+            report.note(
+                f"{arch_name}: HTTP pages/s = {vs_colpali:.2f} x colpali-engine batched (bar >= 0.9) and "
+                f"{vs_seed001:.2f} x seed 001's loop (bar >= 1.6)."
+            )
+            descriptions.append(f"**{arch_name}**: {setup.describe()}.")
+            del setup, runs
+            gc.collect()
+    report.describe(
+        " ".join(descriptions) + f" {clients} concurrent HTTP clients (morphik `/embeddings`, npz responses) "
+        f"against uvicorn on loopback in this process; torch threads {torch.get_num_threads()}. HTTP latency: "
+        "each request's round trip; baselines': from a burst where all items arrive at once to the item's result."
     )
-    return figures
+    for table in measured:  # other processes share the cores: the best peak sample is closest to the hardware
+        add_rows(report, table, max(peaks), SEED001)
+    report.machine.update(bf16_matmul_gflops=max(peaks), bf16_matmul_gflops_samples=peaks)
+    return report.finish(json_path, docs_path)

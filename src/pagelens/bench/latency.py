@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from pagelens.bench.engine import synthetic_page
+from pagelens.bench.models import synthetic_page
 
 
 def _payload() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`pagelens bench priority`: query latency while pages are being ingested, against idle.
 
-ColQwen2.5-3B layer dimensions (random weights, bf16, cut-down depth as in `bench engine`). For
+An architecture of bench/models.py (default ColQwen2.5-3B dimensions, random weights, bf16). For
 each engine mode, the p50 of single queries is measured idle, then while a background thread keeps
 the page lane busy. Bar (issue #4): p50 during ingest <= 2 x idle p50.
 """
@@ -12,8 +12,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from pagelens.bench.engine import published_colqwen2_5, published_processor, synthetic_page
+import torch
+
+from pagelens.bench.models import get_arch, synthetic_page
+from pagelens.bench.report import DEFAULT_DOCS, Report
 
 
 def _query_latencies(engine, count: int) -> list[float]:
@@ -25,18 +29,32 @@ def _query_latencies(engine, count: int) -> list[float]:
     return latencies
 
 
-def run(*, text_layers: int = 4, vision_layers: int = 4, queries: int = 8) -> dict[str, dict[str, float]]:
+def run(
+    *,
+    arch: str = "colqwen2.5-3b",
+    layers: int | None = 4,
+    queries: int = 8,
+    args: dict[str, Any] | None = None,
+    json_path: Path | None = None,
+    docs_path: Path | None = DEFAULT_DOCS,
+) -> dict[str, Any]:
     from pagelens.engine import Engine, EngineConfig
     from pagelens.models import Embedder
-    from pagelens.models.families import get_family
 
+    report = Report("priority", args if args is not None else {"arch": arch, "layers": layers, "queries": queries})
     with tempfile.TemporaryDirectory() as scratch:
-        processor = published_processor(Path(scratch))
-    model = published_colqwen2_5(text_layers, vision_layers, processor, "sdpa")
-    embedder = Embedder(model, processor, get_family("colqwen2_5"), name="colqwen2.5-3b-dims", attention="sdpa")
+        bench_model = get_arch(arch).build(Path(scratch), layers)
+    model = bench_model.model("sdpa", torch.bfloat16)
+    embedder = Embedder(model, bench_model.processor, bench_model.arch.family_spec, name=arch, attention="sdpa")
+    report.machine["dtype"] = "bfloat16"
+    report.describe(
+        f"{bench_model.arch.dims}; {bench_model.depth}, random weights, bf16; {queries} single queries idle, "
+        f"then {queries} while a background thread keeps sending 2-page batches (600x800); "
+        f"torch threads {torch.get_num_threads()}."
+    )
     page = synthetic_page(0)
-    results: dict[str, dict[str, float]] = {}
-    for label, query_worker in (("queries on their own worker", True), ("one worker, queries first", False)):
+    for label, query_worker in (("queries on their own forward thread (default)", True),
+                                ("one worker, queries first", False)):  # fmt: skip
         with Engine(embedder, EngineConfig(max_batch_images=1, query_worker=query_worker)) as engine:
             engine.embed_queries(["warm up"])
             idle = statistics.median(_query_latencies(engine, queries))
@@ -52,9 +70,15 @@ def run(*, text_layers: int = 4, vision_layers: int = 4, queries: int = 8) -> di
             busy = statistics.median(_query_latencies(engine, queries))
             stop.set()
             feeder.join()
-        results[label] = {"idle_p50_ms": idle * 1000, "ingest_p50_ms": busy * 1000, "ratio": busy / idle}
-    print(f"ColQwen2.5-3B dims, {text_layers} text + {vision_layers} vision layers, bf16; {queries} queries each")
-    print(f"{'engine mode':30} {'idle p50 ms':>12} {'ingest p50 ms':>14} {'ratio':>7}")
-    for label, row in results.items():
-        print(f"{label:30} {row['idle_p50_ms']:12.0f} {row['ingest_p50_ms']:14.0f} {row['ratio']:7.2f}")
-    return results
+        report.add_row(
+            {
+                "engine mode": label,
+                "idle p50 ms": idle * 1000,
+                "during ingest p50 ms": busy * 1000,
+                "ratio": busy / idle,
+            }
+        )
+    ratio = report.tables[""][0]["ratio"]
+    report.figures["default_mode_ratio"] = ratio
+    report.note(f"default mode: query p50 during ingest = {ratio:.2f} x idle (bar, issue #4: <= 2).")
+    return report.finish(json_path, docs_path)

@@ -79,14 +79,21 @@ def _version(package: str) -> str | None:
         return None
 
 
+OUTPUTS = ("docs/benchmarks.md", "bench-results")  # what the benches themselves rewrite
+
+
 def git_commit() -> str | None:
-    """HEAD of the repository this package runs from, `+dirty` when it has uncommitted changes."""
+    """HEAD of the repository this package runs from, `+dirty` when it has uncommitted changes (other than
+    the benches' own outputs)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{path}" for path in OUTPUTS)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -84,8 +84,9 @@ def run(
     seed: int = 0,
     threads: int | None = None,
     json_path: str | None = None,
-    docs_path: str | None = None,
+    docs_path: str | Path | None = DEFAULT_DOCS,
 ) -> dict:
+    """Run the bench; `docs_path=None` leaves the docs alone."""
     if threads:
         torch.set_num_threads(threads)
     args = {"pages": pages, "queries": queries, "k": k, "prefetch": ",".join(map(str, prefetch)),
@@ -153,4 +154,4 @@ def run(
         )
     else:
         report.note(f"bar (#5): no prefetch size reached recall@{k} >= 0.95")
-    return report.finish(Path(json_path) if json_path else None, Path(docs_path) if docs_path else DEFAULT_DOCS)
+    return report.finish(Path(json_path) if json_path else None, Path(docs_path) if docs_path else None)

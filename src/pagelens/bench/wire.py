@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pagelens.bench.report import DEFAULT_DOCS, Report
 from pagelens.codecs.outputs import decode_base64_array, decode_npz, encode_base64_array, encode_npz
 
 
@@ -61,8 +62,22 @@ ENCODINGS: dict[str, tuple[Callable, Callable]] = {
 BASELINE = "JSON lists (json, seed 001)"
 
 
-def run(*, pages: int = 16, tokens: int = 755, repeats: int = 3, out: Path | None = None) -> dict[str, Any]:
-    """Measure every encoding; print a table with ratios against seed 001's JSON lists."""
+def run(
+    *,
+    pages: int = 16,
+    tokens: int = 755,
+    repeats: int = 3,
+    args: dict[str, Any] | None = None,
+    json_path: Path | None = None,
+    docs_path: Path | None = DEFAULT_DOCS,
+) -> dict[str, Any]:
+    """Measure every encoding; print a table with ratios against seed 001's JSON lists, write the JSON
+    and the docs section."""
+    report = Report("wire", args if args is not None else {"pages": pages, "tokens": tokens, "repeats": repeats})
+    report.describe(
+        f"{pages} pages of ({tokens}, 128) float32 unit vectors (a ColQwen2.5 letter page has ~755), "
+        f"arrays -> body bytes -> float32 arrays, as the server and a client do; best of {repeats}."
+    )
     data = _pages(pages, tokens)
     rows: dict[str, dict[str, float]] = {}
     for name, (encode, decode) in ENCODINGS.items():
@@ -75,16 +90,23 @@ def run(*, pages: int = 16, tokens: int = 755, repeats: int = 3, out: Path | Non
         worst_error = max(float(np.abs(a - b).max()) for a, b in zip(decoded, data, strict=True))
         rows[name] = {"bytes_per_page": len(body) / pages, "ms_per_page": best * 1000 / pages, "max_error": worst_error}
     base = rows[BASELINE]
-    print(f"{pages} pages of ({tokens}, 128); encode + decode, best of {repeats}")
-    print(f"{'encoding':30} {'KB/page':>9} {'ms/page':>9} {'x smaller':>10} {'x faster':>9} {'max error':>10}")
     for name, row in rows.items():
         row["times_smaller"] = base["bytes_per_page"] / row["bytes_per_page"]
         row["times_faster"] = base["ms_per_page"] / row["ms_per_page"]
-        print(
-            f"{name:30} {row['bytes_per_page'] / 1024:9.1f} {row['ms_per_page']:9.2f} "
-            f"{row['times_smaller']:10.1f} {row['times_faster']:9.1f} {row['max_error']:10.1e}"
+        report.add_row(
+            {
+                "encoding": name,
+                "KB/page": row["bytes_per_page"] / 1024,
+                "encode+decode ms/page": row["ms_per_page"],
+                "x smaller": row["times_smaller"],
+                "x faster": row["times_faster"],
+                "max abs error": row["max_error"],
+            }
         )
-    figures = {"pages": pages, "tokens": tokens, "rows": rows}
-    if out is not None:
-        out.write_text(json.dumps(figures, indent=2))
-    return figures
+    report.figures.update(pages=pages, tokens=tokens, rows=rows)
+    f16 = rows["npz float16"]
+    report.note(
+        f"npz float16 is {f16['times_smaller']:.1f}x smaller and {f16['times_faster']:.0f}x faster to encode + "
+        f"decode than seed 001's JSON lists (bar, issue #4: >= 4x and >= 10x)."
+    )
+    return report.finish(json_path, docs_path)
