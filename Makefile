@@ -38,7 +38,8 @@ demo: install
 
 # Each bench prints its table, writes bench-results/NAME.json and refreshes its section of docs/benchmarks.md.
 BENCH_ARGS ?=
+# bench-search (10k pages: ~15 min to build the collection the first time) and bench-variants run on their own.
 bench: bench-wire bench-coldstart bench-priority bench-engine bench-http
 
-bench-engine bench-http bench-priority bench-coldstart bench-wire: bench-%: install
+bench-engine bench-http bench-priority bench-coldstart bench-wire bench-search bench-variants: bench-%: install
 	$(UV) run --frozen pagelens bench $* $(BENCH_ARGS)
