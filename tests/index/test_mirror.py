@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import POOLED_ROWS, cluster_pool
@@ -82,3 +83,29 @@ def test_unpublished_rows_are_never_searched(tmp_path):
     [(point, score)] = mirror.search(query, 3, fast=True, prefetch=10)
     assert point == 7 and abs(score - maxsim(query, fp16(page))) < 1e-4
     assert mirror.search(query, 3, fast=True, prefetch=10, allowed={8}) == []
+
+
+def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
+    from pagelens.index.mirror import CentroidMatrix
+
+    matrix, reads = CentroidMatrix(), []
+
+    def read(points):
+        reads.append(list(points))
+        return torch.tensor(points, dtype=torch.bfloat16).repeat_interleave(POOLED_ROWS * 128).view(-1, 128)
+
+    for point in range(8):
+        matrix.stage(point)
+    matrix.load(read)
+    assert reads == [list(range(8))] and matrix.alive.all() and len(matrix.points) == 8
+    matrix.remove(3)
+    matrix.stage(5)  # a new version of page 5: its old slot dies, the new one is appended
+    matrix.load(read)
+    assert reads[-1] == [5] and len(matrix.points) == 9 and int(matrix.alive.sum()) == 7
+    assert set(matrix.points[matrix.alive.numpy()].tolist()) == {0, 1, 2, 4, 5, 6, 7}
+    matrix.remove(0)
+    matrix.load(read)  # 3 of 9 slots dead: squeezed out
+    assert len(matrix.points) == 6 and matrix.alive.all()
+    assert all(float(matrix.rows[slot, 0, 0]) == point for slot, point in enumerate(matrix.points.tolist()))
+    matrix.load(read)
+    assert len(reads) == 2  # nothing staged since: nothing read

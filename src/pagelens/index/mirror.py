@@ -23,6 +23,7 @@ worst unreferenced rows at the end of the files. Rows of deleted or replaced pag
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,10 @@ class Location:
     @property
     def end(self) -> int:
         return self.offset + self.rows + POOLED_ROWS
+
+    @property
+    def centroid_span(self) -> tuple[int, int]:
+        return self.offset + self.rows, self.end
 
     def to_payload(self) -> list[int]:
         return [self.offset, self.rows]
@@ -93,6 +98,45 @@ class RowFile:
         os.close(self._reader)
 
 
+class CentroidMatrix:
+    """Every searchable page's centroids in RAM as one `(slots, POOLED_ROWS, 128)` bfloat16 tensor,
+    kept up to date without rebuilding: new pages are staged and appended at the next `load`, removed
+    ones are masked out (`alive`), and the dead slots are squeezed out once they are a quarter."""
+
+    def __init__(self) -> None:
+        self.points = np.zeros(0, dtype=np.int64)  # the point id in each slot
+        self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.bfloat16)
+        self.alive = torch.zeros(0, dtype=torch.bool)
+        self._slot: dict[int, int] = {}
+        self._staged: dict[int, None] = {}  # ordered set
+
+    def stage(self, point: int) -> None:
+        self.remove(point)
+        self._staged[point] = None
+
+    def remove(self, point: int) -> None:
+        self._staged.pop(point, None)
+        slot = self._slot.pop(point, None)
+        if slot is not None:
+            self.alive[slot] = False
+
+    def load(self, read: Callable[[list[int]], torch.Tensor]) -> None:
+        """Append the staged pages, `read(points)` giving their `(len * POOLED_ROWS, 128)` rows."""
+        if self._staged:
+            points = list(self._staged)
+            self._staged.clear()
+            first = len(self.points)
+            self.rows = torch.cat([self.rows, read(points).view(len(points), POOLED_ROWS, DIM)])
+            self.points = np.concatenate([self.points, np.asarray(points, dtype=np.int64)])
+            self.alive = torch.cat([self.alive, torch.ones(len(points), dtype=torch.bool)])
+            self._slot.update((point, first + i) for i, point in enumerate(points))
+        dead = len(self.points) - len(self._slot)
+        if dead and dead * 4 >= len(self.points):
+            keep = self.alive.nonzero().squeeze(1)
+            self.rows, self.points, self.alive = self.rows[keep], self.points[keep.numpy()], self.alive[keep]
+            self._slot = {int(point): slot for slot, point in enumerate(self.points)}
+
+
 class VectorMirror:
     """The vector files of one collection and the table of the pages they serve (point id -> Location).
 
@@ -105,7 +149,7 @@ class VectorMirror:
         self.exact_rows = RowFile(self.directory / "vectors.f16", torch.float16)
         self.fast_rows = RowFile(self.directory / "vectors.bf16", torch.bfloat16)
         self._table: dict[int, Location] = {}
-        self._pooled: tuple[np.ndarray, torch.Tensor] | None = None  # (point ids, (pages, POOLED_ROWS, 128) bf16)
+        self._centroids = CentroidMatrix()
 
     def close(self) -> None:
         self.exact_rows.close()
@@ -139,12 +183,13 @@ class VectorMirror:
 
     # ---------------------------------------------------------------- table
     def publish(self, point: int, location: Location) -> None:
+        """Make a page searchable (replacing an earlier version of the same point)."""
         self._table[point] = location
-        self._pooled = None
+        self._centroids.stage(point)
 
     def drop(self, point: int) -> None:
         if self._table.pop(point, None) is not None:
-            self._pooled = None
+            self._centroids.remove(point)
 
     def __len__(self) -> int:
         return len(self._table)
@@ -153,13 +198,9 @@ class VectorMirror:
         return point in self._table
 
     # ---------------------------------------------------------------- search
-    def _pooled_matrix(self) -> tuple[np.ndarray, torch.Tensor]:
-        if self._pooled is None:
-            points = np.fromiter(self._table, dtype=np.int64, count=len(self._table))
-            spans = [(loc.offset + loc.rows, loc.end) for loc in map(self._table.__getitem__, points.tolist())]
-            centroids = self.fast_rows.gather(spans) if spans else torch.zeros((0, DIM), dtype=torch.bfloat16)
-            self._pooled = (points, centroids.view(len(points), POOLED_ROWS, DIM))
-        return self._pooled
+    def warm(self) -> None:
+        """Load staged pages' centroids into RAM now rather than at the next fast search."""
+        self._centroids.load(lambda points: self.fast_rows.gather([self._table[p].centroid_span for p in points]))
 
     def _scores(self, row_file: RowFile, query: torch.Tensor, points: list[int]) -> np.ndarray:
         """MaxSim of `query` (in `row_file`'s compute dtype) against each of `points`: `(len(points),)` float32.
@@ -192,18 +233,16 @@ class VectorMirror:
         """Top-k `(point id, MaxSim)` of the published pages (those in `allowed`, if given), best first.
         `fast` considers only the `prefetch` pages whose centroids score best."""
         if fast:
-            points, centroids = self._pooled_matrix()
-            if not len(points):
+            self.warm()
+            points, centroids, searchable = self._centroids.points, self._centroids.rows, self._centroids.alive
+            if allowed is not None:
+                searchable = searchable & torch.from_numpy(np.isin(points, np.fromiter(allowed, np.int64)))
+            available = int(searchable.sum())
+            if not available:
                 return []
             q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
             similarities = (q @ centroids.view(-1, DIM).T).view(len(q), len(points), POOLED_ROWS)
-            approximate = similarities.amax(2).float().sum(0)
-            if allowed is not None:
-                mask = torch.from_numpy(np.isin(points, np.fromiter(allowed, np.int64, len(allowed))))
-                approximate = approximate.masked_fill(~mask, float("-inf"))
-                available = int(mask.sum())
-            else:
-                available = len(points)
+            approximate = similarities.amax(2).float().sum(0).masked_fill(~searchable, float("-inf"))
             best = torch.topk(approximate, min(max(prefetch, k), available)).indices.numpy()
             candidates = points[best].tolist()
             rescored = max(RESCORED * k, 40)

@@ -118,6 +118,7 @@ class EdgePageStore:
                     self.mirror.publish(record.id, location)
             if missing:
                 self._shard.flush()
+            self.mirror.warm()
         return len(missing)
 
     # ---------------------------------------------------------------- filters
