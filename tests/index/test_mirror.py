@@ -109,3 +109,30 @@ def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
     assert all(float(matrix.rows[slot, 0, 0]) == point for slot, point in enumerate(matrix.points.tolist()))
     matrix.load(read)
     assert len(reads) == 2  # nothing staged since: nothing read
+
+
+def test_fast_search_through_the_coarse_first_cut_finds_the_exact_top_hits(tmp_path):
+    from pagelens.index.mirror import COARSE_ROWS, SHORTLIST, coarse_pool
+
+    mirror = VectorMirror(tmp_path)
+    pages = structured_pages(240, tokens=120, seed=7)
+    for point, page in enumerate(pages):
+        mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
+    mirror.warm()
+    assert mirror._centroids.coarse.shape == (240, COARSE_ROWS, 128)
+    prefetch = 4
+    assert SHORTLIST * prefetch < 240  # the first cut runs
+    recalls = []
+    for seed in range(6):
+        query = query_like(pages[seed * 31], seed)
+        exact = mirror.search(query, 5, fast=False, prefetch=0)
+        fast = mirror.search(query, 5, fast=True, prefetch=prefetch)
+        assert fast[0] == exact[0]  # the best page, with its exact score
+        recalls.append(len({p for p, _ in fast} & {p for p, _ in exact}) / 5)
+    assert np.mean(recalls) >= 0.8, recalls
+    centroids = torch.from_numpy(np.stack([cluster_pool(p) for p in pages[:3]])).to(torch.bfloat16)
+    coarse = coarse_pool(centroids).float()
+    assert coarse.shape == (3, COARSE_ROWS, 128)
+    assert torch.allclose(coarse.norm(dim=2), torch.ones(3, COARSE_ROWS), atol=1e-2)
+    # every centroid is near one of its page's coarse rows (they summarize, not replace, the page)
+    assert (torch.bmm(centroids.float(), coarse.transpose(1, 2)).amax(2) > 0.5).float().mean() > 0.9

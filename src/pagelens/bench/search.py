@@ -78,7 +78,7 @@ def run(
     pages: int = 10_000,
     queries: int = 40,
     k: int = 10,
-    prefetch: tuple[int, ...] = (100, 200, 400),
+    prefetch: tuple[int, ...] = (50, 100, 200),
     qdrant_queries: int = 3,
     store_dir: str = "bench-results/search-store",
     seed: int = 0,

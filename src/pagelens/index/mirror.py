@@ -11,9 +11,12 @@ centroids), and the store records where (`Location`) in the page's payload:
 Search works on the files:
 
 - exact: every page's MaxSim in float32 from the float16 rows, a chunk of pages at a time;
-- fast: MaxSim against the centroids (bfloat16, held in RAM as one `(pages, POOLED_ROWS, 128)`
-  tensor) picks `prefetch` candidates; a bfloat16 MaxSim of their rows keeps the best
-  max(RESCORED * k, 40), and those are scored exactly, so every returned score is exact.
+- fast: narrows in stages, each a MaxSim against a finer copy of the pages: COARSE_ROWS centroids
+  of each page's centroids (computed in RAM) keep SHORTLIST * `prefetch` pages; the page's
+  POOLED_ROWS centroids (held in RAM as one `(pages, POOLED_ROWS, 128)` bfloat16 tensor) keep
+  `prefetch`; their bfloat16 token rows keep max(RESCORED * k, 40); those are scored exactly, so
+  every returned score is exact. (At 10k pages, one matmul over every page's 64 centroids alone
+  took ~35 ms of the 50 ms budget on 2 cores: docs/benchmarks.md, "search".)
 
 Rows are written and fsynced before the store's point that points at them, so a crash leaves at
 worst unreferenced rows at the end of the files. Rows of deleted or replaced pages stay in the file
@@ -34,6 +37,33 @@ from pagelens.index.pages import DIM, POOLED_ROWS
 
 CHUNK_ROWS = 1 << 16  # exact search converts this many float16 rows to float32 at a time
 RESCORED = 4  # fast mode scores RESCORED * k (at least 40) of its bfloat16-ranked candidates exactly
+COARSE_ROWS = 24  # centroids of a page's centroids, for the fast mode's first cut
+SHORTLIST = 20  # the first cut keeps SHORTLIST * prefetch pages
+
+
+def coarse_pool(centroids: torch.Tensor, clusters: int = COARSE_ROWS, iterations: int = 4) -> torch.Tensor:
+    """`clusters` k-means centroids of each page's centroids, as `cluster_pool` makes them but batched:
+    `(pages, POOLED_ROWS, 128)` -> `(pages, clusters, 128)` bfloat16."""
+    rows = centroids.float()
+    pages = torch.arange(len(rows))
+    seeds = [torch.zeros(len(rows), dtype=torch.long)]
+    nearest = torch.einsum("pnd,pd->pn", rows, rows[:, 0])
+    for _ in range(clusters - 1):  # farthest-first, per page
+        seeds.append(nearest.argmin(1))
+        nearest = torch.maximum(nearest, torch.einsum("pnd,pd->pn", rows, rows[pages, seeds[-1]]))
+    means = torch.stack([rows[pages, seed] for seed in seeds], dim=1)
+    for _ in range(iterations):
+        members = torch.nn.functional.one_hot(torch.bmm(rows, means.transpose(1, 2)).argmax(2), clusters).float()
+        sums = torch.bmm(members.transpose(1, 2), rows)
+        means = torch.where(members.sum(1, keepdim=True).transpose(1, 2) > 0, sums, means)
+        means = means / means.norm(dim=2, keepdim=True).clamp(min=1e-12)
+    return means.to(torch.bfloat16)
+
+
+def maxsim_rows(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Approximate MaxSim of a `(q, 128)` bfloat16 query against `(pages, r, 128)` bfloat16 rows: `(pages,)` float32."""
+    pages, per_page, _ = rows.shape
+    return (query @ rows.view(-1, DIM).T).view(len(query), pages, per_page).amax(2).float().sum(0)
 
 
 @dataclass(frozen=True)
@@ -99,13 +129,15 @@ class RowFile:
 
 
 class CentroidMatrix:
-    """Every searchable page's centroids in RAM as one `(slots, POOLED_ROWS, 128)` bfloat16 tensor,
-    kept up to date without rebuilding: new pages are staged and appended at the next `load`, removed
-    ones are masked out (`alive`), and the dead slots are squeezed out once they are a quarter."""
+    """Every searchable page's centroids in RAM as one `(slots, POOLED_ROWS, 128)` bfloat16 tensor
+    (and their `coarse_pool`, `(slots, COARSE_ROWS, 128)`), kept up to date without rebuilding: new
+    pages are staged and appended at the next `load`, removed ones are masked out (`alive`), and the
+    dead slots are squeezed out once they are a quarter."""
 
     def __init__(self) -> None:
         self.points = np.zeros(0, dtype=np.int64)  # the point id in each slot
         self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.bfloat16)
+        self.coarse = torch.zeros((0, COARSE_ROWS, DIM), dtype=torch.bfloat16)
         self.alive = torch.zeros(0, dtype=torch.bool)
         self._slot: dict[int, int] = {}
         self._staged: dict[int, None] = {}  # ordered set
@@ -126,14 +158,17 @@ class CentroidMatrix:
             points = list(self._staged)
             self._staged.clear()
             first = len(self.points)
-            self.rows = torch.cat([self.rows, read(points).view(len(points), POOLED_ROWS, DIM)])
+            added = read(points).view(len(points), POOLED_ROWS, DIM)
+            self.rows = torch.cat([self.rows, added])
+            self.coarse = torch.cat([self.coarse, *(coarse_pool(part) for part in added.split(1024))])
             self.points = np.concatenate([self.points, np.asarray(points, dtype=np.int64)])
             self.alive = torch.cat([self.alive, torch.ones(len(points), dtype=torch.bool)])
             self._slot.update((point, first + i) for i, point in enumerate(points))
         dead = len(self.points) - len(self._slot)
         if dead and dead * 4 >= len(self.points):
             keep = self.alive.nonzero().squeeze(1)
-            self.rows, self.points, self.alive = self.rows[keep], self.points[keep.numpy()], self.alive[keep]
+            self.rows, self.coarse, self.alive = self.rows[keep], self.coarse[keep], self.alive[keep]
+            self.points = self.points[keep.numpy()]
             self._slot = {int(point): slot for slot, point in enumerate(self.points)}
 
 
@@ -241,9 +276,14 @@ class VectorMirror:
             if not available:
                 return []
             q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
-            similarities = (q @ centroids.view(-1, DIM).T).view(len(q), len(points), POOLED_ROWS)
-            approximate = similarities.amax(2).float().sum(0).masked_fill(~searchable, float("-inf"))
-            best = torch.topk(approximate, min(max(prefetch, k), available)).indices.numpy()
+            wanted = min(max(prefetch, k), available)
+            if available > SHORTLIST * wanted:
+                first_cut = maxsim_rows(q, self._centroids.coarse).masked_fill(~searchable, float("-inf"))
+                shortlist = torch.topk(first_cut, SHORTLIST * wanted).indices
+            else:
+                shortlist = searchable.nonzero().squeeze(1)
+            fine = maxsim_rows(q, centroids.index_select(0, shortlist))
+            best = shortlist[torch.topk(fine, wanted).indices].numpy()
             candidates = points[best].tolist()
             rescored = max(RESCORED * k, 40)
             if len(candidates) > rescored:

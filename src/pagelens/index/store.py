@@ -209,7 +209,7 @@ class EdgePageStore:
         *,
         k: int = 10,
         mode: SearchMode = "exact",
-        prefetch: int = 400,
+        prefetch: int = 100,
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """Top-k pages by MaxSim against a `(q, 128)` query, scored on the mirror. `exact` scores
@@ -229,7 +229,7 @@ class EdgePageStore:
         *,
         k: int = 10,
         mode: SearchMode = "exact",
-        prefetch: int = 400,
+        prefetch: int = 100,
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """`search` run by Qdrant Edge's own MaxSim (the fast mode prefetches on `pooled`): the same
