@@ -42,3 +42,8 @@ def test_index_and_search_against_a_server(server, tmp_path):
     assert added.exit_code == 0, added.output
     found = runner.invoke(app, ["search", "anything", "-c", "remote", "-k", "2", *remote])
     assert found.exit_code == 0 and "a.pdf" in found.output
+
+
+def test_an_out_of_range_prefetch_is_refused_before_any_model_loads(tmp_path):
+    refused = runner.invoke(app, ["search", "q", "-c", "docs", "--prefetch", "0", "--data-dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "--prefetch" in refused.output

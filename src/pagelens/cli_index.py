@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pagelens.errors import NotFound, PagelensError
+from pagelens.index.pages import MAX_PREFETCH
 
 index_app = typer.Typer(help="Collections: add PDFs and images.", no_args_is_help=True)
 
@@ -17,6 +18,7 @@ UrlOption = Annotated[str | None, typer.Option(help="A pagelens server; without 
 KeyOption = Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key for --url.")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model for embedded mode.")]
 DataOption = Annotated[str | None, typer.Option(help="Data directory for embedded mode.")]
+PREFETCH_HELP = "Fast mode: candidate pages rescored exactly (at least k; default: the store's, 100 on Edge)."
 
 
 class _Embedded:
@@ -112,6 +114,7 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c")],
     k: Annotated[int, typer.Option("-k")] = 5,
     mode: Annotated[str, typer.Option(help="exact | fast")] = "exact",
+    prefetch: Annotated[int | None, typer.Option(min=1, max=MAX_PREFETCH, help=PREFETCH_HELP)] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     model: ModelOption = None,
@@ -123,12 +126,13 @@ def search(
             from pagelens.client import Client
 
             with Client(url, api_key=api_key) as client:
-                results = client.search(collection, query, k=k, mode=mode)
+                results = client.search(collection, query, k=k, mode=mode, prefetch=prefetch)
         else:
             embedded = _Embedded(model, data_dir)
             try:
                 (vectors,) = embedded.engine.embed_queries([query])
-                hits = embedded.collection(collection, create=False).search(vectors, k=k, mode=mode, filter=None)
+                target = embedded.collection(collection, create=False)
+                hits = target.search(vectors, k=k, mode=mode, prefetch=prefetch, filter=None)
                 results = [
                     {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name} for h in hits
                 ]

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
-from pagelens.index.pages import SearchHit
+from pagelens.index.pages import MAX_PREFETCH, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 from pagelens.index.store import EdgePageStore
@@ -126,8 +126,12 @@ class Collection:
         data = (self.files / document_id).read_bytes()
         return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
 
-    def search(self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None) -> list[SearchHit]:
-        """Top-k pages; `filter` keys must be metadata fields some stored document has."""
+    def search(
+        self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
+    ) -> list[SearchHit]:
+        """Top-k pages; `filter` keys must be metadata fields some stored document has. `prefetch`: how
+        many candidate pages the fast mode rescores (at least k; None: the store's default, 100 on Edge,
+        200 on a Qdrant server); exact mode ignores it."""
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
@@ -138,7 +142,10 @@ class Collection:
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
-        return self.store.search(query, k=k, mode=mode, filter=filter)  # type: ignore[arg-type]
+        if prefetch is not None and not 1 <= prefetch <= MAX_PREFETCH:
+            raise InvalidInput(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch}")
+        knobs = {} if prefetch is None else {"prefetch": prefetch}
+        return self.store.search(query, k=k, mode=mode, filter=filter, **knobs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.store.close()
