@@ -30,3 +30,44 @@ def test_prefetch_outside_its_bounds_is_invalid_input(collection):
     for bad in (0, 10_001):
         with pytest.raises(InvalidInput, match="prefetch must be between 1 and 10000"):
             collection.search(query, k=2, mode="fast", filter=None, prefetch=bad)
+
+
+def test_add_reports_pages_as_each_batch_is_stored(collection):
+    events = []
+
+    def embed_logged(images):
+        events.append(("embed", len(images)))
+        return embed(images)
+
+    def progress(done, total):
+        events.append(("stored", done, total))
+
+    pdf = make_pdf(20)
+    record = collection.add(pdf, name="long.pdf", metadata={}, embed=embed_logged, dpi=36, progress=progress)
+    assert record["created"] and record["pages"] == 20
+    assert events == [
+        ("stored", 0, 20),
+        ("embed", 8),
+        ("stored", 8, 20),
+        ("embed", 8),
+        ("stored", 16, 20),
+        ("embed", 4),
+        ("stored", 20, 20),
+    ]
+    events.clear()
+    assert not collection.add(pdf, name="long.pdf", metadata={}, embed=embed, dpi=36, progress=progress)["created"]
+    assert events == [], "an already stored document reports nothing"
+
+
+def test_a_progress_callback_that_raises_aborts_the_ingest(collection):
+    class Stop(Exception):
+        pass
+
+    def stop_at_eight(done, total):
+        if done == 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        collection.add(make_pdf(12), name="a.pdf", metadata={}, embed=embed, dpi=36, progress=stop_at_eight)
+    assert collection.documents() == [] and collection.store.page_count() == 0
+    assert list(collection.files.iterdir()) == []

@@ -50,6 +50,7 @@ DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -87,9 +88,20 @@ class Collection:
         return records
 
     def add(
-        self, data: bytes, *, name: str, metadata: dict[str, Any], embed: EmbedPages, dpi: int = DEFAULT_DPI
+        self,
+        data: bytes,
+        *,
+        name: str,
+        metadata: dict[str, Any],
+        embed: EmbedPages,
+        dpi: int = DEFAULT_DPI,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages."""
+        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages.
+
+        `progress(done, total)` is called with 0 before the first batch and after each batch's pages
+        are stored, ending at (total, total) just before the document is marked complete; not at all
+        when the document is already stored. An exception it raises aborts the ingest."""
         kind = sniff_document(data)
         pages = count_pages(data)
         document_id = hashlib.sha256(data).hexdigest()[:32]
@@ -101,8 +113,15 @@ class Collection:
         _write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
         def page_vectors():
+            done = 0
+            if progress is not None:
+                progress(0, pages)
             for batch in render_pages(data, dpi=dpi):
-                yield from embed(batch)
+                for vectors in embed(batch):
+                    yield vectors
+                    done += 1  # the store asks for the next page once it has written this one
+                if progress is not None:
+                    progress(done, pages)
 
         try:
             self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
