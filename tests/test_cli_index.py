@@ -22,6 +22,9 @@ def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_pat
     )
     assert first.exit_code == 0, first.output
     assert "3 pages, added" in first.output and "1 pages, added" in first.output
+    assert f"[1/2] {tmp_path / 'report.pdf'}: 0/3 pages" in first.output  # per page, one line per report here
+    assert f"[1/2] {tmp_path / 'report.pdf'}: 3/3 pages" in first.output
+    assert f"[2/2] {tmp_path / 'scan.png'}: 1/1 pages" in first.output
     again = runner.invoke(
         app, ["index", "add", str(tmp_path / "report.pdf"), str(tmp_path / "notes.txt"), "-c", "docs", *common]
     )
@@ -35,6 +38,19 @@ def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_pat
     assert missing.exit_code == 2 and "no collection" in missing.output
 
 
+def test_page_progress_off_a_terminal_prints_a_line_at_most_every_few_seconds(capsys):
+    from pagelens.cli_index import _PageProgress
+
+    now = [0.0]
+    progress = _PageProgress("big.pdf", tty=False, clock=lambda: now[0])
+    for done in (0, 8, 16, 24, 32, 40):
+        progress(done, 40)
+        now[0] += 4.0  # a batch every 4 s: a line at 0, then every LINE_SECONDS, and the last
+    progress.finish()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["big.pdf: 0/40 pages", "big.pdf: 24/40 pages", "big.pdf: 40/40 pages"]
+
+
 def test_index_and_search_against_a_server(server, tmp_path):
     (tmp_path / "a.pdf").write_bytes(make_pdf(2))
     remote = ["--url", server, "--api-key", REAL_KEY]
@@ -42,3 +58,8 @@ def test_index_and_search_against_a_server(server, tmp_path):
     assert added.exit_code == 0, added.output
     found = runner.invoke(app, ["search", "anything", "-c", "remote", "-k", "2", *remote])
     assert found.exit_code == 0 and "a.pdf" in found.output
+
+
+def test_an_out_of_range_prefetch_is_refused_before_any_model_loads(tmp_path):
+    refused = runner.invoke(app, ["search", "q", "-c", "docs", "--prefetch", "0", "--data-dir", str(tmp_path)])
+    assert refused.exit_code == 2 and "--prefetch" in refused.output

@@ -108,6 +108,10 @@ def test_collections_and_search_through_the_client(tmp_path):
         assert client.add_document("docs", make_pdf(3), filename="a.pdf")["created"] is False
         hits = client.search("docs", "budget table", k=2, filter={"team": "finance"})
         assert len(hits) == 2 and hits[0]["document_id"] == added["id"]
+        fast = client.search("docs", "budget table", k=2, mode="fast", prefetch=3)
+        assert [(h["page"], h["score"]) for h in fast] == [(h["page"], h["score"]) for h in hits]
+        with pytest.raises(InvalidInput, match="prefetch"):
+            client.search("docs", "budget table", mode="fast", prefetch=0)
         assert client.page_image("docs", added["id"], 2).size == (210, 300)
         assert [c["pages"] for c in client.collections()] == [3]
         client.delete_document("docs", added["id"])

@@ -4,12 +4,20 @@ server: the model loads in this process) or against a running server (`--url`)."
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pagelens.errors import NotFound, PagelensError
+from pagelens.index.pages import MAX_PREFETCH
+
+if TYPE_CHECKING:
+    from pagelens.index.collections import Progress
 
 index_app = typer.Typer(help="Collections: add PDFs and images.", no_args_is_help=True)
 
@@ -17,6 +25,7 @@ UrlOption = Annotated[str | None, typer.Option(help="A pagelens server; without 
 KeyOption = Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key for --url.")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model for embedded mode.")]
 DataOption = Annotated[str | None, typer.Option(help="Data directory for embedded mode.")]
+PREFETCH_HELP = "Fast mode: candidate pages rescored exactly (at least k; default: the store's, 100 on Edge)."
 
 
 class _Embedded:
@@ -63,7 +72,9 @@ def index_add(
     data_dir: DataOption = None,
 ) -> None:
     """Add files to a collection (created if missing). Re-running skips files already stored, so an
-    interrupted run resumes where it stopped."""
+    interrupted run resumes where it stopped. Embedded, progress counts each file's pages as they are
+    stored (a bar on a terminal, else a line every few seconds); with --url each file is one upload
+    request, so progress counts files only."""
     try:
         meta = json.loads(metadata) if metadata else {}
     except ValueError as error:
@@ -74,35 +85,70 @@ def index_add(
         with Client(url, api_key=api_key) as client:
             if collection not in {c["name"] for c in client.collections()}:
                 client.create_collection(collection)
-            add = lambda path: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
-            _add_all(paths, add)
+            add = lambda path, _: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
+            _add_all(paths, add, per_page=False)
         return
     embedded = _Embedded(model, data_dir)
     try:
         target = embedded.collection(collection, create=True)
         _add_all(
             paths,
-            lambda path: target.add(
+            lambda path, progress: target.add(
                 path.read_bytes(), name=path.name, metadata=meta, embed=embedded.engine.embed_images,
-                dpi=embedded.settings.pdf_dpi,
+                dpi=embedded.settings.pdf_dpi, progress=progress,
             ),
+            per_page=True,
         )  # fmt: skip
     finally:
         embedded.close()
 
 
-def _add_all(paths: list[Path], add) -> None:
+class _PageProgress:
+    """One file's `(pages stored, total)` reports: a progress bar on a terminal; elsewhere (CI logs)
+    a `label: N/M pages` line at the start, at the end, and at most every LINE_SECONDS between."""
+
+    LINE_SECONDS = 10.0
+
+    def __init__(self, label: str, *, tty: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.clock = label, clock
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.bar = None
+        self.last_line = -float("inf")
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            if self.bar is None:
+                self.bar = typer.progressbar(length=total, label=self.label, show_pos=True).__enter__()
+            self.bar.update(done - self.bar.pos)
+        elif done in (0, total) or self.clock() - self.last_line >= self.LINE_SECONDS:
+            self.last_line = self.clock()
+            typer.echo(f"{self.label}: {done}/{total} pages")
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _add_all(paths: list[Path], add: Callable[[Path, Progress | None], dict], *, per_page: bool) -> None:
+    """`add(path, progress)` each file; progress per page (embedded) or, without `per_page`, per file."""
     failures = 0
-    with typer.progressbar(paths, label="indexing", show_pos=True) as progress:
-        for path in progress:
+    files = nullcontext(paths) if per_page else typer.progressbar(paths, label="indexing", show_pos=True)
+    lead = "" if per_page else "\n"  # a line after the file bar's
+    with files as listed:
+        for number, path in enumerate(listed, start=1):
+            progress = _PageProgress(f"[{number}/{len(paths)}] {path}") if per_page else None
             try:
-                record = add(path)
+                record = add(path, progress)
             except (PagelensError, OSError) as error:
                 failures += 1
-                typer.echo(f"\n{path}: {error}", err=True)
+                typer.echo(f"{lead}{path}: {error}", err=True)
                 continue
+            finally:
+                if progress is not None:
+                    progress.finish()
             state = "added" if record["created"] else "already stored"
-            typer.echo(f"\n{path}: {record['pages']} pages, {state} ({record['id']})")
+            typer.echo(f"{lead}{path}: {record['pages']} pages, {state} ({record['id']})")
     if failures:
         raise typer.Exit(1)
 
@@ -112,6 +158,7 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c")],
     k: Annotated[int, typer.Option("-k")] = 5,
     mode: Annotated[str, typer.Option(help="exact | fast")] = "exact",
+    prefetch: Annotated[int | None, typer.Option(min=1, max=MAX_PREFETCH, help=PREFETCH_HELP)] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     model: ModelOption = None,
@@ -123,12 +170,13 @@ def search(
             from pagelens.client import Client
 
             with Client(url, api_key=api_key) as client:
-                results = client.search(collection, query, k=k, mode=mode)
+                results = client.search(collection, query, k=k, mode=mode, prefetch=prefetch)
         else:
             embedded = _Embedded(model, data_dir)
             try:
                 (vectors,) = embedded.engine.embed_queries([query])
-                hits = embedded.collection(collection, create=False).search(vectors, k=k, mode=mode, filter=None)
+                target = embedded.collection(collection, create=False)
+                hits = target.search(vectors, k=k, mode=mode, prefetch=prefetch, filter=None)
                 results = [
                     {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name} for h in hits
                 ]

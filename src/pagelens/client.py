@@ -195,10 +195,20 @@ class Client:
         return Image.open(io.BytesIO(response.content))
 
     def search(
-        self, collection: str, query: str, *, k: int = 10, mode: str = "exact", filter: dict | None = None
+        self,
+        collection: str,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "exact",
+        filter: dict | None = None,
+        prefetch: int | None = None,
     ) -> list[dict]:
-        """Top-k pages: `[{"document_id", "page", "score", "name", "metadata"}, ...]`."""
+        """Top-k pages: `[{"document_id", "page", "score", "name", "metadata"}, ...]`. `prefetch`: the
+        candidate pages `fast` mode rescores (1..10000, at least k are; None: the server's default)."""
         body = {"query": query, "k": k, "mode": mode, "filter": filter}
+        if prefetch is not None:
+            body["prefetch"] = prefetch
         return self._request("POST", f"/collections/{collection}/search", json=body).json()["results"]
 
     def health(self) -> dict:

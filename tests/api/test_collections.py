@@ -116,6 +116,37 @@ def test_bad_uploads_and_requests(client):
     assert client.post("/collections/c/search", json={"query": "q", "mode": "fuzzy"}).status_code == 400
 
 
+def test_fast_search_takes_prefetch_and_rescores_exactly(client):
+    client.post("/collections", json={"name": "c"})
+    upload(client, "c", make_pdf(6))
+    upload(client, "c", encode(make_page(120, 160, 3)), name="scan.png")
+    store = client.app.state.collections.get("c").store
+    asked, search = [], store.search
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("prefetch"))
+        return search(*args, **kwargs)
+
+    store.search = spy
+
+    def results(**body):
+        response = client.post("/collections/c/search", json={"query": "revenue", **body})
+        assert response.status_code == 200, response.text
+        return [(r["document_id"], r["page"], r["score"]) for r in response.json()["results"]]
+
+    exact = results(k=5, prefetch=1)  # exact mode ignores prefetch
+    fast = results(k=5, mode="fast", prefetch=50)  # every page is a candidate
+    assert [hit[:2] for hit in fast] == [hit[:2] for hit in exact]
+    assert [hit[2] for hit in fast] == pytest.approx([hit[2] for hit in exact], rel=1e-6)
+    assert len(results(k=3, mode="fast", prefetch=1)) == 3, "the store prefetches at least k"
+    assert len(results(k=3, mode="fast")) == 3
+    assert asked == [1, 50, 1, None]  # None: the store's own default
+    for bad in (0, 10_001, "many"):
+        response = client.post("/collections/c/search", json={"query": "q", "mode": "fast", "prefetch": bad})
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_input"
+        assert response.json()["error"]["message"].startswith("prefetch: ")
+
+
 @pytest.mark.parametrize("backend", ["edge", "qdrant-local"])
 def test_a_failing_embed_mid_document_stores_nothing(backend, tmp_path):
     from pagelens.errors import BackendFailure

@@ -48,9 +48,11 @@ class CreateCollectionRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors."""
+    """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors
+    the `prefetch` best candidate pages (at least `k`; unset: the store's default) and rescores them exactly."""
 
     query: str
     k: int = Field(default=10, ge=1, le=1000)
     mode: Literal["exact", "fast"] = "exact"
+    prefetch: int | None = Field(default=None, ge=1, le=10_000)
     filter: dict[str, str | int | bool] | None = None

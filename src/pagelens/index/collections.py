@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
-from pagelens.index.pages import SearchHit
+from pagelens.index.pages import MAX_PREFETCH, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 from pagelens.index.store import EdgePageStore
@@ -50,6 +50,7 @@ DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -87,9 +88,20 @@ class Collection:
         return records
 
     def add(
-        self, data: bytes, *, name: str, metadata: dict[str, Any], embed: EmbedPages, dpi: int = DEFAULT_DPI
+        self,
+        data: bytes,
+        *,
+        name: str,
+        metadata: dict[str, Any],
+        embed: EmbedPages,
+        dpi: int = DEFAULT_DPI,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages."""
+        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages.
+
+        `progress(done, total)` is called with 0 before the first batch and after each batch's pages
+        are stored, ending at (total, total) just before the document is marked complete; not at all
+        when the document is already stored. An exception it raises aborts the ingest."""
         kind = sniff_document(data)
         pages = count_pages(data)
         document_id = hashlib.sha256(data).hexdigest()[:32]
@@ -101,8 +113,15 @@ class Collection:
         _write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
         def page_vectors():
+            done = 0
+            if progress is not None:
+                progress(0, pages)
             for batch in render_pages(data, dpi=dpi):
-                yield from embed(batch)
+                for vectors in embed(batch):
+                    yield vectors
+                    done += 1  # the store asks for the next page once it has written this one
+                if progress is not None:
+                    progress(done, pages)
 
         try:
             self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
@@ -126,8 +145,12 @@ class Collection:
         data = (self.files / document_id).read_bytes()
         return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
 
-    def search(self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None) -> list[SearchHit]:
-        """Top-k pages; `filter` keys must be metadata fields some stored document has."""
+    def search(
+        self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
+    ) -> list[SearchHit]:
+        """Top-k pages; `filter` keys must be metadata fields some stored document has. `prefetch`: how
+        many candidate pages the fast mode rescores (at least k; None: the store's default, 100 on Edge,
+        200 on a Qdrant server); exact mode ignores it."""
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
@@ -138,7 +161,10 @@ class Collection:
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
-        return self.store.search(query, k=k, mode=mode, filter=filter)  # type: ignore[arg-type]
+        if prefetch is not None and not 1 <= prefetch <= MAX_PREFETCH:
+            raise InvalidInput(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch}")
+        knobs = {} if prefetch is None else {"prefetch": prefetch}
+        return self.store.search(query, k=k, mode=mode, filter=filter, **knobs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.store.close()

@@ -22,6 +22,7 @@ DIM = 128
 POOLED_ROWS = 64  # ~12 page tokens per centroid at ColQwen's ~750: see docs/benchmarks.md, "Search"
 INGESTING, COMPLETE = "ingesting", "complete"
 MAX_K = 1000
+MAX_PREFETCH = 10_000  # fast-mode candidates per search
 SearchMode = Literal["exact", "fast"]
 
 

@@ -107,7 +107,9 @@ async def search(name: str, body: SearchRequest, request: Request, service: Serv
     _require_multi_vector(service)
     collection = _collections(request).get(name)
     (query,) = await service.embed_queries([body.query], timings=request_timings(request))
-    hits = await asyncio.to_thread(collection.search, query, k=body.k, mode=body.mode, filter=body.filter)
+    hits = await asyncio.to_thread(
+        collection.search, query, k=body.k, mode=body.mode, prefetch=body.prefetch, filter=body.filter
+    )
     return {
         "results": [
             {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name, "metadata": h.metadata}
