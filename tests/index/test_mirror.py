@@ -119,7 +119,7 @@ def test_fast_search_through_the_coarse_first_cut_finds_the_exact_top_hits(tmp_p
     for point, page in enumerate(pages):
         mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
     mirror.warm()
-    assert mirror._centroids.coarse.shape == (240, COARSE_ROWS, 128)
+    assert mirror._centroids.coarse.shape == (COARSE_ROWS, 240, 128)  # centroid-major
     prefetch = 4
     assert SHORTLIST * prefetch < 240  # the first cut runs
     recalls = []
@@ -136,3 +136,40 @@ def test_fast_search_through_the_coarse_first_cut_finds_the_exact_top_hits(tmp_p
     assert torch.allclose(coarse.norm(dim=2), torch.ones(3, COARSE_ROWS), atol=1e-2)
     # every centroid is near one of its page's coarse rows (they summarize, not replace, the page)
     assert (torch.bmm(centroids.float(), coarse.transpose(1, 2)).amax(2) > 0.5).float().mean() > 0.9
+
+
+def test_fast_search_scores_the_shortlist_in_chunks_as_in_one_block(tmp_path, monkeypatch):
+    import pagelens.index.mirror as mirror_module
+
+    mirror = VectorMirror(tmp_path)
+    pages = structured_pages(60, tokens=90, seed=8)
+    for point, page in enumerate(pages):
+        mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
+    queries = [query_like(pages[seed * 7], seed) for seed in range(4)]
+    whole = [mirror.search(query, 5, fast=True, prefetch=12) for query in queries]
+    monkeypatch.setattr(mirror_module, "FINE_PAGES", 7)  # 60 pages' centroids in 9 chunks
+    monkeypatch.setattr(mirror_module, "CHUNK_ROWS", 200)  # and exact scoring ~3 pages at a time
+    assert [mirror.search(query, 5, fast=True, prefetch=12) for query in queries] == whole
+
+
+def test_reused_buffers_never_leak_rows_between_searches(tmp_path):
+    """A big search grows the scratch buffers; a smaller one after it must see only its own rows."""
+    mirror = VectorMirror(tmp_path)
+    pages = structured_pages(30, tokens=150, seed=9)
+    for point, page in enumerate(pages):
+        mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
+    query = query_like(pages[4], 0)
+    mirror.search(query, 30, fast=False, prefetch=0)
+    for allowed in ({4}, {1, 2}, set(range(0, 30, 3))):
+        for fast in (False, True):
+            hits = mirror.search(query, 10, fast=fast, prefetch=10, allowed=allowed)
+            assert len(hits) == min(len(allowed), 10) and {point for point, _ in hits} <= allowed
+            for point, score in hits:
+                assert abs(score - maxsim(query, fp16(pages[point]))) < 1e-4
+
+
+def test_the_bfloat16_copy_older_stores_kept_is_removed_on_open(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "vectors.bf16").write_bytes(b"\0" * 256)
+    VectorMirror(tmp_path / "mirror").close()
+    assert sorted(p.name for p in (tmp_path / "mirror").iterdir()) == ["vectors.f16"]

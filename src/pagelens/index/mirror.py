@@ -2,31 +2,36 @@
 
 Qdrant Edge keeps every page (the source of truth) and scores multi-vectors itself, but a MaxSim
 is a matmul, and torch runs those at the CPU's bfloat16 speed. So each page's vectors are also
-appended to two files with the same row layout (a page's token rows, then its POOLED_ROWS
-centroids), and the store records where (`Location`) in the page's payload:
+appended to a file (a page's token rows, then its POOLED_ROWS centroids), and the store records
+where (`Location`) in the page's payload:
 
     <directory>/vectors.f16    float16 rows of 128 (the values Qdrant stores)
-    <directory>/vectors.bf16   the same rows rounded to bfloat16
 
-Search works on the files:
+Search works on the file and on the centroids, which are held in RAM:
 
-- exact: every page's MaxSim in float32 from the float16 rows, a chunk of pages at a time;
+- exact: every page's MaxSim in float32 from the float16 rows, CHUNK_ROWS rows at a time;
 - fast: narrows in stages, each a MaxSim against a finer copy of the pages: COARSE_ROWS centroids
-  of each page's centroids (computed in RAM) keep SHORTLIST * `prefetch` pages; the page's
-  POOLED_ROWS centroids (held in RAM as one `(pages, POOLED_ROWS, 128)` bfloat16 tensor) keep
-  `prefetch`; their bfloat16 token rows keep max(RESCORED * k, 40); those are scored exactly, so
-  every returned score is exact. (At 10k pages, one matmul over every page's 64 centroids alone
-  took ~35 ms of the 50 ms budget on 2 cores: docs/benchmarks.md, "search".)
+  of each page's centroids (bfloat16, centroid-major) keep SHORTLIST * `prefetch` pages; their
+  POOLED_ROWS centroids (bfloat16) keep `prefetch`; those are scored exactly, so every returned
+  score is an exact MaxSim. (At 10k pages, one matmul over every page's 64 centroids alone took
+  ~35 ms of the 50 ms budget on 2 cores: docs/benchmarks.md, "search".)
+
+The large per-query tensors (rows read from the file, their float32 copy, the shortlist's
+centroids) live in reused buffers (`Scratch`): allocated anew, each costs a page fault per 4 KiB
+(glibc maps blocks over 32 MiB afresh every time), which was a third of a fast search.
 
 Rows are written and fsynced before the store's point that points at them, so a crash leaves at
-worst unreferenced rows at the end of the files. Rows of deleted or replaced pages stay in the file
+worst unreferenced rows at the end of the file. Rows of deleted or replaced pages stay in the file
 (no compaction yet).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +41,10 @@ import torch
 from pagelens.index.pages import DIM, POOLED_ROWS
 
 CHUNK_ROWS = 1 << 16  # exact search converts this many float16 rows to float32 at a time
-RESCORED = 4  # fast mode scores RESCORED * k (at least 40) of its bfloat16-ranked candidates exactly
 COARSE_ROWS = 24  # centroids of a page's centroids, for the fast mode's first cut
 SHORTLIST = 20  # the first cut keeps SHORTLIST * prefetch pages
+FINE_PAGES = 512  # the second cut scores the shortlist's centroids this many pages at a time
+STALE_FILES = ("vectors.bf16",)  # a bfloat16 copy earlier versions kept beside the float16 file
 
 
 def coarse_pool(centroids: torch.Tensor, clusters: int = COARSE_ROWS, iterations: int = 4) -> torch.Tensor:
@@ -66,6 +72,55 @@ def maxsim_rows(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return (query @ rows.view(-1, DIM).T).view(len(query), pages, per_page).amax(2).float().sum(0)
 
 
+def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`maxsim_rows` for rows laid out `(r, pages, 128)`: the max runs over r contiguous slabs of
+    page scores, which beats reducing r-long runs (~8.5 vs 12 ms at 10k pages x 24 rows)."""
+    per_page, pages, _ = rows.shape
+    return (query @ rows.view(-1, DIM).T).view(len(query), per_page, pages).amax(1).float().sum(0)
+
+
+def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
+    """Sum over query columns of the max over each row segment: `(n, q)` scores, segments starting
+    at `starts` (ascending, the first 0) -> `(len(starts),)` float32."""
+    return np.maximum.reduceat(scores.numpy(), starts, axis=0).sum(axis=1)
+
+
+class Scratch:
+    """Named buffers reused across searches; `take` hands out a view of the wanted shape."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = self._buffers[name] = torch.empty(size, dtype=dtype)
+        return buffer[:size].view(shape)
+
+
+class ScratchPool:
+    """Scratch sets lent to one search at a time, so memory held is bounded by concurrent searches,
+    not by the number of collections."""
+
+    def __init__(self) -> None:
+        self._free: list[Scratch] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lease(self) -> Iterator[Scratch]:
+        with self._lock:
+            scratch = self._free.pop() if self._free else Scratch()
+        try:
+            yield scratch
+        finally:
+            with self._lock:
+                self._free.append(scratch)
+
+
+SCRATCH = ScratchPool()
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a page's rows sit in the file: `rows` token rows from `offset`, then POOLED_ROWS centroid rows."""
@@ -91,17 +146,11 @@ class Location:
         return None
 
 
-def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
-    """Sum over query rows of the max over each column segment: `(q, n)` scores, segments starting
-    at `starts` (ascending, the first 0) -> `(len(starts),)` float32."""
-    return np.maximum.reduceat(scores.numpy(), starts, axis=1).sum(axis=0)
-
-
 class RowFile:
-    """An append-only file of 128-wide rows of one 2-byte dtype, read back span by span."""
+    """An append-only file of 128-wide float16 rows, read back span by span."""
 
-    def __init__(self, path: Path, dtype: torch.dtype) -> None:
-        self.path, self.dtype = path, dtype
+    def __init__(self, path: Path) -> None:
+        self.path = path
         path.touch(exist_ok=True)
         self._reader = os.open(path, os.O_RDONLY)
 
@@ -109,35 +158,43 @@ class RowFile:
     def rows(self) -> int:
         return self.path.stat().st_size // (2 * DIM)
 
-    def write(self, file, rows: np.ndarray) -> None:
-        """Write `(n, 128)` float32 rows, converted to this file's dtype, into an open `file`."""
-        converted = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.dtype)
-        file.write(converted.view(torch.int16).numpy().tobytes())
+    def append(self, *blocks: np.ndarray) -> None:
+        """Append `(n, 128)` rows (converted to float16), after cutting the file to whole rows, and fsync."""
+        with self.path.open("r+b") as file:
+            file.truncate(self.rows * 2 * DIM)
+            file.seek(0, os.SEEK_END)
+            for block in blocks:
+                file.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
+            file.flush()
+            os.fsync(file.fileno())
 
-    def gather(self, spans: list[tuple[int, int]]) -> torch.Tensor:
-        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` in this file's dtype.
-        (One pread per span: copying from the page cache beats faulting in a memory map's pages.)"""
-        block = np.empty((sum(stop - start for start, stop in spans), DIM), dtype=np.int16)
+    def gather(self, spans: list[tuple[int, int]], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` float16, in `out`
+        (a float16 tensor with at least that many rows) if given. (One pread per span: copying from
+        the page cache beats faulting in a memory map's pages.)"""
+        total = sum(stop - start for start, stop in spans)
+        block = torch.empty((total, DIM), dtype=torch.float16) if out is None else out[:total]
+        raw = block.view(torch.int16).numpy()
         position = 0
         for start, stop in spans:
-            os.preadv(self._reader, [memoryview(block[position : position + stop - start])], start * 2 * DIM)
+            os.preadv(self._reader, [memoryview(raw[position : position + stop - start])], start * 2 * DIM)
             position += stop - start
-        return torch.from_numpy(block).view(self.dtype)
+        return block
 
     def close(self) -> None:
         os.close(self._reader)
 
 
 class CentroidMatrix:
-    """Every searchable page's centroids in RAM as one `(slots, POOLED_ROWS, 128)` bfloat16 tensor
-    (and their `coarse_pool`, `(slots, COARSE_ROWS, 128)`), kept up to date without rebuilding: new
-    pages are staged and appended at the next `load`, removed ones are masked out (`alive`), and the
-    dead slots are squeezed out once they are a quarter."""
+    """Every searchable page's centroids in RAM: `rows`, `(slots, POOLED_ROWS, 128)` bfloat16, and
+    their `coarse_pool` centroid-major, `coarse`, `(COARSE_ROWS, slots, 128)`. Kept up to date
+    without rebuilding: new pages are staged and appended at the next `load`, removed ones are
+    masked out (`alive`), and the dead slots are squeezed out once they are a quarter."""
 
     def __init__(self) -> None:
         self.points = np.zeros(0, dtype=np.int64)  # the point id in each slot
         self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.bfloat16)
-        self.coarse = torch.zeros((0, COARSE_ROWS, DIM), dtype=torch.bfloat16)
+        self.coarse = torch.zeros((COARSE_ROWS, 0, DIM), dtype=torch.bfloat16)
         self.alive = torch.zeros(0, dtype=torch.bool)
         self._slot: dict[int, int] = {}
         self._staged: dict[int, None] = {}  # ordered set
@@ -158,22 +215,40 @@ class CentroidMatrix:
             points = list(self._staged)
             self._staged.clear()
             first = len(self.points)
-            added = read(points).view(len(points), POOLED_ROWS, DIM)
+            added = read(points).to(torch.bfloat16).view(len(points), POOLED_ROWS, DIM)
             self.rows = torch.cat([self.rows, added])
-            self.coarse = torch.cat([self.coarse, *(coarse_pool(part) for part in added.split(1024))])
+            coarse = [coarse_pool(part).transpose(0, 1) for part in added.split(1024)]
+            self.coarse = torch.cat([self.coarse, *coarse], dim=1)
             self.points = np.concatenate([self.points, np.asarray(points, dtype=np.int64)])
             self.alive = torch.cat([self.alive, torch.ones(len(points), dtype=torch.bool)])
             self._slot.update((point, first + i) for i, point in enumerate(points))
         dead = len(self.points) - len(self._slot)
         if dead and dead * 4 >= len(self.points):
             keep = self.alive.nonzero().squeeze(1)
-            self.rows, self.coarse, self.alive = self.rows[keep], self.coarse[keep], self.alive[keep]
+            self.rows, self.alive = self.rows[keep], self.alive[keep]
+            self.coarse = self.coarse[:, keep].contiguous()
             self.points = self.points[keep.numpy()]
             self._slot = {int(point): slot for slot, point in enumerate(self.points)}
 
+    def best(self, query: torch.Tensor, wanted: int, searchable: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+        """Slots of the `wanted` searchable pages whose centroids best match a `(q, 128)` bfloat16
+        query, best first: the coarse cut keeps SHORTLIST * wanted, then the full centroids decide."""
+        if int(searchable.sum()) > SHORTLIST * wanted:
+            first_cut = maxsim_centroid_major(query, self.coarse).masked_fill(~searchable, float("-inf"))
+            shortlist = torch.topk(first_cut, SHORTLIST * wanted).indices.sort().values  # file order reads faster
+        else:
+            shortlist = searchable.nonzero().squeeze(1)
+        fine = torch.empty(len(shortlist))
+        for start in range(0, len(shortlist), FINE_PAGES):
+            slots = shortlist[start : start + FINE_PAGES]
+            block = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.bfloat16)
+            torch.index_select(self.rows, 0, slots, out=block)
+            fine[start : start + len(slots)] = maxsim_rows(query, block)
+        return shortlist[torch.topk(fine, wanted).indices]
+
 
 class VectorMirror:
-    """The vector files of one collection and the table of the pages they serve (point id -> Location).
+    """The vector file of one collection and the table of the pages it serves (point id -> Location).
 
     Not thread-safe: the owning store serializes calls.
     """
@@ -181,39 +256,32 @@ class VectorMirror:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.exact_rows = RowFile(self.directory / "vectors.f16", torch.float16)
-        self.fast_rows = RowFile(self.directory / "vectors.bf16", torch.bfloat16)
+        for stale in STALE_FILES:
+            (self.directory / stale).unlink(missing_ok=True)
+        self.exact_rows = RowFile(self.directory / "vectors.f16")
         self._table: dict[int, Location] = {}
         self._centroids = CentroidMatrix()
 
     def close(self) -> None:
         self.exact_rows.close()
-        self.fast_rows.close()
 
-    # ---------------------------------------------------------------- files
+    # ---------------------------------------------------------------- file
     @property
     def file_rows(self) -> int:
-        """Rows both files hold."""
-        return min(self.exact_rows.rows, self.fast_rows.rows)
+        """Rows the file holds."""
+        return self.exact_rows.rows
 
     def append(self, page: np.ndarray, pooled: np.ndarray) -> Location:
-        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to both files and
+        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to the file and
         fsync; return where they are. The page is not searchable until `publish`."""
         if pooled.shape != (POOLED_ROWS, DIM) or page.ndim != 2 or page.shape[1] != DIM:
             raise ValueError(f"expected (n, {DIM}) and ({POOLED_ROWS}, {DIM}) rows, got {page.shape}, {pooled.shape}")
-        offset = max(self.exact_rows.rows, self.fast_rows.rows)  # a file cut short is padded back into step
-        for row_file in (self.exact_rows, self.fast_rows):
-            with row_file.path.open("r+b") as file:
-                file.truncate(offset * 2 * DIM)
-                file.seek(0, os.SEEK_END)
-                row_file.write(file, page)
-                row_file.write(file, pooled)
-                file.flush()
-                os.fsync(file.fileno())
+        offset = self.exact_rows.rows
+        self.exact_rows.append(page, pooled)
         return Location(offset, len(page))
 
     def holds(self, location: Location) -> bool:
-        """Whether both files are long enough to hold `location` (false after one was lost or cut)."""
+        """Whether the file is long enough to hold `location` (false after it was lost or cut)."""
         return location.end <= self.file_rows
 
     # ---------------------------------------------------------------- table
@@ -235,60 +303,52 @@ class VectorMirror:
     # ---------------------------------------------------------------- search
     def warm(self) -> None:
         """Load staged pages' centroids into RAM now rather than at the next fast search."""
-        self._centroids.load(lambda points: self.fast_rows.gather([self._table[p].centroid_span for p in points]))
-
-    def _scores(self, row_file: RowFile, query: torch.Tensor, points: list[int]) -> np.ndarray:
-        """MaxSim of `query` (in `row_file`'s compute dtype) against each of `points`: `(len(points),)` float32.
-        Pages are read in file order, CHUNK_ROWS rows at a time."""
-        order = sorted(range(len(points)), key=lambda i: self._table[points[i]].offset)
-        scores = np.empty(len(points), dtype=np.float32)
-        chunk: list[int] = []
-        chunk_rows = 0
-        for position, i in enumerate(order):
-            chunk.append(i)
-            chunk_rows += self._table[points[i]].rows
-            if chunk_rows < CHUNK_ROWS and position + 1 < len(order):
-                continue
-            locations = [self._table[points[j]] for j in chunk]
-            block = row_file.gather([(loc.offset, loc.offset + loc.rows) for loc in locations])
-            if query.dtype == torch.float32:
-                block = block.float()
-            starts = np.cumsum([0] + [loc.rows for loc in locations[:-1]])
-            scores[chunk] = segment_max_sum((query @ block.T).float(), starts)
-            chunk, chunk_rows = [], 0
-        return scores
+        self._centroids.load(lambda points: self.exact_rows.gather([self._table[p].centroid_span for p in points]))
 
     def exact_scores(self, query: np.ndarray, points: list[int]) -> np.ndarray:
-        """MaxSim of a `(q, 128)` float32 query against each of `points`, in float32: `(len(points),)`."""
-        return self._scores(self.exact_rows, torch.from_numpy(np.ascontiguousarray(query, np.float32)), points)
+        """MaxSim of a `(q, 128)` float32 query against each of `points`, in float32: `(len(points),)`.
+        Pages are read in file order, about CHUNK_ROWS rows at a time."""
+        query_t = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).T
+        order = sorted(range(len(points)), key=lambda i: self._table[points[i]].offset)
+        scores = np.empty(len(points), dtype=np.float32)
+        with SCRATCH.lease() as scratch:
+            chunk: list[int] = []
+            chunk_rows = 0
+            for position, i in enumerate(order):
+                chunk.append(i)
+                chunk_rows += self._table[points[i]].rows
+                if chunk_rows < CHUNK_ROWS and position + 1 < len(order):
+                    continue
+                locations = [self._table[points[j]] for j in chunk]
+                stored = self.exact_rows.gather(
+                    [(loc.offset, loc.offset + loc.rows) for loc in locations],
+                    scratch.take("float16", (chunk_rows, DIM), torch.float16),
+                )
+                rows = scratch.take("float32", (chunk_rows, DIM), torch.float32).copy_(stored)
+                similarities = torch.matmul(
+                    rows, query_t, out=scratch.take("scores", (chunk_rows, len(query)), torch.float32)
+                )
+                scores[chunk] = segment_max_sum(similarities, np.cumsum([0] + [loc.rows for loc in locations[:-1]]))
+                chunk, chunk_rows = [], 0
+        return scores
 
     def search(
         self, query: np.ndarray, k: int, *, fast: bool, prefetch: int, allowed: set[int] | None = None
     ) -> list[tuple[int, float]]:
         """Top-k `(point id, MaxSim)` of the published pages (those in `allowed`, if given), best first.
-        `fast` considers only the `prefetch` pages whose centroids score best."""
+        `fast` scores exactly only the `prefetch` (at least k) pages whose centroids score best."""
         if fast:
             self.warm()
-            points, centroids, searchable = self._centroids.points, self._centroids.rows, self._centroids.alive
+            points, searchable = self._centroids.points, self._centroids.alive
             if allowed is not None:
                 searchable = searchable & torch.from_numpy(np.isin(points, np.fromiter(allowed, np.int64)))
             available = int(searchable.sum())
             if not available:
                 return []
             q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
-            wanted = min(max(prefetch, k), available)
-            if available > SHORTLIST * wanted:
-                first_cut = maxsim_rows(q, self._centroids.coarse).masked_fill(~searchable, float("-inf"))
-                shortlist = torch.topk(first_cut, SHORTLIST * wanted).indices
-            else:
-                shortlist = searchable.nonzero().squeeze(1)
-            fine = maxsim_rows(q, centroids.index_select(0, shortlist))
-            best = shortlist[torch.topk(fine, wanted).indices].numpy()
-            candidates = points[best].tolist()
-            rescored = max(RESCORED * k, 40)
-            if len(candidates) > rescored:
-                ranked = np.argsort(-self._scores(self.fast_rows, q, candidates), kind="stable")
-                candidates = [candidates[i] for i in ranked[:rescored]]
+            with SCRATCH.lease() as scratch:
+                best = self._centroids.best(q, min(max(prefetch, k), available), searchable, scratch)
+            candidates = points[best.numpy()].tolist()
         else:
             candidates = [p for p in self._table if allowed is None or p in allowed]
         if not candidates:
