@@ -9,6 +9,8 @@ import numpy as np
 
 from pagelens.bench.search import run
 from pagelens.bench.synthetic_pages import SyntheticCorpus
+from pagelens.index.mirror import COARSE_ROWS
+from pagelens.index.pages import POOLED_ROWS
 
 
 def test_synthetic_pages_are_deterministic_structured_unit_vectors():
@@ -35,6 +37,9 @@ def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
     assert set(rows) == {"brute force (RAM, float32)", "exact", "fast, prefetch 20", "Qdrant Edge exact (native)"}
     assert written["figures"]["exact_equals_brute_force"] == "4/4"
     assert 0.0 <= rows["fast, prefetch 20"]["recall@10 vs exact"] <= 1.0
+    stored_rows = int(SyntheticCorpus(60).tokens.sum()) + 60 * POOLED_ROWS  # a page's tokens, then its centroids
+    assert written["figures"]["disk_bytes"]["mirror"] == stored_rows * 128 * 2  # one float16 file, nothing else
+    assert written["figures"]["centroid_ram_bytes"] == 60 * (POOLED_ROWS + COARSE_ROWS) * 128 * 2
     text = docs.read_text()
     assert "prose kept" in text and "old figures" not in text and "fast, prefetch 20" in text
     assert result["args"]["pages"] == 60

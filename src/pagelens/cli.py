@@ -352,7 +352,7 @@ def bench_latency(
 @bench_app.command("search")
 def bench_search(
     pages: Annotated[int, typer.Option(help="Synthetic ColQwen-sized pages in the collection.")] = 10_000,
-    queries: Annotated[int, typer.Option(help="Queries timed.")] = 40,
+    queries: Annotated[int, typer.Option(help="Queries timed.")] = 100,
     k: Annotated[int, typer.Option(help="Top-k.")] = 10,
     prefetch: Annotated[str, typer.Option(help="Comma-separated fast-mode prefetch sizes.")] = "50,100,200",
     qdrant_queries: Annotated[int, typer.Option(help="Queries also run by Qdrant Edge's own MaxSim.")] = 3,

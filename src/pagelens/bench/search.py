@@ -69,6 +69,10 @@ class BruteForce:
 WARMUP = 3
 
 
+def directory_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
 def page_index(hit, per_document: int) -> int:
     return int(hit.document_id[3:]) * per_document + hit.page - 1
 
@@ -79,7 +83,7 @@ def percentile(samples: list[float], q: float) -> float:
 
 def run(
     pages: int = 10_000,
-    queries: int = 40,
+    queries: int = 100,
     k: int = 10,
     prefetch: tuple[int, ...] = (50, 100, 200),
     qdrant_queries: int = 3,
@@ -128,6 +132,11 @@ def run(
     def store_search(**options):
         return lambda query: [page_index(h, corpus.pages_per_document) for h in store.search(query, k=k, **options)]
 
+    report.figures["disk_bytes"] = {"shard": directory_bytes(store.directory),
+                                    "mirror": directory_bytes(store.mirror.directory)}  # fmt: skip
+    store.mirror.warm()
+    centroids = store.mirror._centroids
+    report.figures["centroid_ram_bytes"] = centroids.rows.nbytes + centroids.coarse.nbytes
     try:
         truth = timed("brute force (RAM, float32)", lambda q: np.argsort(-brute.scores(q), kind="stable")[:k].tolist())
         brute.rows = None  # free the 4 GB: the searches below run in a process like a server's
@@ -156,6 +165,11 @@ def run(
         report.add_row(row)
     report.figures["exact_equals_brute_force"] = f"{exact_agrees}/{queries}"
     report.note(f"exact top-{k} identical to brute force (order included) on {exact_agrees}/{queries} queries")
+    disk = report.figures["disk_bytes"]
+    report.note(
+        f"on disk: Qdrant Edge shard {disk['shard'] / 2**30:.2f} GiB, vector mirror {disk['mirror'] / 2**30:.2f} GiB; "
+        f"centroids in RAM {report.figures['centroid_ram_bytes'] / 2**20:.0f} MiB"
+    )
     fast = [r for r in report.tables[""] if r["search"].startswith("fast") and r.get(f"recall@{k} vs exact", 0) >= 0.95]
     if fast:
         best = min(fast, key=lambda r: r["p50 ms"])
