@@ -63,3 +63,21 @@ def test_index_and_search_against_a_server(server, tmp_path):
 def test_an_out_of_range_prefetch_is_refused_before_any_model_loads(tmp_path):
     refused = runner.invoke(app, ["search", "q", "-c", "docs", "--prefetch", "0", "--data-dir", str(tmp_path)])
     assert refused.exit_code == 2 and "--prefetch" in refused.output
+
+
+def test_a_collection_another_process_holds_open_fails_before_the_model_loads(tmp_path):
+    from pagelens.index.collections import Collections
+
+    server_side = Collections(tmp_path / "data")  # as a running `pagelens serve` would hold it
+    server_side.create("docs")
+    (tmp_path / "a.pdf").write_bytes(make_pdf(1))
+    try:
+        common = ["--model", str(tmp_path / "no-such-model"), "--data-dir", str(tmp_path / "data")]
+        for command in (["index", "add", str(tmp_path / "a.pdf"), "-c", "docs"], ["search", "q", "-c", "docs"]):
+            result = runner.invoke(app, [*command, *common])
+            assert result.exit_code == 2, result.output
+            assert "is open in another process" in result.output and "--url" in result.output
+            assert "no-such-model" not in result.output  # the model was never loaded
+        assert server_side.get("docs").store.page_count() == 0  # the holder still works, nothing was stored
+    finally:
+        server_side.close()

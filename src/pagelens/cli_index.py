@@ -29,9 +29,10 @@ PREFETCH_HELP = "Fast mode: candidate pages rescored exactly (at least k; defaul
 
 
 class _Embedded:
-    """Collections and an engine in this process."""
+    """One collection and an engine in this process. The collection opens first, so a missing one
+    (or one another process holds open) fails before the model loads."""
 
-    def __init__(self, model: str | None, data_dir: str | None) -> None:
+    def __init__(self, model: str | None, data_dir: str | None, collection: str, *, create: bool) -> None:
         from pagelens.engine import Engine, EngineConfig
         from pagelens.index.collections import Collections
         from pagelens.models import Embedder
@@ -39,17 +40,19 @@ class _Embedded:
 
         given = {k: v for k, v in {"model": model, "data_dir": data_dir}.items() if v}
         self.settings = Settings(**given)
-        embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
-        self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
         self.collections = Collections.from_settings(self.settings)  # Edge, or PAGELENS_QDRANT_URL
-
-    def collection(self, name: str, create: bool):
         try:
-            return self.collections.get(name)
-        except NotFound:
-            if not create:
-                raise
-            return self.collections.create(name)
+            try:
+                self.collection = self.collections.get(collection)
+            except NotFound:
+                if not create:
+                    raise
+                self.collection = self.collections.create(collection)
+            embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
+        except BaseException:
+            self.collections.close()
+            raise
+        self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
 
     def close(self) -> None:
         self.collections.close()
@@ -88,12 +91,14 @@ def index_add(
             add = lambda path, _: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
             _add_all(paths, add, per_page=False)
         return
-    embedded = _Embedded(model, data_dir)
     try:
-        target = embedded.collection(collection, create=True)
+        embedded = _Embedded(model, data_dir, collection, create=True)
+    except PagelensError as error:
+        _fail(error)
+    try:
         _add_all(
             paths,
-            lambda path, progress: target.add(
+            lambda path, progress: embedded.collection.add(
                 path.read_bytes(), name=path.name, metadata=meta, embed=embedded.engine.embed_images,
                 dpi=embedded.settings.pdf_dpi, progress=progress,
             ),
@@ -172,11 +177,10 @@ def search(
             with Client(url, api_key=api_key) as client:
                 results = client.search(collection, query, k=k, mode=mode, prefetch=prefetch)
         else:
-            embedded = _Embedded(model, data_dir)
+            embedded = _Embedded(model, data_dir, collection, create=False)
             try:
                 (vectors,) = embedded.engine.embed_queries([query])
-                target = embedded.collection(collection, create=False)
-                hits = target.search(vectors, k=k, mode=mode, prefetch=prefetch, filter=None)
+                hits = embedded.collection.search(vectors, k=k, mode=mode, prefetch=prefetch, filter=None)
                 results = [
                     {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name} for h in hits
                 ]

@@ -164,3 +164,20 @@ def test_exact_search_ranks_real_model_pages_as_maxsim_of_their_embeddings(store
         hits = store.search(query, k=8)
         expected = sorted(range(8), key=lambda i: -maxsim(query, fp16(pages[i])))
         assert [hit.page - 1 for hit in hits] == expected
+
+
+def test_a_shard_open_elsewhere_is_a_conflict_and_the_holder_keeps_working(tmp_path):
+    from pagelens.errors import Conflict
+    from pagelens.index.store import EdgePageStore
+
+    holder = EdgePageStore(tmp_path / "store")
+    try:
+        holder.add_document("d", structured_pages(2, tokens=40))
+        with pytest.raises(Conflict, match="is open in another process"):
+            EdgePageStore(tmp_path / "store")
+        assert holder.page_count() == 2
+    finally:
+        holder.close()
+    reopened = EdgePageStore(tmp_path / "store")  # free again once the holder closed
+    assert reopened.page_count() == 2
+    reopened.close()

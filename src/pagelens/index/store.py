@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from pagelens.errors import Conflict
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import (
     COMPLETE,
@@ -71,7 +72,7 @@ class EdgePageStore:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         if (self.directory / "edge_config.json").exists():
-            self._shard = qdrant_edge.EdgeShard.load(str(self.directory))
+            self._shard = self._load_shard()
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             config = qdrant_edge.EdgeConfig(
@@ -85,6 +86,19 @@ class EdgePageStore:
         self.purged_on_open = self.purge_incomplete()
         self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
         self.recopied_on_open = self._load_mirror()
+
+    def _load_shard(self):
+        """The existing shard; `Conflict` when another process has it open (its write-ahead log is
+        locked: a `pagelens serve` and an embedded `pagelens index add` on one data directory)."""
+        try:
+            return self._q.EdgeShard.load(str(self.directory))
+        except Exception as error:
+            if "WouldBlock" not in str(error):
+                raise
+            raise Conflict(
+                f"{self.directory} is open in another process (a running pagelens serve?); stop it, "
+                "or go through that server (pagelens index add/search --url)"
+            ) from None
 
     def _scroll(self, condition, *, with_payload: bool) -> list:
         """Every point matching `condition` (records with payload if asked, without vectors)."""
