@@ -9,7 +9,7 @@ import numpy as np
 
 from pagelens.bench.search import run
 from pagelens.bench.synthetic_pages import SyntheticCorpus
-from pagelens.index.mirror import COARSE_ROWS
+from pagelens.index.centroids import COARSE_ROWS
 from pagelens.index.pages import POOLED_ROWS
 
 

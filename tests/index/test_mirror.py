@@ -86,7 +86,7 @@ def test_unpublished_rows_are_never_searched(tmp_path):
 
 
 def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
-    from pagelens.index.mirror import CentroidMatrix
+    from pagelens.index.centroids import CentroidMatrix
 
     matrix, reads = CentroidMatrix(), []
 
@@ -112,7 +112,7 @@ def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
 
 
 def test_fast_search_through_the_coarse_first_cut_finds_the_exact_top_hits(tmp_path):
-    from pagelens.index.mirror import COARSE_ROWS, SHORTLIST, coarse_pool
+    from pagelens.index.centroids import COARSE_ROWS, SHORTLIST, coarse_pool
 
     mirror = VectorMirror(tmp_path)
     pages = structured_pages(240, tokens=120, seed=7)
@@ -139,6 +139,7 @@ def test_fast_search_through_the_coarse_first_cut_finds_the_exact_top_hits(tmp_p
 
 
 def test_fast_search_scores_the_shortlist_in_chunks_as_in_one_block(tmp_path, monkeypatch):
+    import pagelens.index.centroids as centroids_module
     import pagelens.index.mirror as mirror_module
 
     mirror = VectorMirror(tmp_path)
@@ -147,7 +148,7 @@ def test_fast_search_scores_the_shortlist_in_chunks_as_in_one_block(tmp_path, mo
         mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
     queries = [query_like(pages[seed * 7], seed) for seed in range(4)]
     whole = [mirror.search(query, 5, fast=True, prefetch=12) for query in queries]
-    monkeypatch.setattr(mirror_module, "FINE_PAGES", 7)  # 60 pages' centroids in 9 chunks
+    monkeypatch.setattr(centroids_module, "FINE_PAGES", 7)  # 60 pages' centroids in 9 chunks
     monkeypatch.setattr(mirror_module, "CHUNK_ROWS", 200)  # and exact scoring ~3 pages at a time
     assert [mirror.search(query, 5, fast=True, prefetch=12) for query in queries] == whole
 

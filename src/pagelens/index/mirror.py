@@ -5,78 +5,49 @@ is a matmul, and torch runs those at the CPU's bfloat16 speed. So each page's ve
 appended to a file (a page's token rows, then its POOLED_ROWS centroids), and the store records
 where (`Location`) in the page's payload:
 
-    <directory>/vectors.f16    float16 rows of 128 (the values Qdrant stores)
+    <directory>/vectors.f16      float16 rows of 128 (the values Qdrant stores): generation 0
+    <directory>/vectors.<g>.f16  generation g, written by a compaction
 
-Search works on the file and on the centroids, which are held in RAM:
+Search works on the file and on the centroids, which are held in RAM (index/centroids.py):
 
 - exact: every page's MaxSim in float32 from the float16 rows, CHUNK_ROWS rows at a time;
-- fast: narrows in stages, each a MaxSim against a finer copy of the pages: COARSE_ROWS centroids
-  of each page's centroids (bfloat16, centroid-major) keep SHORTLIST * `prefetch` pages; their
-  POOLED_ROWS centroids (bfloat16) keep `prefetch`; those are scored exactly, so every returned
-  score is an exact MaxSim. (At 10k pages, one matmul over every page's 64 centroids alone took
-  ~35 ms of the 50 ms budget on 2 cores: docs/benchmarks.md, "search".)
+- fast: the centroids' two cuts keep `prefetch` pages, which are scored exactly, so every
+  returned score is an exact MaxSim.
 
-The large per-query tensors (rows read from the file, their float32 copy, the shortlist's
-centroids) live in reused buffers (`Scratch`): allocated anew, each costs a page fault per 4 KiB
-(glibc maps blocks over 32 MiB afresh every time), which was a third of a fast search.
+Per-query tensors live in reused buffers (index/scratch.py).
 
 Rows are written and fsynced before the store's point that points at them, so a crash leaves at
-worst unreferenced rows at the end of the file. Rows of deleted or replaced pages stay in the file
-(no compaction yet).
+worst unreferenced rows at the end of the file. Rows of deleted or replaced pages stay until a
+compaction (run by the store when it opens: `compact`) copies the live pages into the next
+generation's file; the store records their new locations, and only then is the old file deleted.
+A crash half-way leaves some pages in each file, every one readable; a file no page uses is
+deleted at the next open (`drop_unused_files`).
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import os
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pagelens.index.centroids import CentroidMatrix
 from pagelens.index.pages import DIM, POOLED_ROWS
+from pagelens.index.scratch import SCRATCH
 
 CHUNK_ROWS = 1 << 16  # exact search converts this many float16 rows to float32 at a time
-COARSE_ROWS = 32  # centroids of a page's centroids, for the fast mode's first cut (24: recall 0.950, 32: 0.963)
-SHORTLIST = 20  # the first cut keeps SHORTLIST * prefetch pages
-FINE_PAGES = 512  # the second cut scores the shortlist's centroids this many pages at a time
 STALE_FILES = ("vectors.bf16",)  # a bfloat16 copy earlier versions kept beside the float16 file
+GENERATION_FILE = re.compile(r"^vectors(?:\.(\d+))?\.f16$")
+COMPACT_MIN_DEAD_ROWS = 1 << 16  # compact once dead rows are this many (16 MiB) and outnumber live ones
 
 
-def coarse_pool(centroids: torch.Tensor, clusters: int = COARSE_ROWS, iterations: int = 4) -> torch.Tensor:
-    """`clusters` k-means centroids of each page's centroids, as `cluster_pool` makes them but batched:
-    `(pages, POOLED_ROWS, 128)` -> `(pages, clusters, 128)` bfloat16."""
-    rows = centroids.float()
-    pages = torch.arange(len(rows))
-    seeds = [torch.zeros(len(rows), dtype=torch.long)]
-    nearest = torch.einsum("pnd,pd->pn", rows, rows[:, 0])
-    for _ in range(clusters - 1):  # farthest-first, per page
-        seeds.append(nearest.argmin(1))
-        nearest = torch.maximum(nearest, torch.einsum("pnd,pd->pn", rows, rows[pages, seeds[-1]]))
-    means = torch.stack([rows[pages, seed] for seed in seeds], dim=1)
-    for _ in range(iterations):
-        members = torch.nn.functional.one_hot(torch.bmm(rows, means.transpose(1, 2)).argmax(2), clusters).float()
-        sums = torch.bmm(members.transpose(1, 2), rows)
-        means = torch.where(members.sum(1, keepdim=True).transpose(1, 2) > 0, sums, means)
-        means = means / means.norm(dim=2, keepdim=True).clamp(min=1e-12)
-    return means.to(torch.bfloat16)
-
-
-def maxsim_rows(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Approximate MaxSim of a `(q, 128)` bfloat16 query against `(pages, r, 128)` bfloat16 rows: `(pages,)` float32."""
-    pages, per_page, _ = rows.shape
-    return (query @ rows.view(-1, DIM).T).view(len(query), pages, per_page).amax(2).float().sum(0)
-
-
-def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`maxsim_rows` for rows laid out `(r, pages, 128)`: the max runs over r contiguous slabs of
-    page scores, which beats reducing r-long runs (~8.5 vs 12 ms at 10k pages x 24 rows)."""
-    per_page, pages, _ = rows.shape
-    return (query @ rows.view(-1, DIM).T).view(len(query), per_page, pages).amax(1).float().sum(0)
+def generation_file(generation: int) -> str:
+    return "vectors.f16" if generation == 0 else f"vectors.{generation}.f16"
 
 
 def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
@@ -85,64 +56,34 @@ def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(scores.numpy(), starts, axis=0).sum(axis=1)
 
 
-class Scratch:
-    """Named buffers reused across searches; `take` hands out a view of the wanted shape."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        size = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-            buffer = self._buffers[name] = torch.empty(size, dtype=dtype)
-        return buffer[:size].view(shape)
-
-
-class ScratchPool:
-    """Scratch sets lent to one search at a time, so memory held is bounded by concurrent searches,
-    not by the number of collections."""
-
-    def __init__(self) -> None:
-        self._free: list[Scratch] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def lease(self) -> Iterator[Scratch]:
-        with self._lock:
-            scratch = self._free.pop() if self._free else Scratch()
-        try:
-            yield scratch
-        finally:
-            with self._lock:
-                self._free.append(scratch)
-
-
-SCRATCH = ScratchPool()
-
-
 @dataclass(frozen=True)
 class Location:
-    """Where a page's rows sit in the file: `rows` token rows from `offset`, then POOLED_ROWS centroid rows."""
+    """Where a page's rows sit: in generation `generation`'s file, `rows` token rows from `offset`,
+    then POOLED_ROWS centroid rows."""
 
     offset: int
     rows: int
+    generation: int = 0
 
     @property
     def end(self) -> int:
         return self.offset + self.rows + POOLED_ROWS
 
     @property
-    def centroid_span(self) -> tuple[int, int]:
-        return self.offset + self.rows, self.end
+    def centroid_span(self) -> tuple[int, int, int]:
+        return self.generation, self.offset + self.rows, self.end
+
+    @property
+    def token_span(self) -> tuple[int, int, int]:
+        return self.generation, self.offset, self.offset + self.rows
 
     def to_payload(self) -> list[int]:
-        return [self.offset, self.rows]
+        return [self.offset, self.rows] + ([self.generation] if self.generation else [])
 
     @classmethod
     def from_payload(cls, value: object) -> Location | None:
-        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-            return cls(int(value[0]), int(value[1]))
+        if isinstance(value, list) and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
+            return cls(*(int(v) for v in value))
         return None
 
 
@@ -158,22 +99,22 @@ class RowFile:
     def rows(self) -> int:
         return self.path.stat().st_size // (2 * DIM)
 
-    def append(self, *blocks: np.ndarray) -> None:
+    def append(self, *blocks: np.ndarray | torch.Tensor) -> None:
         """Append `(n, 128)` rows (converted to float16), after cutting the file to whole rows, and fsync."""
         with self.path.open("r+b") as file:
             file.truncate(self.rows * 2 * DIM)
             file.seek(0, os.SEEK_END)
             for block in blocks:
-                file.write(np.ascontiguousarray(block, dtype=np.float16).tobytes())
+                values = block.to(torch.float16).numpy() if isinstance(block, torch.Tensor) else block
+                file.write(np.ascontiguousarray(values, dtype=np.float16))
             file.flush()
             os.fsync(file.fileno())
 
-    def gather(self, spans: list[tuple[int, int]], out: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows `[start, stop)` of each span, concatenated: `(sum of lengths, 128)` float16, in `out`
-        (a float16 tensor with at least that many rows) if given. (One pread per span: copying from
-        the page cache beats faulting in a memory map's pages.)"""
-        total = sum(stop - start for start, stop in spans)
-        block = torch.empty((total, DIM), dtype=torch.float16) if out is None else out[:total]
+    def gather(self, spans: list[tuple[int, int]], out: torch.Tensor) -> torch.Tensor:
+        """Rows `[start, stop)` of each span, concatenated into the front of `out` (float16, enough
+        rows): `(sum of lengths, 128)`. (One pread per span: copying from the page cache beats
+        faulting in a memory map's pages.)"""
+        block = out[: sum(stop - start for start, stop in spans)]
         raw = block.view(torch.int16).numpy()
         position = 0
         for start, stop in spans:
@@ -185,70 +126,8 @@ class RowFile:
         os.close(self._reader)
 
 
-class CentroidMatrix:
-    """Every searchable page's centroids in RAM: `rows`, `(slots, POOLED_ROWS, 128)` bfloat16, and
-    their `coarse_pool` centroid-major, `coarse`, `(COARSE_ROWS, slots, 128)`. Kept up to date
-    without rebuilding: new pages are staged and appended at the next `load`, removed ones are
-    masked out (`alive`), and the dead slots are squeezed out once they are a quarter."""
-
-    def __init__(self) -> None:
-        self.points = np.zeros(0, dtype=np.int64)  # the point id in each slot
-        self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.bfloat16)
-        self.coarse = torch.zeros((COARSE_ROWS, 0, DIM), dtype=torch.bfloat16)
-        self.alive = torch.zeros(0, dtype=torch.bool)
-        self._slot: dict[int, int] = {}
-        self._staged: dict[int, None] = {}  # ordered set
-
-    def stage(self, point: int) -> None:
-        self.remove(point)
-        self._staged[point] = None
-
-    def remove(self, point: int) -> None:
-        self._staged.pop(point, None)
-        slot = self._slot.pop(point, None)
-        if slot is not None:
-            self.alive[slot] = False
-
-    def load(self, read: Callable[[list[int]], torch.Tensor]) -> None:
-        """Append the staged pages, `read(points)` giving their `(len * POOLED_ROWS, 128)` rows."""
-        if self._staged:
-            points = list(self._staged)
-            self._staged.clear()
-            first = len(self.points)
-            added = read(points).to(torch.bfloat16).view(len(points), POOLED_ROWS, DIM)
-            self.rows = torch.cat([self.rows, added])
-            coarse = [coarse_pool(part).transpose(0, 1) for part in added.split(1024)]
-            self.coarse = torch.cat([self.coarse, *coarse], dim=1)
-            self.points = np.concatenate([self.points, np.asarray(points, dtype=np.int64)])
-            self.alive = torch.cat([self.alive, torch.ones(len(points), dtype=torch.bool)])
-            self._slot.update((point, first + i) for i, point in enumerate(points))
-        dead = len(self.points) - len(self._slot)
-        if dead and dead * 4 >= len(self.points):
-            keep = self.alive.nonzero().squeeze(1)
-            self.rows, self.alive = self.rows[keep], self.alive[keep]
-            self.coarse = self.coarse[:, keep].contiguous()
-            self.points = self.points[keep.numpy()]
-            self._slot = {int(point): slot for slot, point in enumerate(self.points)}
-
-    def best(self, query: torch.Tensor, wanted: int, searchable: torch.Tensor, scratch: Scratch) -> torch.Tensor:
-        """Slots of the `wanted` searchable pages whose centroids best match a `(q, 128)` bfloat16
-        query, best first: the coarse cut keeps SHORTLIST * wanted, then the full centroids decide."""
-        if int(searchable.sum()) > SHORTLIST * wanted:
-            first_cut = maxsim_centroid_major(query, self.coarse).masked_fill(~searchable, float("-inf"))
-            shortlist = torch.topk(first_cut, SHORTLIST * wanted).indices.sort().values  # file order reads faster
-        else:
-            shortlist = searchable.nonzero().squeeze(1)
-        fine = torch.empty(len(shortlist))
-        for start in range(0, len(shortlist), FINE_PAGES):
-            slots = shortlist[start : start + FINE_PAGES]
-            block = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.bfloat16)
-            torch.index_select(self.rows, 0, slots, out=block)
-            fine[start : start + len(slots)] = maxsim_rows(query, block)
-        return shortlist[torch.topk(fine, wanted).indices]
-
-
 class VectorMirror:
-    """The vector file of one collection and the table of the pages it serves (point id -> Location).
+    """The vector files of one collection and the table of the pages they serve (point id -> Location).
 
     Not thread-safe: the owning store serializes calls.
     """
@@ -258,31 +137,94 @@ class VectorMirror:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in STALE_FILES:
             (self.directory / stale).unlink(missing_ok=True)
-        self.exact_rows = RowFile(self.directory / "vectors.f16")
+        found = [GENERATION_FILE.match(path.name) for path in self.directory.iterdir()]
+        generations = sorted(int(match.group(1) or 0) for match in found if match)
+        self.generation = generations[-1] if generations else 0  # appends go to the newest file
+        self._files = {g: RowFile(self.directory / generation_file(g)) for g in {*generations, self.generation}}
         self._table: dict[int, Location] = {}
         self._centroids = CentroidMatrix()
 
     def close(self) -> None:
-        self.exact_rows.close()
+        for row_file in self._files.values():
+            row_file.close()
 
-    # ---------------------------------------------------------------- file
+    # ---------------------------------------------------------------- files
     @property
     def file_rows(self) -> int:
-        """Rows the file holds."""
-        return self.exact_rows.rows
+        """Rows the files hold, live or dead."""
+        return sum(row_file.rows for row_file in self._files.values())
+
+    @property
+    def dead_rows(self) -> int:
+        """Rows no published page uses (deleted or replaced pages, an interrupted ingest's)."""
+        return self.file_rows - sum(location.end - location.offset for location in self._table.values())
 
     def append(self, page: np.ndarray, pooled: np.ndarray) -> Location:
-        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to the file and
-        fsync; return where they are. The page is not searchable until `publish`."""
+        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to the newest file
+        and fsync; return where they are. The page is not searchable until `publish`."""
         if pooled.shape != (POOLED_ROWS, DIM) or page.ndim != 2 or page.shape[1] != DIM:
             raise ValueError(f"expected (n, {DIM}) and ({POOLED_ROWS}, {DIM}) rows, got {page.shape}, {pooled.shape}")
-        offset = self.exact_rows.rows
-        self.exact_rows.append(page, pooled)
-        return Location(offset, len(page))
+        row_file = self._files[self.generation]
+        offset = row_file.rows
+        row_file.append(page, pooled)
+        return Location(offset, len(page), self.generation)
 
     def holds(self, location: Location) -> bool:
-        """Whether the file is long enough to hold `location` (false after it was lost or cut)."""
-        return location.end <= self.file_rows
+        """Whether `location`'s file exists and is long enough (false after it was lost or cut)."""
+        row_file = self._files.get(location.generation)
+        return row_file is not None and location.end <= row_file.rows
+
+    def gather(self, spans: list[tuple[int, int, int]], out: torch.Tensor) -> torch.Tensor:
+        """Rows of `(generation, start, stop)` spans, concatenated into the front of `out` (float16)."""
+        position = 0
+        for generation, group in itertools.groupby(spans, key=lambda span: span[0]):
+            block = self._files[generation].gather([(start, stop) for _, start, stop in group], out[position:])
+            position += len(block)
+        return out[:position]
+
+    def should_compact(self) -> bool:
+        """Whether dead rows are at least COMPACT_MIN_DEAD_ROWS (and one) and outnumber live ones."""
+        dead = self.dead_rows
+        return dead >= max(COMPACT_MIN_DEAD_ROWS, 1, self.file_rows - dead)
+
+    def compact(self, record: Callable[[dict[int, Location]], None]) -> int:
+        """Copy every published page's rows into a new generation's file (fsynced), let `record`
+        store their new locations durably, then delete the older files. Returns the rows freed.
+        Call only with no ingest in flight (its appended rows are not published yet)."""
+        freed = self.dead_rows
+        generation = self.generation + 1
+        target = RowFile(self.directory / generation_file(generation))
+        moved: dict[int, Location] = {}
+        pages = sorted(self._table.items(), key=lambda item: (item[1].generation, item[1].offset))
+        with SCRATCH.lease() as scratch:
+            for first in range(0, len(pages), 256):
+                batch = pages[first : first + 256]
+                spans = [(loc.generation, loc.offset, loc.end) for _, loc in batch]
+                rows = sum(stop - start for _, start, stop in spans)
+                block = self.gather(spans, scratch.take("compact", (rows, DIM), torch.float16))
+                offset = target.rows
+                target.append(block)
+                for point, location in batch:
+                    moved[point] = Location(offset, location.rows, generation)
+                    offset += location.end - location.offset
+        record(moved)
+        self._table.update(moved)
+        for old in [g for g in self._files if g != generation]:
+            self._files.pop(old).close()
+            (self.directory / generation_file(old)).unlink(missing_ok=True)
+        self._files[generation], self.generation = target, generation
+        return freed
+
+    def drop_unused_files(self) -> list[str]:
+        """Delete the files no published page uses, but the newest (a compaction that stopped half-way
+        leaves one); return their names."""
+        used = {location.generation for location in self._table.values()} | {self.generation}
+        dropped = []
+        for generation in [g for g in self._files if g not in used]:
+            self._files.pop(generation).close()
+            (self.directory / generation_file(generation)).unlink(missing_ok=True)
+            dropped.append(generation_file(generation))
+        return dropped
 
     # ---------------------------------------------------------------- table
     def publish(self, point: int, location: Location) -> None:
@@ -303,32 +245,36 @@ class VectorMirror:
     # ---------------------------------------------------------------- search
     def warm(self) -> None:
         """Load staged pages' centroids into RAM now rather than at the next fast search."""
-        self._centroids.load(lambda points: self.exact_rows.gather([self._table[p].centroid_span for p in points]))
+
+        def read(points: list[int]) -> torch.Tensor:
+            out = torch.empty((len(points) * POOLED_ROWS, DIM), dtype=torch.float16)
+            return self.gather([self._table[p].centroid_span for p in points], out)
+
+        self._centroids.load(read)
 
     def exact_scores(self, query: np.ndarray, points: list[int]) -> np.ndarray:
         """MaxSim of a `(q, 128)` float32 query against each of `points`, in float32: `(len(points),)`.
         Pages are read in file order, about CHUNK_ROWS rows at a time."""
         query_t = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).T
-        order = sorted(range(len(points)), key=lambda i: self._table[points[i]].offset)
+        locations = [self._table[point] for point in points]
+        order = sorted(range(len(points)), key=lambda i: (locations[i].generation, locations[i].offset))
         scores = np.empty(len(points), dtype=np.float32)
         with SCRATCH.lease() as scratch:
             chunk: list[int] = []
             chunk_rows = 0
             for position, i in enumerate(order):
                 chunk.append(i)
-                chunk_rows += self._table[points[i]].rows
+                chunk_rows += locations[i].rows
                 if chunk_rows < CHUNK_ROWS and position + 1 < len(order):
                     continue
-                locations = [self._table[points[j]] for j in chunk]
-                stored = self.exact_rows.gather(
-                    [(loc.offset, loc.offset + loc.rows) for loc in locations],
-                    scratch.take("float16", (chunk_rows, DIM), torch.float16),
+                stored = self.gather(
+                    [locations[j].token_span for j in chunk], scratch.take("float16", (chunk_rows, DIM), torch.float16)
                 )
                 rows = scratch.take("float32", (chunk_rows, DIM), torch.float32).copy_(stored)
                 similarities = torch.matmul(
                     rows, query_t, out=scratch.take("scores", (chunk_rows, len(query)), torch.float32)
                 )
-                scores[chunk] = segment_max_sum(similarities, np.cumsum([0] + [loc.rows for loc in locations[:-1]]))
+                scores[chunk] = segment_max_sum(similarities, np.cumsum([0] + [locations[j].rows for j in chunk[:-1]]))
                 chunk, chunk_rows = [], 0
         return scores
 

@@ -84,6 +84,7 @@ class EdgePageStore:
                     qdrant_edge.UpdateOperation.create_field_index(name, qdrant_edge.PayloadSchemaType.Keyword)
                 )
         self.purged_on_open = self.purge_incomplete()
+        self.compacted_rows_on_open = 0
         self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
         self.recopied_on_open = self._load_mirror()
 
@@ -132,8 +133,19 @@ class EdgePageStore:
                     self.mirror.publish(record.id, location)
             if missing:
                 self._shard.flush()
+            self.mirror.drop_unused_files()
+            if self.mirror.should_compact():
+                self.compacted_rows_on_open = self.mirror.compact(self._record_locations)
             self.mirror.warm()
         return len(missing)
+
+    def _record_locations(self, moved: dict[int, Location]) -> None:
+        """Store pages' new mirror locations in their payloads, durably (a compaction's last step
+        before the old file goes)."""
+        q = self._q
+        for point, location in moved.items():
+            self._shard.update(q.UpdateOperation.set_payload([point], {MIRROR_KEY: location.to_payload()}))
+        self._shard.flush()
 
     # ---------------------------------------------------------------- filters
     def _match(self, key: str, value: Any):
