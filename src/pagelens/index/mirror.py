@@ -196,17 +196,17 @@ class VectorMirror:
         target = RowFile(self.directory / generation_file(generation))
         moved: dict[int, Location] = {}
         pages = sorted(self._table.items(), key=lambda item: (item[1].generation, item[1].offset))
-        with SCRATCH.lease() as scratch:
-            for first in range(0, len(pages), 256):
-                batch = pages[first : first + 256]
-                spans = [(loc.generation, loc.offset, loc.end) for _, loc in batch]
-                rows = sum(stop - start for _, start, stop in spans)
-                block = self.gather(spans, scratch.take("compact", (rows, DIM), torch.float16))
-                offset = target.rows
-                target.append(block)
-                for point, location in batch:
-                    moved[point] = Location(offset, location.rows, generation)
-                    offset += location.end - location.offset
+        for first in range(0, len(pages), 256):
+            batch = pages[first : first + 256]
+            spans = [(loc.generation, loc.offset, loc.end) for _, loc in batch]
+            block = self.gather(
+                spans, torch.empty((sum(stop - start for _, start, stop in spans), DIM), dtype=torch.float16)
+            )
+            offset = target.rows
+            target.append(block)
+            for point, location in batch:
+                moved[point] = Location(offset, location.rows, generation)
+                offset += location.end - location.offset
         record(moved)
         self._table.update(moved)
         for old in [g for g in self._files if g != generation]:

@@ -116,7 +116,6 @@ class EdgePageStore:
     def _load_mirror(self) -> int:
         """Publish every complete page the mirror file holds; copy the others' vectors from the shard
         into it first. Returns how many pages were copied."""
-        q = self._q
         missing = []
         with self._lock:
             for record in self._scroll(self._complete_filter(), with_payload=True):
@@ -125,14 +124,17 @@ class EdgePageStore:
                     self.mirror.publish(record.id, location)
                 else:
                     missing.append(record.id)
+            recopied: dict[int, Location] = {}
             for start in range(0, len(missing), 64):
                 for record in self._shard.retrieve(missing[start : start + 64], False, [PAGE_VECTOR]):
                     page = np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32)
-                    location = self.mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16))
-                    self._shard.update(q.UpdateOperation.set_payload([record.id], {MIRROR_KEY: location.to_payload()}))
-                    self.mirror.publish(record.id, location)
-            if missing:
-                self._shard.flush()
+                    recopied[record.id] = self.mirror.append(
+                        page.astype(np.float16), cluster_pool(page).astype(np.float16)
+                    )
+            if recopied:
+                self._record_locations(recopied)
+            for point, location in recopied.items():
+                self.mirror.publish(point, location)
             self.mirror.drop_unused_files()
             if self.mirror.should_compact():
                 self.compacted_rows_on_open = self.mirror.compact(self._record_locations)
