@@ -183,7 +183,7 @@ class VectorMirror:
         return out[:position]
 
     def should_compact(self) -> bool:
-        """Whether dead rows are at least COMPACT_MIN_DEAD_ROWS (and one) and outnumber live ones."""
+        """Whether dead rows are at least COMPACT_MIN_DEAD_ROWS (and one), and at least as many as live ones."""
         dead = self.dead_rows
         return dead >= max(COMPACT_MIN_DEAD_ROWS, 1, self.file_rows - dead)
 
