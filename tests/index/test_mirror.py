@@ -174,3 +174,21 @@ def test_the_bfloat16_copy_older_stores_kept_is_removed_on_open(tmp_path):
     (tmp_path / "mirror" / "vectors.bf16").write_bytes(b"\0" * 256)
     VectorMirror(tmp_path / "mirror").close()
     assert sorted(p.name for p in (tmp_path / "mirror").iterdir()) == ["vectors.f16"]
+
+
+def test_back_to_back_spans_of_one_file_are_read_as_one_run():
+    from pagelens.index.mirror import merge_adjacent
+
+    spans = [(0, 0, 5), (0, 5, 9), (0, 10, 12), (1, 12, 14), (1, 14, 15), (0, 15, 16)]
+    assert merge_adjacent(spans) == [(0, 0, 9), (0, 10, 12), (1, 12, 15), (0, 15, 16)]
+    assert merge_adjacent([]) == []
+
+
+def test_rows_appended_after_a_search_are_read_through_a_fresh_map(tmp_path):
+    mirror = VectorMirror(tmp_path)
+    pages = structured_pages(3, tokens=50, seed=12)
+    query = query_like(pages[2], 0)
+    for point, page in enumerate(pages):  # each search maps the file; the next append grows it past the map
+        mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
+        [(best, score)] = mirror.search(query, 1, fast=False, prefetch=0, allowed={point})
+        assert best == point and abs(score - maxsim(query, fp16(page))) < 1e-4

@@ -26,7 +26,7 @@ deleted at the next open (`drop_unused_files`).
 
 from __future__ import annotations
 
-import itertools
+import mmap
 import os
 import re
 from collections.abc import Callable
@@ -40,7 +40,7 @@ from pagelens.index.centroids import CentroidMatrix
 from pagelens.index.pages import DIM, POOLED_ROWS
 from pagelens.index.scratch import SCRATCH
 
-CHUNK_ROWS = 1 << 16  # exact search converts this many float16 rows to float32 at a time
+CHUNK_ROWS = 1 << 13  # exact search converts this many float16 rows to float32 at a time (fits in L2)
 STALE_FILES = ("vectors.bf16",)  # a bfloat16 copy earlier versions kept beside the float16 file
 GENERATION_FILE = re.compile(r"^vectors(?:\.(\d+))?\.f16$")
 COMPACT_MIN_DEAD_ROWS = 1 << 16  # compact once dead rows are this many (16 MiB) and outnumber live ones
@@ -48,6 +48,17 @@ COMPACT_MIN_DEAD_ROWS = 1 << 16  # compact once dead rows are this many (16 MiB)
 
 def generation_file(generation: int) -> str:
     return "vectors.f16" if generation == 0 else f"vectors.{generation}.f16"
+
+
+def merge_adjacent(spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """`(generation, start, stop)` spans with each run of back-to-back spans of one file joined."""
+    runs: list[tuple[int, int, int]] = []
+    for generation, start, stop in spans:
+        if runs and runs[-1][0] == generation and runs[-1][2] == start:
+            runs[-1] = (generation, runs[-1][1], stop)
+        else:
+            runs.append((generation, start, stop))
+    return runs
 
 
 def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
@@ -88,12 +99,17 @@ class Location:
 
 
 class RowFile:
-    """An append-only file of 128-wide float16 rows, read back span by span."""
+    """An append-only file of 128-wide float16 rows, read back through a memory map.
+
+    The map is private (copy-on-write, never written through) and is remade when appends grew the
+    file past it; reading pages already mapped costs no system call and no copy into a staging
+    buffer, so a chunk of rows goes from the page cache straight into its float32 copy.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.touch(exist_ok=True)
-        self._reader = os.open(path, os.O_RDONLY)
+        self._mapped = torch.zeros((0, DIM), dtype=torch.float16)
 
     @property
     def rows(self) -> int:
@@ -110,20 +126,17 @@ class RowFile:
             file.flush()
             os.fsync(file.fileno())
 
-    def gather(self, spans: list[tuple[int, int]], out: torch.Tensor) -> torch.Tensor:
-        """Rows `[start, stop)` of each span, concatenated into the front of `out` (float16, enough
-        rows): `(sum of lengths, 128)`. (One pread per span: copying from the page cache beats
-        faulting in a memory map's pages.)"""
-        block = out[: sum(stop - start for start, stop in spans)]
-        raw = block.view(torch.int16).numpy()
-        position = 0
-        for start, stop in spans:
-            os.preadv(self._reader, [memoryview(raw[position : position + stop - start])], start * 2 * DIM)
-            position += stop - start
-        return block
+    def view(self, start: int, stop: int) -> torch.Tensor:
+        """Rows `[start, stop)`: a `(stop - start, 128)` float16 view of the file's memory map."""
+        if stop > len(self._mapped):
+            rows = self.rows
+            with self.path.open("rb") as file:
+                mapped = mmap.mmap(file.fileno(), rows * 2 * DIM, access=mmap.ACCESS_COPY)
+            self._mapped = torch.frombuffer(mapped, dtype=torch.float16).view(rows, DIM)
+        return self._mapped[start:stop]
 
     def close(self) -> None:
-        os.close(self._reader)
+        self._mapped = torch.zeros((0, DIM), dtype=torch.float16)  # the map goes with its last view
 
 
 class VectorMirror:
@@ -175,11 +188,12 @@ class VectorMirror:
         return row_file is not None and location.end <= row_file.rows
 
     def gather(self, spans: list[tuple[int, int, int]], out: torch.Tensor) -> torch.Tensor:
-        """Rows of `(generation, start, stop)` spans, concatenated into the front of `out` (float16)."""
+        """Rows of `(generation, start, stop)` spans, concatenated into the front of `out` (any
+        float dtype, enough rows; one copy per run of adjacent spans)."""
         position = 0
-        for generation, group in itertools.groupby(spans, key=lambda span: span[0]):
-            block = self._files[generation].gather([(start, stop) for _, start, stop in group], out[position:])
-            position += len(block)
+        for generation, start, stop in merge_adjacent(spans):
+            out[position : position + stop - start].copy_(self._files[generation].view(start, stop))
+            position += stop - start
         return out[:position]
 
     def should_compact(self) -> bool:
@@ -267,10 +281,9 @@ class VectorMirror:
                 chunk_rows += locations[i].rows
                 if chunk_rows < CHUNK_ROWS and position + 1 < len(order):
                     continue
-                stored = self.gather(
-                    [locations[j].token_span for j in chunk], scratch.take("float16", (chunk_rows, DIM), torch.float16)
+                rows = self.gather(
+                    [locations[j].token_span for j in chunk], scratch.take("float32", (chunk_rows, DIM), torch.float32)
                 )
-                rows = scratch.take("float32", (chunk_rows, DIM), torch.float32).copy_(stored)
                 similarities = torch.matmul(
                     rows, query_t, out=scratch.take("scores", (chunk_rows, len(query)), torch.float32)
                 )
