@@ -192,3 +192,34 @@ def test_rows_appended_after_a_search_are_read_through_a_fresh_map(tmp_path):
         mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
         [(best, score)] = mirror.search(query, 1, fast=False, prefetch=0, allowed={point})
         assert best == point and abs(score - maxsim(query, fp16(page))) < 1e-4
+
+
+def test_concurrent_searches_of_two_stores_share_buffers_safely(tmp_path):
+    """Threads searching two collections at once (each store serializes its own calls, the buffer
+    pool is shared) get exactly what each search gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [EdgePageStore(tmp_path / name) for name in ("one", "two")]
+    try:
+        for number, store in enumerate(stores):
+            pages = structured_pages(30, tokens=60 + 40 * number, seed=20 + number)
+            store.add_document("d", pages)
+        jobs = [
+            (store, query_like(structured_pages(30, tokens=60 + 40 * n, seed=20 + n)[i], i), mode)
+            for n, store in enumerate(stores)
+            for i in range(0, 30, 5)
+            for mode in ("exact", "fast")
+        ]
+        alone = [ranking_and_scores(store.search(query, k=5, mode=mode, prefetch=8)) for store, query, mode in jobs]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            together = list(
+                pool.map(lambda job: ranking_and_scores(job[0].search(job[1], k=5, mode=job[2], prefetch=8)), jobs * 3)
+            )
+        assert together == alone * 3
+    finally:
+        for store in stores:
+            store.close()
+
+
+def ranking_and_scores(hits) -> list[tuple[str, int, float]]:
+    return [(hit.document_id, hit.page, hit.score) for hit in hits]
