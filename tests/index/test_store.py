@@ -90,6 +90,8 @@ def test_documents_are_idempotent_deletable_and_filterable(store):
     assert store.delete_document("a") == 2 and store.page_count() == 2
     with pytest.raises(InvalidInput, match="k must be"):
         store.search(query_like(pages[0], 0), k=0)
+    with pytest.raises(InvalidInput, match="prefetch must be between 1 and 10000, got 0"):
+        store.search(query_like(pages[0], 0), k=2, mode="fast", prefetch=0)
     with pytest.raises(InvalidInput, match="expected"):
         store.add_document("c", [np.zeros((3, 64), np.float32)])
 

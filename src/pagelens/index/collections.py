@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
-from pagelens.index.pages import MAX_PREFETCH, SearchHit
+from pagelens.index.pages import SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 from pagelens.index.store import EdgePageStore
@@ -161,8 +161,6 @@ class Collection:
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
-        if prefetch is not None and not 1 <= prefetch <= MAX_PREFETCH:
-            raise InvalidInput(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch}")
         knobs = {} if prefetch is None else {"prefetch": prefetch}
         return self.store.search(query, k=k, mode=mode, filter=filter, **knobs)  # type: ignore[arg-type]
 

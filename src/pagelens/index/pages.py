@@ -83,7 +83,7 @@ def page_payload(document_id: str, number: int, name: str, metadata: dict[str, A
     return {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {}, "status": INGESTING}
 
 
-def check_query(query: np.ndarray, k: int, mode: str) -> np.ndarray:
+def check_query(query: np.ndarray, k: int, mode: str, prefetch: int) -> np.ndarray:
     """Validate a search; return the query as `(q, 128)` float32."""
     query = np.asarray(query, dtype=np.float32)
     if query.ndim != 2 or query.shape[1] != DIM:
@@ -92,6 +92,8 @@ def check_query(query: np.ndarray, k: int, mode: str) -> np.ndarray:
         raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
     if mode not in ("exact", "fast"):
         raise InvalidInput(f"mode must be 'exact' or 'fast', got {mode!r}")
+    if not 1 <= prefetch <= MAX_PREFETCH:
+        raise InvalidInput(f"prefetch must be between 1 and {MAX_PREFETCH}, got {prefetch}")
     return query
 
 

@@ -226,7 +226,7 @@ class QdrantPageStore:
         """Top-k pages by MaxSim against a `(q, 128)` query. `exact` scores every page; `fast`
         prefetches `prefetch` candidates on the pooled vectors and the server reranks them exactly."""
         m = self._m
-        query = check_query(query, k, mode).tolist()
+        query = check_query(query, k, mode, prefetch).tolist()
         condition = self._filter(*search_matches(filter))
         exact = m.SearchParams(exact=True)
         if mode == "exact":

@@ -242,7 +242,7 @@ class EdgePageStore:
     ) -> list[SearchHit]:
         """Top-k pages by MaxSim against a `(q, 128)` query, scored on the mirror. `exact` scores
         every page; `fast` rescores the `prefetch` pages whose centroids score best."""
-        query = check_query(query, k, mode)
+        query = check_query(query, k, mode, prefetch)
         with self._lock:
             allowed = None
             if filter:
@@ -263,7 +263,7 @@ class EdgePageStore:
         """`search` run by Qdrant Edge's own MaxSim (the fast mode prefetches on `pooled`): the same
         ranking, slower; kept to cross-check the mirror and to benchmark against it."""
         q = self._q
-        query = check_query(query, k, mode)
+        query = check_query(query, k, mode, prefetch)
         condition = self._complete_filter(filter)
         nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
         if mode == "exact":
