@@ -43,7 +43,7 @@ from pagelens.index.scratch import SCRATCH
 CHUNK_ROWS = 1 << 13  # exact search converts this many float16 rows to float32 at a time (fits in L2)
 STALE_FILES = ("vectors.bf16",)  # a bfloat16 copy earlier versions kept beside the float16 file
 GENERATION_FILE = re.compile(r"^vectors(?:\.(\d+))?\.f16$")
-COMPACT_MIN_DEAD_ROWS = 1 << 16  # compact once dead rows are this many (16 MiB) and outnumber live ones
+COMPACT_MIN_DEAD_ROWS = 1 << 16  # compact once dead rows are this many (16 MiB) and at least the live ones
 
 
 def generation_file(generation: int) -> str:
