@@ -46,3 +46,20 @@ def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
     again = run(pages=60, queries=2, prefetch=(20,), qdrant_queries=0, store_dir=str(tmp_path / "store"),
                 json_path=str(tmp_path / "again.json"), docs_path=None)  # fmt: skip
     assert again["figures"]["store_seconds"] < written["figures"]["store_seconds"]  # the store was reused
+
+
+def test_a_more_diverse_corpus_reports_as_its_own_bench(tmp_path):
+    default, diverse = SyntheticCorpus(20), SyntheticCorpus(20, own_concepts=96, background=0.1)
+    assert np.mean([diverse.distinct_concepts(i) for i in range(20)]) > 1.5 * np.mean(
+        [default.distinct_concepts(i) for i in range(20)]
+    )
+    docs = tmp_path / "benchmarks.md"
+    sections = [f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->" for name, body in
+                (("search", "kept"), ("search-diverse", "old"))]  # fmt: skip
+    docs.write_text("\n".join(sections) + "\n")
+    result = run(pages=40, queries=2, prefetch=(10,), qdrant_queries=0, own_concepts=96, background=0.1,
+                 store_dir=str(tmp_path / "s"), json_path=str(tmp_path / "d.json"), docs_path=str(docs))  # fmt: skip
+    assert result["bench"] == "search-diverse" and result["args"]["own_concepts"] == 96
+    assert "96 concepts of a page's own, 10% background" in result["description"]
+    text = docs.read_text()
+    assert "kept" in text and "old" not in text

@@ -11,6 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from pagelens.bench.synthetic_pages import BACKGROUND, OWN_CONCEPTS
 from pagelens.cli_index import index_app, search
 from pagelens.errors import PagelensError
 
@@ -356,10 +357,14 @@ def bench_search(
     k: Annotated[int, typer.Option(help="Top-k.")] = 10,
     prefetch: Annotated[str, typer.Option(help="Comma-separated fast-mode prefetch sizes.")] = "50,100,200",
     qdrant_queries: Annotated[int, typer.Option(help="Queries also run by Qdrant Edge's own MaxSim.")] = 3,
-    store_dir: Annotated[str, typer.Option(help="Where the collection is built (reused when it matches).")] = (
-        "bench-results/search-store"
-    ),
+    store_dir: Annotated[
+        str | None, typer.Option(help="Where the collection is built (reused when it matches; default bench-results/).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Corpus seed.")] = 0,
+    own_concepts: Annotated[int, typer.Option(help="Concepts of each page's own (more: more diverse pages).")] = (
+        OWN_CONCEPTS
+    ),
+    background: Annotated[float, typer.Option(help="Share of background tokens per page.")] = BACKGROUND,
     json_path: Annotated[str | None, typer.Option("--json", help="JSON file (default bench-results/).")] = None,
     docs: Annotated[str | None, typer.Option(help="Markdown file whose search section is refreshed.")] = None,
 ) -> None:
@@ -369,7 +374,8 @@ def bench_search(
 
     sizes = tuple(int(size) for size in prefetch.split(",") if size.strip())
     run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
-        seed=seed, json_path=json_path, docs_path=docs or DEFAULT_DOCS)  # fmt: skip
+        seed=seed, own_concepts=own_concepts, background=background, json_path=json_path,
+        docs_path=docs or DEFAULT_DOCS)  # fmt: skip
 
 
 def main() -> None:

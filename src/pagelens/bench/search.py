@@ -20,15 +20,18 @@ import numpy as np
 import torch
 
 from pagelens.bench.report import DEFAULT_DOCS, Report
-from pagelens.bench.synthetic_pages import SyntheticCorpus
+from pagelens.bench.synthetic_pages import BACKGROUND, OWN_CONCEPTS, SyntheticCorpus
 from pagelens.index.store import EdgePageStore
+
+DEFAULT_SHAPE = {"own_concepts": OWN_CONCEPTS, "background": BACKGROUND}
 
 
 def build_store(directory: Path, corpus: SyntheticCorpus) -> EdgePageStore:
     """The store of `corpus` under `directory`, built unless a previous run left the same corpus there."""
     stamp = directory / "corpus.json"
-    wanted = {"pages": corpus.pages, "seed": corpus.seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+    shape = {"own_concepts": corpus.own_concepts, "background": corpus.background_share}
+    wanted = {"pages": corpus.pages, "seed": corpus.seed} | shape
+    if stamp.exists() and DEFAULT_SHAPE | json.loads(stamp.read_text()) == wanted:  # older stamps: default shape
         store = EdgePageStore(directory / "store")
         if store.page_count() == corpus.pages:
             return store
@@ -87,27 +90,36 @@ def run(
     k: int = 10,
     prefetch: tuple[int, ...] = (50, 100, 200),
     qdrant_queries: int = 3,
-    store_dir: str = "bench-results/search-store",
+    store_dir: str | None = None,
     seed: int = 0,
+    own_concepts: int = DEFAULT_SHAPE["own_concepts"],
+    background: float = DEFAULT_SHAPE["background"],
     threads: int | None = None,
     json_path: str | None = None,
     docs_path: str | Path | None = DEFAULT_DOCS,
 ) -> dict:
-    """Run the bench; `docs_path=None` leaves the docs alone."""
+    """Run the bench; `docs_path=None` leaves the docs alone. A corpus of other than the default
+    shape (`own_concepts`, `background`) reports as `search-diverse`, with its own store, JSON and
+    docs section."""
     if threads:
         torch.set_num_threads(threads)
     args = {"pages": pages, "queries": queries, "k": k, "prefetch": ",".join(map(str, prefetch)),
-            "qdrant_queries": qdrant_queries, "seed": seed}  # fmt: skip
-    report = Report("search", args)
-    corpus = SyntheticCorpus(pages, seed=seed)
+            "qdrant_queries": qdrant_queries, "seed": seed, "own_concepts": own_concepts,
+            "background": background}  # fmt: skip
+    shape = {"own_concepts": own_concepts, "background": background}
+    name = "search" if shape == DEFAULT_SHAPE else "search-diverse"
+    report = Report(name, args)
+    corpus = SyntheticCorpus(pages, seed=seed, own_concepts=own_concepts, background=background)
+    distinct = np.mean([corpus.distinct_concepts(i) for i in range(min(pages, 200))])
     report.describe(
         f"{pages} synthetic ColQwen-sized pages (600-800 x 128 unit vectors, float16 in the store; concept clusters "
-        "with Zipf popularity, shared background and per-document topics: `pagelens/bench/synthetic_pages.py`), "
-        f"{queries} queries of 20 tokens drawn from random target pages, top-{k}, torch threads "
+        "with Zipf popularity, shared background and per-document topics: `pagelens/bench/synthetic_pages.py`; "
+        f"{own_concepts} concepts of a page's own, {background:.0%} background tokens, ~{distinct:.0f} distinct "
+        f"concepts per page), {queries} queries of 20 tokens drawn from random target pages, top-{k}, torch threads "
         f"{torch.get_num_threads()}. Ground truth: brute-force float32 MaxSim over all pages held in RAM."
     )
     started = time.perf_counter()
-    store = build_store(Path(store_dir), corpus)
+    store = build_store(Path(store_dir or f"bench-results/{name}-store"), corpus)
     report.figures["store_seconds"] = round(time.perf_counter() - started, 1)
     brute = BruteForce(corpus)
     rng = np.random.default_rng(seed + 1)

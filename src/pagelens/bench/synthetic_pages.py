@@ -6,9 +6,11 @@ document share a vocabulary, and common concepts recur across documents. A query
 content tokens close to some of its page's concepts plus the prompt tokens every query shares. So:
 
 - `concepts` unit vectors (4096 by default) with Zipf popularity (weight 1 / rank^0.8);
-- a document (10 pages) draws 48 topic concepts; a page adds 24 of its own (counted twice), and
-  each of its 600-800 tokens (uniform) is background (35%: one of 8 shared vectors) or one of
-  those concepts, plus Gaussian noise (cosine to its concept ~0.8);
+- a document (10 pages) draws 48 topic concepts; a page adds `own_concepts` (24) of its own
+  (counted twice), and each of its 600-800 tokens (uniform) is background (`background`, 35%: one
+  of 8 shared vectors) or one of those concepts, plus Gaussian noise (cosine to its concept ~0.8).
+  By default a page holds ~66 distinct concepts; 96 own concepts and 10% background give ~121,
+  more than a page's 64 centroids can each keep apart (`pagelens bench search --own-concepts`);
 - a query for page `p`: 6 prompt tokens (shared, tiny noise) + 14 of `p`'s content tokens'
   concepts with heavier noise (cosine ~0.6).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 DIM = 128
+OWN_CONCEPTS, BACKGROUND = 24, 0.35  # the default page shape: ~66 distinct concepts per page
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -31,10 +34,19 @@ class SyntheticCorpus:
     """`pages` page multi-vectors in documents of `pages_per_document` pages; see the module docstring."""
 
     def __init__(
-        self, pages: int, *, seed: int = 0, concepts: int = 4096, pages_per_document: int = 10, prompt_tokens: int = 6
+        self,
+        pages: int,
+        *,
+        seed: int = 0,
+        concepts: int = 4096,
+        pages_per_document: int = 10,
+        prompt_tokens: int = 6,
+        own_concepts: int = OWN_CONCEPTS,
+        background: float = BACKGROUND,
     ) -> None:
         rng = np.random.default_rng(seed)
         self.pages, self.seed, self.pages_per_document = pages, seed, pages_per_document
+        self.own_concepts, self.background_share = own_concepts, background
         self.concepts = _unit(rng.standard_normal((concepts, DIM)))
         self.background = _unit(rng.standard_normal((8, DIM)))
         self.prompt = _unit(rng.standard_normal((prompt_tokens, DIM)))
@@ -47,10 +59,15 @@ class SyntheticCorpus:
     def _layout(self, page: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
         """Page `page`'s concept per token, which tokens are background, and its own generator."""
         rng = np.random.default_rng((self.seed, 1, page))
-        own = rng.choice(len(self.concepts), size=24, p=self.popularity)
+        own = rng.choice(len(self.concepts), size=self.own_concepts, p=self.popularity)
         vocabulary = np.concatenate([self.topics[page // self.pages_per_document], own, own])
         count = int(self.tokens[page])
-        return vocabulary[rng.integers(0, len(vocabulary), size=count)], rng.random(count) < 0.35, rng
+        return vocabulary[rng.integers(0, len(vocabulary), size=count)], rng.random(count) < self.background_share, rng
+
+    def distinct_concepts(self, page: int) -> int:
+        """How many concepts page `page`'s non-background tokens come from."""
+        concept_of, is_background, _ = self._layout(page)
+        return len(np.unique(concept_of[~is_background]))
 
     def page(self, page: int) -> np.ndarray:
         """Page `page`'s `(600..800, 128)` float32 unit rows."""
