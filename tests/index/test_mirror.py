@@ -92,7 +92,7 @@ def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
 
     def read(points):
         reads.append(list(points))
-        return torch.tensor(points, dtype=torch.bfloat16).repeat_interleave(POOLED_ROWS * 128).view(-1, 128)
+        return [torch.full((POOLED_ROWS, 128), float(point), dtype=torch.float16) for point in points]
 
     for point in range(8):
         matrix.stage(point)
@@ -223,3 +223,35 @@ def test_concurrent_searches_of_two_stores_share_buffers_safely(tmp_path):
 
 def ranking_and_scores(hits) -> list[tuple[str, int, float]]:
     return [(hit.document_id, hit.page, hit.score) for hit in hits]
+
+
+def test_a_store_written_with_64_centroids_a_page_loads_and_searches_beside_new_pages(tmp_path, monkeypatch):
+    """Pages stored before the 128-centroid layout have 64 centroid rows and `[offset, rows]` payloads."""
+    import pagelens.index.store as store_module
+    from pagelens.index.pages import LEGACY_POOLED_ROWS, POOLED_VECTOR, page_vectors
+
+    def legacy_vectors(number, vectors):
+        return page_vectors(number, vectors) | {
+            POOLED_VECTOR: cluster_pool(vectors, LEGACY_POOLED_ROWS).astype(np.float16)
+        }
+
+    pages = structured_pages(12, tokens=90, seed=13)
+    with monkeypatch.context() as old_layout:
+        old_layout.setattr(store_module, "page_vectors", legacy_vectors)
+        old_layout.setattr(Location, "to_payload", lambda self: [self.offset, self.rows])
+        store = EdgePageStore(tmp_path / "store")
+        store.add_document("old", pages[:6])
+        store.close()
+    store = EdgePageStore(tmp_path / "store")
+    try:
+        assert store.recopied_on_open == 0  # the old locations were understood
+        store.add_document("new", pages[6:])
+        assert store.mirror.file_rows == 12 * 90 + 6 * LEGACY_POOLED_ROWS + 6 * POOLED_ROWS
+        for number, page in enumerate(pages):
+            query = query_like(page, number)
+            for mode in ("exact", "fast"):
+                best = store.search(query, k=1, mode=mode, prefetch=3)[0]
+                assert (best.document_id, best.page) == (("old", number + 1) if number < 6 else ("new", number - 5))
+                assert abs(best.score - maxsim(query, fp16(page))) < 1e-4
+    finally:
+        store.close()

@@ -60,8 +60,8 @@ def test_reopening_a_mostly_dead_mirror_compacts_it_and_keeps_every_page(tmp_pat
         assert mirror_files(tmp_path) == ["vectors.1.f16"]
         assert store.mirror.file_rows == 6 * (TOKENS + POOLED_ROWS) and store.mirror.dead_rows == 0
         payloads = [record.payload[MIRROR_KEY] for record in store._scroll(None, with_payload=True)]
-        assert sorted(offset for offset, _, _ in payloads) == [i * (TOKENS + POOLED_ROWS) for i in range(6)]
-        assert {generation for _, _, generation in payloads} == {1}
+        assert sorted(offset for offset, *_ in payloads) == [i * (TOKENS + POOLED_ROWS) for i in range(6)]
+        assert {(rows, generation, pooled) for _, rows, generation, pooled in payloads} == {(TOKENS, 1, POOLED_ROWS)}
         assert_document_c_is_whole(store)
         store.add_document("d", PAGES[:2])  # new pages go to the new file
         assert store.search(query_like(PAGES[1], 0), k=1)[0].document_id == "d"

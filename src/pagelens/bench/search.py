@@ -21,6 +21,7 @@ import torch
 
 from pagelens.bench.report import DEFAULT_DOCS, Report
 from pagelens.bench.synthetic_pages import BACKGROUND, OWN_CONCEPTS, SyntheticCorpus
+from pagelens.index.pages import POOLED_ROWS
 from pagelens.index.store import EdgePageStore
 
 DEFAULT_SHAPE = {"own_concepts": OWN_CONCEPTS, "background": BACKGROUND}
@@ -30,7 +31,7 @@ def build_store(directory: Path, corpus: SyntheticCorpus) -> EdgePageStore:
     """The store of `corpus` under `directory`, built unless a previous run left the same corpus there."""
     stamp = directory / "corpus.json"
     shape = {"own_concepts": corpus.own_concepts, "background": corpus.background_share}
-    wanted = {"pages": corpus.pages, "seed": corpus.seed} | shape
+    wanted = {"pages": corpus.pages, "seed": corpus.seed, "pooled_rows": POOLED_ROWS} | shape  # new layout: rebuild
     if stamp.exists() and DEFAULT_SHAPE | json.loads(stamp.read_text()) == wanted:  # older stamps: default shape
         store = EdgePageStore(directory / "store")
         if store.page_count() == corpus.pages:

@@ -6,6 +6,7 @@ tensor, plus COARSE_ROWS centroids of those centroids per page, centroid-major. 
 cut is a MaxSim against the coarse rows of every page, keeping SHORTLIST * `wanted` pages; the
 second, against the shortlist's full centroids, keeps `wanted` (at 10k pages, one matmul over
 every page's 64 centroids alone took ~35 ms of the 50 ms budget: docs/benchmarks.md, "search").
+Pages stored before the 128-centroid layout have 64, repeated here to POOLED_ROWS rows.
 """
 
 from __future__ import annotations
@@ -79,13 +80,17 @@ class CentroidMatrix:
         if slot is not None:
             self.alive[slot] = False
 
-    def load(self, read: Callable[[list[int]], torch.Tensor]) -> None:
-        """Append the staged pages, `read(points)` giving their `(len * POOLED_ROWS, 128)` rows."""
+    def load(self, read: Callable[[list[int]], list[torch.Tensor]]) -> None:
+        """Append the staged pages, `read(points)` giving each one's `(p, 128)` centroids (p <=
+        POOLED_ROWS: older pages have fewer; their rows are repeated to POOLED_ROWS, which changes
+        no MaxSim)."""
         if self._staged:
             points = list(self._staged)
             self._staged.clear()
             first = len(self.points)
-            added = read(points).to(torch.bfloat16).view(len(points), POOLED_ROWS, DIM)
+            slot_rows = torch.arange(POOLED_ROWS)
+            centroids = [rows if len(rows) == POOLED_ROWS else rows[slot_rows % len(rows)] for rows in read(points)]
+            added = torch.stack(centroids).to(torch.bfloat16)
             self.rows = torch.cat([self.rows, added])
             coarse = [coarse_pool(part).transpose(0, 1) for part in added.split(1024)]
             self.coarse = torch.cat([self.coarse, *coarse], dim=1)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pagelens.index.centroids import CentroidMatrix
-from pagelens.index.pages import DIM, POOLED_ROWS
+from pagelens.index.pages import DIM, LEGACY_POOLED_ROWS, POOLED_ROWS
 from pagelens.index.scratch import SCRATCH
 
 CHUNK_ROWS = 1 << 13  # exact search converts this many float16 rows to float32 at a time (fits in L2)
@@ -70,15 +70,16 @@ def segment_max_sum(scores: torch.Tensor, starts: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Location:
     """Where a page's rows sit: in generation `generation`'s file, `rows` token rows from `offset`,
-    then POOLED_ROWS centroid rows."""
+    then `pooled` centroid rows."""
 
     offset: int
     rows: int
     generation: int = 0
+    pooled: int = POOLED_ROWS
 
     @property
     def end(self) -> int:
-        return self.offset + self.rows + POOLED_ROWS
+        return self.offset + self.rows + self.pooled
 
     @property
     def centroid_span(self) -> tuple[int, int, int]:
@@ -89,12 +90,18 @@ class Location:
         return self.generation, self.offset, self.offset + self.rows
 
     def to_payload(self) -> list[int]:
-        return [self.offset, self.rows] + ([self.generation] if self.generation else [])
+        return [self.offset, self.rows, self.generation, self.pooled]
 
     @classmethod
     def from_payload(cls, value: object) -> Location | None:
-        if isinstance(value, list) and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
-            return cls(*(int(v) for v in value))
+        """From `[offset, rows, generation, pooled]`, or the `[offset, rows]` of pages stored before
+        compaction and per-page centroid counts existed (generation 0, LEGACY_POOLED_ROWS)."""
+        if not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+            return None
+        if len(value) == 2:
+            return cls(value[0], value[1], 0, LEGACY_POOLED_ROWS)
+        if len(value) == 4 and 1 <= value[3] <= POOLED_ROWS:
+            return cls(*value)
         return None
 
 
@@ -173,14 +180,16 @@ class VectorMirror:
         return self.file_rows - sum(location.end - location.offset for location in self._table.values())
 
     def append(self, page: np.ndarray, pooled: np.ndarray) -> Location:
-        """Write a page's `(n, 128)` rows and its `(POOLED_ROWS, 128)` centroids to the newest file
-        and fsync; return where they are. The page is not searchable until `publish`."""
-        if pooled.shape != (POOLED_ROWS, DIM) or page.ndim != 2 or page.shape[1] != DIM:
-            raise ValueError(f"expected (n, {DIM}) and ({POOLED_ROWS}, {DIM}) rows, got {page.shape}, {pooled.shape}")
+        """Write a page's `(n, 128)` rows and its `(p, 128)` centroids (p <= POOLED_ROWS) to the
+        newest file and fsync; return where they are. The page is not searchable until `publish`."""
+        if page.ndim != 2 or pooled.ndim != 2 or page.shape[1] != DIM or pooled.shape[1] != DIM:
+            raise ValueError(f"expected (n, {DIM}) rows and (p, {DIM}) centroids, got {page.shape}, {pooled.shape}")
+        if not 1 <= len(pooled) <= POOLED_ROWS:
+            raise ValueError(f"a page has 1 to {POOLED_ROWS} centroids, got {len(pooled)}")
         row_file = self._files[self.generation]
         offset = row_file.rows
         row_file.append(page, pooled)
-        return Location(offset, len(page), self.generation)
+        return Location(offset, len(page), self.generation, len(pooled))
 
     def holds(self, location: Location) -> bool:
         """Whether `location`'s file exists and is long enough (false after it was lost or cut)."""
@@ -219,7 +228,7 @@ class VectorMirror:
             offset = target.rows
             target.append(block)
             for point, location in batch:
-                moved[point] = Location(offset, location.rows, generation)
+                moved[point] = Location(offset, location.rows, generation, location.pooled)
                 offset += location.end - location.offset
         record(moved)
         self._table.update(moved)
@@ -260,9 +269,10 @@ class VectorMirror:
     def warm(self) -> None:
         """Load staged pages' centroids into RAM now rather than at the next fast search."""
 
-        def read(points: list[int]) -> torch.Tensor:
-            out = torch.empty((len(points) * POOLED_ROWS, DIM), dtype=torch.float16)
-            return self.gather([self._table[p].centroid_span for p in points], out)
+        def read(points: list[int]) -> list[torch.Tensor]:
+            counts = [self._table[p].pooled for p in points]
+            out = torch.empty((sum(counts), DIM), dtype=torch.float16)
+            return list(self.gather([self._table[p].centroid_span for p in points], out).split(counts))
 
         self._centroids.load(read)
 

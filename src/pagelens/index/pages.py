@@ -19,7 +19,8 @@ from pagelens.errors import InvalidInput
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
 DIM = 128
-POOLED_ROWS = 64  # ~12 page tokens per centroid at ColQwen's ~750: see docs/benchmarks.md, "Search"
+POOLED_ROWS = 128  # ~6 page tokens per centroid at ColQwen's ~750: see docs/benchmarks.md, "Search"
+LEGACY_POOLED_ROWS = 64  # what pages stored before 2026-12 have
 INGESTING, COMPLETE = "ingesting", "complete"
 MAX_K = 1000
 MAX_PREFETCH = 10_000  # fast-mode candidates per search
