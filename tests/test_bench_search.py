@@ -60,6 +60,9 @@ def test_a_more_diverse_corpus_reports_as_its_own_bench(tmp_path):
     result = run(pages=40, queries=2, prefetch=(10,), qdrant_queries=0, own_concepts=96, background=0.1,
                  store_dir=str(tmp_path / "s"), json_path=str(tmp_path / "d.json"), docs_path=str(docs))  # fmt: skip
     assert result["bench"] == "search-diverse" and result["args"]["own_concepts"] == 96
+    assert (
+        result["command"].startswith("pagelens bench search --pages 40 ") and "--own-concepts 96" in result["command"]
+    )
     assert "96 concepts of a page's own, 10% background" in result["description"]
     text = docs.read_text()
     assert "kept" in text and "old" not in text

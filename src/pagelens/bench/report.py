@@ -191,9 +191,10 @@ def replace_section(text: str, name: str, body: str) -> str:
 class Report:
     """One bench run: its options, machine, tables, extra figures and notes; `finish` publishes them."""
 
-    def __init__(self, name: str, args: dict[str, Any]) -> None:
+    def __init__(self, name: str, args: dict[str, Any], *, bench: str | None = None) -> None:
+        """`name` names the JSON file and docs section; `bench` the command (default: `name`)."""
         self.name, self.args = name, dict(args)
-        self.command = command_line(name, self.args)
+        self.command = command_line(bench or name, self.args)
         self.machine = machine_info()
         self.description = ""
         self.tables: dict[str, list[dict[str, Any]]] = {}

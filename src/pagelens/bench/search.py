@@ -109,7 +109,7 @@ def run(
             "background": background}  # fmt: skip
     shape = {"own_concepts": own_concepts, "background": background}
     name = "search" if shape == DEFAULT_SHAPE else "search-diverse"
-    report = Report(name, args)
+    report = Report(name, args, bench="search")
     corpus = SyntheticCorpus(pages, seed=seed, own_concepts=own_concepts, background=background)
     distinct = np.mean([corpus.distinct_concepts(i) for i in range(min(pages, 200))])
     report.describe(
