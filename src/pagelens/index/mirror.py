@@ -29,6 +29,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +109,10 @@ class Location:
 class RowFile:
     """An append-only file of 128-wide float16 rows, read back through a memory map.
 
-    The map is private (copy-on-write, never written through) and is remade when appends grew the
-    file past it; reading pages already mapped costs no system call and no copy into a staging
-    buffer, so a chunk of rows goes from the page cache straight into its float32 copy.
+    The map is read-only (so a mirror larger than RAM is never charged as memory, as a private
+    writable map would be) and is remade when appends grew the file past it; reading pages already
+    mapped costs no system call and no copy into a staging buffer, so a chunk of rows goes from the
+    page cache straight into its float32 copy.
     """
 
     def __init__(self, path: Path) -> None:
@@ -138,8 +140,10 @@ class RowFile:
         if stop > len(self._mapped):
             rows = self.rows
             with self.path.open("rb") as file:
-                mapped = mmap.mmap(file.fileno(), rows * 2 * DIM, access=mmap.ACCESS_COPY)
-            self._mapped = torch.frombuffer(mapped, dtype=torch.float16).view(rows, DIM)
+                mapped = mmap.mmap(file.fileno(), rows * 2 * DIM, access=mmap.ACCESS_READ)
+            with warnings.catch_warnings():  # torch has no read-only tensors; these views are only read
+                warnings.filterwarnings("ignore", "The given buffer is not writable", UserWarning)
+                self._mapped = torch.frombuffer(mapped, dtype=torch.float16).view(rows, DIM)
         return self._mapped[start:stop]
 
     def close(self) -> None:
