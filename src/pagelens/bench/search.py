@@ -148,8 +148,7 @@ def run(
     report.figures["disk_bytes"] = {"shard": directory_bytes(store.directory),
                                     "mirror": directory_bytes(store.mirror.directory)}  # fmt: skip
     store.mirror.warm()
-    centroids = store.mirror._centroids
-    report.figures["centroid_ram_bytes"] = centroids.rows.nbytes + centroids.coarse.nbytes
+    report.figures["centroid_ram_bytes"] = store.mirror.centroid_bytes
     try:
         truth = timed("brute force (RAM, float32)", lambda q: np.argsort(-brute.scores(q), kind="stable")[:k].tolist())
         brute.rows = None  # free the 4 GB: the searches below run in a process like a server's

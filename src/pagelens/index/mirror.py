@@ -236,10 +236,8 @@ class VectorMirror:
                 offset += location.end - location.offset
         record(moved)
         self._table.update(moved)
-        for old in [g for g in self._files if g != generation]:
-            self._files.pop(old).close()
-            (self.directory / generation_file(old)).unlink(missing_ok=True)
         self._files[generation], self.generation = target, generation
+        self.drop_unused_files()  # every page is in the new file now
         return freed
 
     def drop_unused_files(self) -> list[str]:
@@ -270,6 +268,11 @@ class VectorMirror:
         return point in self._table
 
     # ---------------------------------------------------------------- search
+    @property
+    def centroid_bytes(self) -> int:
+        """RAM the fast mode's centroids take (after `warm`)."""
+        return self._centroids.rows.nbytes + self._centroids.coarse.nbytes
+
     def warm(self) -> None:
         """Load staged pages' centroids into RAM now rather than at the next fast search."""
 
