@@ -49,10 +49,10 @@ class _Embedded:
                     raise
                 self.collection = self.collections.create(collection)
             embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
+            self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
         except BaseException:
             self.collections.close()
             raise
-        self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
 
     def close(self) -> None:
         self.collections.close()
