@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -13,10 +14,13 @@ from tests.conftest import encode, make_page
 
 
 def make_pdf(pages: int) -> bytes:
-    """A PDF whose page i is a (200 + 10 i) x 300 point image with a distinct colour."""
+    """A PDF whose page i is a (200 + 10 i) x 300 point image with a distinct colour. The same
+    `pages` give the same bytes (fixed dates: PIL stamps the current second otherwise)."""
     images = [Image.new("RGB", (200 + 10 * i, 300), (10 * i % 256, 100, 200)) for i in range(pages)]
     buffer = io.BytesIO()
-    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=72)
+    fixed = time.strptime("2026-01-01", "%Y-%m-%d")
+    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=72,
+                   creationDate=fixed, modDate=fixed)  # fmt: skip
     return buffer.getvalue()
 
 
