@@ -4,7 +4,8 @@
     ├── InvalidInput               400  an input is malformed or over a per-item limit (`index` names it)
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
-    ├── Conflict                   409  a collection of that name already exists
+    ├── Conflict                   409  a collection of that name already exists, or is open in another process
+    │   └── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
     ├── UnsupportedMediaType       415  an upload that is neither a PDF nor an image
     ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
@@ -69,6 +70,10 @@ class NotFound(PagelensError):
 class Conflict(PagelensError):
     http_status = 409
     error_type = "conflict"
+
+
+class ModelMismatch(Conflict):
+    error_type = "model_mismatch"
 
 
 class PayloadTooLarge(PagelensError):

@@ -28,6 +28,18 @@ SearchMode = Literal["exact", "fast"]
 
 
 @dataclass(frozen=True)
+class PageSchema:
+    """What a store keeps per page: a multi-vector `(n_tokens, dim)` scored by MaxSim (Col* models;
+    dim 128), or a single `(dim,)` vector scored by the dot product (Bi* models)."""
+
+    dim: int = DIM
+    multi_vector: bool = True
+
+
+MULTI_VECTOR_128 = PageSchema()
+
+
+@dataclass(frozen=True)
 class SearchHit:
     document_id: str
     page: int
