@@ -17,7 +17,7 @@ from pagelens.errors import InvalidInput, Overloaded, Unauthorized
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend, embed_alone
 from pagelens.testing.servers import uvicorn_in_thread
-from tests.api.conftest import fake_service
+from tests.api.conftest import fake_runtime
 from tests.api.server import REAL_KEY
 from tests.conftest import encode, make_page
 
@@ -26,8 +26,8 @@ from tests.conftest import encode, make_page
 def fake_server():
     """A real uvicorn server over the fake backend, at most 2 inputs per request."""
     backend = FakeBackend()
-    service = fake_service(backend, max_inputs_per_request=2)
-    with uvicorn_in_thread(create_app(Settings(model="fake", api_key="k"), service=service)) as url:
+    service = fake_runtime(backend, settings=Settings(model="fake", api_key="k"), max_inputs_per_request=2)
+    with uvicorn_in_thread(create_app(runtime=service)) as url:
         yield url, backend
     service.engine.close()
 
@@ -77,8 +77,9 @@ def test_a_400_is_raised_with_the_callers_index_and_never_retried(fake_server):
 def test_429_is_retried_after_retry_after_until_it_succeeds():
     release = threading.Event()
     backend = FakeBackend(on_forward=lambda batch: release.wait(10))
-    service = fake_service(backend, EngineConfig(max_queued_items=1, max_batch_queries=1, max_wait_ms=0))
-    with uvicorn_in_thread(create_app(Settings(model="fake"), service=service)) as url:
+    config = EngineConfig(max_queued_items=1, max_batch_queries=1, max_wait_ms=0)
+    service = fake_runtime(backend, config, settings=Settings(model="fake"))
+    with uvicorn_in_thread(create_app(runtime=service)) as url:
         blocker = service.engine.submit_queries(["fills the queue"])
         threading.Timer(0.5, release.set).start()
         with Client(url, max_retry_wait=2) as client:
@@ -99,9 +100,9 @@ def test_collections_and_search_through_the_client(tmp_path):
     from tests.index.test_pdf import make_pdf
 
     backend = FakeBackend(dim=128)
-    service = fake_service(backend)
     settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
-    with uvicorn_in_thread(create_app(settings, service=service)) as url, Client(url, api_key="k") as client:
+    service = fake_runtime(backend, settings=settings)
+    with uvicorn_in_thread(create_app(runtime=service)) as url, Client(url, api_key="k") as client:
         assert client.create_collection("docs")["name"] == "docs"
         added = client.add_document("docs", make_pdf(3), filename="a.pdf", metadata={"team": "finance"})
         assert added["pages"] == 3 and added["created"]

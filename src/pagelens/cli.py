@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from pagelens.bench.synthetic_pages import BACKGROUND, OWN_CONCEPTS
-from pagelens.cli_index import index_app, search
+from pagelens.cli_index import index_app, search, settings_from_options
 from pagelens.errors import PagelensError
 
 app = typer.Typer(help="Serve ColPali-family embedding models.", no_args_is_help=True, add_completion=False)
@@ -22,11 +22,22 @@ app.add_typer(index_app, name="index")
 app.command()(search)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local checkpoint directory.")]
-DeviceOption = Annotated[str, typer.Option(help="auto | cpu | cuda[:n] | mps")]
-DtypeOption = Annotated[str, typer.Option(help="auto | float32 | bfloat16 | float16")]
-AttnOption = Annotated[str, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")]
-QUANTIZE_HELP = "none | int8 (int8 dynamic linears, float32 activations, CPU only)"
-COMPILE_HELP = "torch.compile the model's repeated blocks (compiled at load)."
+# Model options default to None, so that PAGELENS_* variables apply when a flag is not given.
+DeviceOption = Annotated[str | None, typer.Option(help="auto | cpu | cuda[:n] | mps (default auto)")]
+DtypeOption = Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default auto)")]
+AttnOption = Annotated[
+    str | None, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager (default auto)")
+]
+FamilyOption = Annotated[str | None, typer.Option(help="Override the detected model family.")]
+ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads (default: PAGELENS_CPU_THREADS or torch's).")]
+PoolOption = Annotated[int | None, typer.Option(help="Hierarchical token pooling factor for page images.")]
+QuantizeOption = Annotated[
+    str | None, typer.Option(help="none | int8 (int8 dynamic linears, float32 activations, CPU only; default none)")
+]
+CompileOption = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="torch.compile the model's repeated blocks at load (default off)."),
+]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -40,20 +51,19 @@ def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Page image file (repeatable).")] = None,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file.")] = Path("embeddings.npz"),
-    device: DeviceOption = "auto",
-    dtype: DtypeOption = "auto",
-    attn: AttnOption = "auto",
-    family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
-    pool_factor: Annotated[int | None, typer.Option(help="Hierarchical token pooling factor for images.")] = None,
-    quantize: Annotated[str, typer.Option(help=QUANTIZE_HELP)] = "none",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help=COMPILE_HELP)] = False,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    attn: AttnOption = None,
+    family: FamilyOption = None,
+    threads: ThreadsOption = None,
+    pool_factor: PoolOption = None,
+    quantize: QuantizeOption = None,
+    compile: CompileOption = None,
     output_dtype: Annotated[str, typer.Option(help="float32 | float16")] = "float32",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Embed page images and queries; write `image_i` / `query_i` arrays and `info` to an .npz file."""
-    from pagelens.engine import Engine
-    from pagelens.models import Embedder
+    from pagelens.service import Runtime
 
     _setup_logging(verbose)
     images, queries = image or [], query or []
@@ -65,21 +75,22 @@ def embed(
         payloads = [path.read_bytes() for path in images]
     except OSError as error:
         raise typer.BadParameter(f"cannot read image: {error}") from error
+    settings = settings_from_options(
+        model=model, device=device, dtype=dtype, attn=attn, family=family, threads=threads, pool_factor=pool_factor,
+        quantize=quantize, compile=compile,
+    )  # fmt: skip
     try:
-        embedder = Embedder.load(
-            model, device=device, dtype=dtype, attn=attn, family=family, threads=threads, pool_factor=pool_factor,
-            quantize=quantize, compile=compile,
-        )  # fmt: skip
-        with Engine(embedder) as engine:
-            image_vectors = engine.embed_images(payloads, dtype=output_dtype) if payloads else []  # type: ignore[arg-type]
-            query_vectors = engine.embed_queries(queries, dtype=output_dtype) if queries else []  # type: ignore[arg-type]
+        with Runtime(settings).start() as runtime:
+            image_vectors = runtime.embed_images(payloads, dtype=output_dtype) if payloads else []  # type: ignore[arg-type]
+            query_vectors = runtime.embed_queries(queries, dtype=output_dtype) if queries else []  # type: ignore[arg-type]
+            info = runtime.info
     except PagelensError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     arrays = {f"image_{i}": v for i, v in enumerate(image_vectors)}
     arrays |= {f"query_{i}": v for i, v in enumerate(query_vectors)}
-    np.savez(out, info=np.array(json.dumps(embedder.info.as_dict())), **arrays)
-    typer.echo(json.dumps(embedder.info.as_dict()))
+    np.savez(out, info=np.array(json.dumps(info.as_dict())), **arrays)
+    typer.echo(json.dumps(info.as_dict()))
     for name, vectors in arrays.items():
         typer.echo(f"{name}: shape {tuple(vectors.shape)} {vectors.dtype}")
     typer.echo(f"wrote {out}")
@@ -98,39 +109,33 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(help="Bearer key (default: PAGELENS_API_KEY or SERVICE_API_KEY).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:n] | mps")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16")] = None,
-    attn: Annotated[str | None, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager")] = None,
-    family: Annotated[str | None, typer.Option(help="Override the detected model family.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPU_THREADS or torch's).")] = None,
-    quantize: Annotated[str | None, typer.Option(help=f"{QUANTIZE_HELP}; default PAGELENS_QUANTIZE or none")] = None,
-    compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help=f"{COMPILE_HELP} Default PAGELENS_COMPILE or off.")
-    ] = None,
+    device: DeviceOption = None,
+    dtype: DtypeOption = None,
+    attn: AttnOption = None,
+    family: FamilyOption = None,
+    threads: ThreadsOption = None,
+    pool_factor: PoolOption = None,
+    quantize: QuantizeOption = None,
+    compile: CompileOption = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error")] = None,
     qdrant_url: Annotated[
         str | None,
         typer.Option(help="Keep collections' pages on this Qdrant server (key: PAGELENS_QDRANT_API_KEY), not Edge."),
     ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Where collections live (default: PAGELENS_DATA_DIR or the user's data dir).")
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score)."""
     import uvicorn
-    from pydantic import ValidationError
 
     from pagelens.api import create_app
-    from pagelens.settings import Settings
 
-    given = {
-        "model": model, "host": host, "port": port, "api_key": api_key, "device": device, "dtype": dtype,
-        "attn": attn, "family": family, "threads": threads, "quantize": quantize, "compile": compile,
-        "log_level": log_level, "qdrant_url": qdrant_url,
-    }  # fmt: skip
-    try:
-        settings = Settings(**{name: value for name, value in given.items() if value is not None})
-    except ValidationError as error:  # a bad flag or PAGELENS_* value: one line per setting, no traceback
-        for problem in error.errors():
-            typer.echo(f"error: setting {'.'.join(map(str, problem['loc']))}: {problem['msg']}", err=True)
-        raise typer.Exit(2) from error
+    settings = settings_from_options(
+        model=model, host=host, port=port, api_key=api_key, device=device, dtype=dtype, attn=attn, family=family,
+        threads=threads, pool_factor=pool_factor, quantize=quantize, compile=compile, log_level=log_level,
+        qdrant_url=qdrant_url, data_dir=data_dir,
+    )  # fmt: skip
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.api_key and not settings.loopback_only:
@@ -175,27 +180,27 @@ def families() -> None:
 @app.command()
 def demo(family: str = "colqwen2_5") -> None:
     """Offline smoke run: build a tiny checkpoint, embed a generated page and a query, score them."""
+    import asyncio
+
     from PIL import Image, ImageDraw
 
-    from pagelens.engine import Engine
-    from pagelens.index.scoring import maxsim
-    from pagelens.models import Embedder
+    from pagelens.service import Runtime
+    from pagelens.settings import Settings
     from pagelens.testing import build_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = build_tiny_checkpoint(family, Path(scratch) / family)
-        embedder = Embedder.load(str(checkpoint), device="cpu", dtype="float32")
         page = Image.new("RGB", (600, 800), "white")
         ImageDraw.Draw(page).text((40, 40), "Quarterly revenue: 42 M", fill="black")
-        with Engine(embedder) as engine:
-            (page_vectors,) = engine.embed_images([page])
-            (query_vectors,) = engine.embed_queries(["What was the quarterly revenue?"])
-    typer.echo(json.dumps(embedder.info.as_dict()))
+        query = "What was the quarterly revenue?"
+        with Runtime(Settings(model=str(checkpoint), device="cpu", dtype="float32")).start() as runtime:
+            (page_vectors,) = runtime.embed_images([page])
+            (query_vectors,) = runtime.embed_queries([query])
+            (score,) = asyncio.run(runtime.ready_embeddings().score(query, embeddings=[page_vectors]))
+            info = runtime.info
+    typer.echo(json.dumps(info.as_dict()))
     typer.echo(f"page vectors {page_vectors.shape}, query vectors {query_vectors.shape}")
-    if embedder.info.multi_vector:
-        typer.echo(f"MaxSim(query, page) = {maxsim(query_vectors, page_vectors):.4f}")
-    else:
-        typer.echo(f"cosine(query, page) = {float(query_vectors @ page_vectors):.4f}")
+    typer.echo(f"{'MaxSim' if info.multi_vector else 'dot'}(query, page) = {score:.4f}")
 
 
 OutOption = Annotated[Path | None, typer.Option("--out", help="JSON results file (default: bench-results/NAME.json).")]

@@ -3,6 +3,7 @@ server: the model loads in this process) or against a running server (`--url`)."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -14,49 +15,63 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pagelens.errors import NotFound, PagelensError
-from pagelens.index.pages import MAX_PREFETCH
+from pagelens.service import MAX_PREFETCH
 
 if TYPE_CHECKING:
-    from pagelens.index.collections import Progress
+    from pagelens.service import Runtime
+    from pagelens.settings import Settings
+
+Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 index_app = typer.Typer(help="Collections: add PDFs and images.", no_args_is_help=True)
 
 UrlOption = Annotated[str | None, typer.Option(help="A pagelens server; without it, work embedded.")]
 KeyOption = Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key for --url.")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model for embedded mode.")]
-DataOption = Annotated[str | None, typer.Option(help="Data directory for embedded mode.")]
+DataOption = Annotated[
+    str | None, typer.Option(help="Data directory for embedded mode (default: PAGELENS_DATA_DIR or the user's).")
+]
 PREFETCH_HELP = "Fast mode: candidate pages rescored exactly (at least k; default: the store's, 100 on Edge)."
 
 
-class _Embedded:
-    """One collection and an engine in this process. The collection opens first, so a missing one
-    (or one another process holds open) fails before the model loads."""
+def settings_from_options(**given: object) -> Settings:
+    """Settings from the options given (None: not given, so PAGELENS_* variables and defaults
+    apply); a bad value exits with one line per setting, no traceback."""
+    from pydantic import ValidationError
 
-    def __init__(self, model: str | None, data_dir: str | None, collection: str, *, create: bool) -> None:
-        from pagelens.engine import Engine, EngineConfig
-        from pagelens.index.collections import Collections
-        from pagelens.models import Embedder
-        from pagelens.settings import Settings
+    from pagelens.settings import Settings
 
-        given = {k: v for k, v in {"model": model, "data_dir": data_dir}.items() if v}
-        self.settings = Settings(**given)
-        self.collections = Collections.from_settings(self.settings)  # Edge, or PAGELENS_QDRANT_URL
+    try:
+        return Settings(**{name: value for name, value in given.items() if value is not None})
+    except ValidationError as error:
+        for problem in error.errors():
+            typer.echo(f"error: setting {'.'.join(map(str, problem['loc']))}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from error
+
+
+def open_embedded(model: str | None, data_dir: str | None, collection: str, *, create: bool) -> Runtime:
+    """A started runtime (the same factory as `pagelens serve`, every PAGELENS_* setting applied)
+    with `collection` open. The collection opens first, so a missing one, one another process
+    holds open, or one bound to another model fails before the model loads."""
+    from pagelens.service import Runtime
+
+    runtime = Runtime(settings_from_options(model=model, data_dir=data_dir))
+    try:
         try:
-            try:
-                self.collection = self.collections.get(collection)
-            except NotFound:
-                if not create:
-                    raise
-                self.collection = self.collections.create(collection)
-            embedder = Embedder.load(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
-            self.engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
-        except BaseException:
-            self.collections.close()
-            raise
-
-    def close(self) -> None:
-        self.collections.close()
-        self.engine.close()
+            runtime.collections.check_model_name(collection)
+            missing = False
+            runtime.collections.index().get(collection)
+        except NotFound:
+            if not create:
+                raise
+            missing = True
+        runtime.start()
+        if missing:
+            asyncio.run(runtime.collections.create(collection))
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
 
 
 def _fail(error: Exception) -> None:
@@ -92,20 +107,19 @@ def index_add(
             _add_all(paths, add, per_page=False)
         return
     try:
-        embedded = _Embedded(model, data_dir, collection, create=True)
+        runtime = open_embedded(model, data_dir, collection, create=True)
     except PagelensError as error:
         _fail(error)
     try:
         _add_all(
             paths,
-            lambda path, progress: embedded.collection.add(
-                path.read_bytes(), name=path.name, metadata=meta, embed=embedded.engine.embed_images,
-                dpi=embedded.settings.pdf_dpi, progress=progress,
-            ),
+            lambda path, progress: asyncio.run(runtime.collections.add_document(
+                collection, path.read_bytes(), filename=path.name, metadata=meta, progress=progress
+            )),
             per_page=True,
         )  # fmt: skip
     finally:
-        embedded.close()
+        runtime.close()
 
 
 class _PageProgress:
@@ -177,15 +191,14 @@ def search(
             with Client(url, api_key=api_key) as client:
                 results = client.search(collection, query, k=k, mode=mode, prefetch=prefetch)
         else:
-            embedded = _Embedded(model, data_dir, collection, create=False)
+            runtime = open_embedded(model, data_dir, collection, create=False)
             try:
-                (vectors,) = embedded.engine.embed_queries([query])
-                hits = embedded.collection.search(vectors, k=k, mode=mode, prefetch=prefetch, filter=None)
+                hits = asyncio.run(runtime.collections.search(collection, query, k=k, mode=mode, prefetch=prefetch))
                 results = [
                     {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name} for h in hits
                 ]
             finally:
-                embedded.close()
+                runtime.close()
     except PagelensError as error:
         _fail(error)
     typer.echo(f"{'rank':>4}  {'score':>9}  {'page':>4}  document")

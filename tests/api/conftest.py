@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pagelens.api import create_app
-from pagelens.engine import Engine, EngineConfig
-from pagelens.models.embedder import EmbedderInfo
-from pagelens.serving import EmbeddingService
+from pagelens.engine import EngineConfig
+from pagelens.index.collections import Collections
+from pagelens.service import Runtime
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
 from tests.api.server import REAL_KEY
@@ -21,11 +21,20 @@ REAL_HEADERS = {"Authorization": f"Bearer {REAL_KEY}"}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
-def fake_service(backend: FakeBackend | None = None, config: EngineConfig | None = None, **limits):
-    backend = backend or FakeBackend()
-    engine = Engine(backend, config or EngineConfig(max_wait_ms=1)).start()
-    info = EmbedderInfo("fake/model", "fake", backend.dim, True, "cpu", "float32", "none")
-    return EmbeddingService(engine, info, max_inputs_per_request=limits.get("max_inputs_per_request", 16))
+def fake_runtime(
+    backend: FakeBackend | None = None,
+    config: EngineConfig | None = None,
+    *,
+    settings: Settings | None = None,
+    collections: Collections | None = None,
+    max_inputs_per_request: int = 16,
+) -> Runtime:
+    """A started runtime over the fake backend (engine `config`, default 1 ms batching waits)."""
+    settings = (settings or Settings(model="fake/model")).model_copy(
+        update={"max_inputs_per_request": max_inputs_per_request}
+    )
+    runtime = Runtime(settings, collections=collections)
+    return runtime.start(backend or FakeBackend(), engine_config=config or EngineConfig(max_wait_ms=1))
 
 
 @pytest.fixture
@@ -35,11 +44,11 @@ def backend():
 
 @pytest.fixture
 def client(backend):
-    service = fake_service(backend)
     settings = Settings(model="fake/model", api_key=API_KEY, max_body_bytes=2_000_000)
-    with TestClient(create_app(settings, service=service), headers=AUTH) as test_client:
+    runtime = fake_runtime(backend, settings=settings)
+    with TestClient(create_app(runtime=runtime), headers=AUTH) as test_client:
         yield test_client
-    service.engine.close()
+    runtime.close()
 
 
 def b64_page(width: int = 120, height: int = 160, seed: int = 0, image_format: str = "PNG") -> str:

@@ -15,7 +15,7 @@ from pagelens.api import create_app
 from pagelens.engine import EngineConfig
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
-from tests.api.conftest import AUTH, b64_page, fake_service
+from tests.api.conftest import AUTH, b64_page, fake_runtime
 from tests.conftest import encode, make_page
 
 
@@ -114,8 +114,9 @@ def test_too_many_inputs_and_oversized_bodies_are_413(client):
 def test_full_queue_is_429_with_retry_after():
     release = threading.Event()
     backend = FakeBackend(on_forward=lambda batch: release.wait(10))
-    service = fake_service(backend, EngineConfig(max_queued_items=2, max_batch_queries=1, max_wait_ms=0))
-    app = create_app(Settings(model="fake", api_key=None), service=service)
+    config = EngineConfig(max_queued_items=2, max_batch_queries=1, max_wait_ms=0)
+    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None))
+    app = create_app(runtime=service)
     with TestClient(app, headers=AUTH) as client:
         futures = service.engine.submit_queries(["a", "b"])
         response = client.post("/embeddings", json={"input_type": "text", "inputs": ["c"]})
@@ -129,8 +130,8 @@ def test_full_queue_is_429_with_retry_after():
 
 
 def test_dead_engine_makes_health_503_and_routes_503():
-    service = fake_service()
-    app = create_app(Settings(model="fake"), service=service)
+    service = fake_runtime(settings=Settings(model="fake"))
+    app = create_app(runtime=service)
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
         service.engine.close()

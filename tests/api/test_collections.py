@@ -16,7 +16,7 @@ from pagelens.api import create_app
 from pagelens.index.collections import Collections
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
-from tests.api.conftest import AUTH, fake_service
+from tests.api.conftest import AUTH, fake_runtime
 from tests.conftest import encode, make_page
 from tests.index.test_pdf import make_pdf
 
@@ -38,14 +38,13 @@ def close_collections(collections: Collections) -> None:
 
 @pytest.fixture(params=["edge", "qdrant-local"])
 def client(request, tmp_path):
-    service = fake_service(FakeBackend(dim=128))
     settings = Settings(model="fake", api_key="test-key-123", data_dir=str(tmp_path / "data"), pdf_dpi=72)
-    app = create_app(settings, service=service)
-    app.state.collections = collections = open_collections(request.param, tmp_path)
-    with TestClient(app, headers=AUTH) as test_client:
+    collections = open_collections(request.param, tmp_path)
+    runtime = fake_runtime(FakeBackend(dim=128), settings=settings, collections=collections)
+    with TestClient(create_app(runtime=runtime), headers=AUTH) as test_client:
         yield test_client
+    runtime.close()
     close_collections(collections)
-    service.engine.close()
 
 
 def upload(client, collection, data, name="doc.pdf", metadata=None):
@@ -66,7 +65,9 @@ def test_collection_lifecycle_upload_search_and_pages(client):
     assert picture.json()["pages"] == 1
     listing = client.get("/collections/reports/documents").json()["documents"]
     assert sorted(doc["pages"] for doc in listing) == [1, 5]
-    assert client.get("/collections").json()["collections"] == [{"name": "reports", "documents": 2, "pages": 6}]
+    (listed,) = client.get("/collections").json()["collections"]
+    assert {key: listed[key] for key in ("name", "documents", "pages")} == {"name": "reports", "documents": 2, "pages": 6}
+    assert listed["model"]["model"] == "fake/model" and listed["compatible"] is True
 
     results = client.post("/collections/reports/search", json={"query": "revenue", "k": 3}).json()["results"]
     assert len(results) == 3 and results[0]["score"] >= results[-1]["score"]
@@ -120,7 +121,7 @@ def test_fast_search_takes_prefetch_and_rescores_exactly(client):
     client.post("/collections", json={"name": "c"})
     upload(client, "c", make_pdf(6))
     upload(client, "c", encode(make_page(120, 160, 3)), name="scan.png")
-    store = client.app.state.collections.get("c").store
+    store = client.app.state.runtime.collections.index().get("c").store
     asked, search = [], store.search
 
     def spy(*args, **kwargs):
@@ -174,9 +175,9 @@ def test_an_unreachable_qdrant_server_is_a_500_naming_it(tmp_path):
     from pagelens.testing.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    service = fake_service(FakeBackend(dim=128))
     settings = Settings(model="fake", api_key="test-key-123", data_dir=str(tmp_path / "data"), qdrant_url=url)
-    with TestClient(create_app(settings, service=service), headers=AUTH) as test_client:
+    service = fake_runtime(FakeBackend(dim=128), settings=settings)
+    with TestClient(create_app(runtime=service), headers=AUTH) as test_client:
         for response in (test_client.post("/collections", json={"name": "c"}), test_client.get("/collections")):
             assert response.status_code == 500
             assert response.json()["error"]["type"] == "backend_failure"

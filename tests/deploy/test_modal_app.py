@@ -9,7 +9,7 @@ import sys
 
 from pagelens.api import create_app
 from pagelens.settings import Settings
-from tests.api.conftest import fake_service
+from tests.api.conftest import fake_runtime
 
 
 def _routes(app) -> set[tuple[str, str]]:
@@ -31,14 +31,14 @@ def test_module_imports_without_modal_credentials(tmp_path):
 def test_its_asgi_app_has_exactly_the_routes_of_pagelens_serve():
     from pagelens.deploy import modal_app
 
-    service = fake_service()
     settings = Settings(model="fake/model")
+    runtime = fake_runtime(settings=settings)
     container = modal_app.Pagelens._get_user_cls().__new__(modal_app.Pagelens._get_user_cls())
-    container.settings, container.service = settings, service
+    container.runtime = runtime
     web = modal_app.Pagelens._get_partial_functions()["web"]._get_raw_f()
     served = web(container)
     expected = _routes(create_app(settings))
     assert _routes(served) == expected
     assert {("/embeddings", "POST"), ("/embed", "POST"), ("/v1/embeddings", "POST"), ("/score", "POST"),
             ("/health", "GET"), ("/metrics", "GET"), ("/", "GET"), ("/docs", "GET")} <= expected  # fmt: skip
-    service.engine.close()
+    runtime.close()

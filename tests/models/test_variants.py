@@ -99,8 +99,8 @@ def test_bad_values_and_unsupported_devices_fail_before_loading_weights(tiny_mod
 
 
 def test_settings_and_flags_reach_the_loader(monkeypatch):
-    from pagelens.api.app import load_embedder
     from pagelens.cli import app
+    from pagelens.service import load_embedder
 
     assert (Settings().quantize, Settings().compile) == ("none", False)
     assert set(Settings.model_fields["quantize"].annotation.__args__) == set(variants.QUANTIZE_CHOICES)

@@ -4,11 +4,12 @@ engine's queue depth, batch sizes and item counts (read from the engine at scrap
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from pagelens.engine import Engine
+EngineGetter = Callable[[], Any]  # the running runtime's Engine (its `stats`, `queue_depth`), or None
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -16,7 +17,7 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 class EngineCollector:
     """Exposes `Engine.stats` without the engine knowing about Prometheus."""
 
-    def __init__(self, engine_getter: Callable[[], Engine | None]) -> None:
+    def __init__(self, engine_getter: EngineGetter) -> None:
         self.engine_getter = engine_getter
 
     def collect(self):
@@ -43,7 +44,7 @@ class EngineCollector:
 
 
 class Metrics:
-    def __init__(self, engine_getter: Callable[[], Engine | None]) -> None:
+    def __init__(self, engine_getter: EngineGetter) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pagelens_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry

@@ -68,11 +68,11 @@ image = (
 )
 
 
-def build_web_app(settings: Settings, service):
-    """The ASGI app a container serves: exactly `pagelens serve`'s app, over an already running service."""
+def build_web_app(runtime):
+    """The ASGI app a container serves: exactly `pagelens serve`'s app, over an already started runtime."""
     from pagelens.api import create_app
 
-    return create_app(settings, service=service)
+    return create_app(runtime=runtime)
 
 
 @app.cls(
@@ -93,25 +93,24 @@ class Pagelens:
 
     @modal.enter(snap=True)
     def load_model(self) -> None:
-        """Load and warm the model (captured by the memory snapshot when snapshots are on)."""
-        from pagelens.api.app import load_embedder
+        """Load and warm the model (captured by the memory snapshot when snapshots are on). Every
+        other setting comes from the container's PAGELENS_* variables, as for `pagelens serve`."""
+        from pagelens.service import Runtime
 
-        self.settings = Settings(model=self.model_name, host="0.0.0.0")
-        self.embedder = load_embedder(self.settings)
-        page = self.embedder.prepare_query("warm up")  # compile kernels before the snapshot
-        self.embedder.forward(self.embedder.collate([page]))
+        self.runtime = Runtime(Settings(model=self.model_name, host="0.0.0.0"))
+        embedder = self.runtime.load_model()
+        page = embedder.prepare_query("warm up")  # compile kernels before the snapshot
+        embedder.forward(embedder.collate([page]))
 
     @modal.enter(snap=False)
     def start_engine(self) -> None:
         """Start the batching engine's threads in the restored container."""
-        from pagelens.api.app import start_service
-
-        self.service = start_service(self.settings, self.embedder)
+        self.runtime.start()
 
     @modal.exit()
     def stop_engine(self) -> None:
-        self.service.engine.close()
+        self.runtime.close()
 
     @modal.asgi_app()
     def web(self):
-        return build_web_app(self.settings, self.service)
+        return build_web_app(self.runtime)

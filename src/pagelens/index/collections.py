@@ -13,6 +13,10 @@ same pages) and the files stay on this machine under `<data_dir>/_qdrant/<collec
 (`_qdrant` is no valid collection name, so it never meets an Edge collection). The document list,
 page images and document deletes cover the files uploaded through this data directory.
 
+Each collection records the model that fills it (index/binding.py): `<collection>/binding.json`
+on Edge, the collection's metadata on a Qdrant server. Collections made before bindings existed
+have none until a model adopts them (`bind`).
+
 A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
 The record and file are written before the pages; a document exists once its pages are complete
 in the store, and files left by an interrupted ingest are removed when the collection opens.
@@ -34,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from pagelens.errors import Conflict, InvalidInput, NotFound
+from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
+from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
 from pagelens.index.pages import SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
@@ -62,12 +67,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
 class Collection:
     """One collection: its page store and, under `directory/files`, the uploaded files and records."""
 
-    def __init__(self, directory: Path, store: PageStore) -> None:
+    def __init__(self, directory: Path, store: PageStore, binding: ModelBinding | None = None) -> None:
         self.name = directory.name
         self.directory = directory
         self.files = directory / "files"
         self.files.mkdir(parents=True, exist_ok=True)
         self.store = store
+        self.binding = binding  # the model that fills it (None: a collection from before bindings)
         for record in self.files.glob("*.json"):  # files of ingests that never completed
             document_id = record.stem
             if self.store.page_count(document_id) == 0:
@@ -220,8 +226,35 @@ class Collections:
     def _open_collection(self, name: str) -> Collection:
         directory = self.files_root / name
         if self.qdrant is None:
-            return Collection(directory, EdgePageStore(directory / "store"))
-        return Collection(directory, QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner))
+            store: PageStore = EdgePageStore(directory / "store")
+        else:
+            store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner)
+        try:
+            return Collection(directory, store, self._read_binding(name))
+        except BaseException:
+            store.close()
+            raise
+
+    def _read_binding(self, name: str) -> ModelBinding | None:
+        """The model binding `name` records; `BackendFailure` naming the collection when unreadable."""
+        try:
+            if self.qdrant is None:
+                return read_binding_file(self.data_dir / name / BINDING_FILE)
+            with qdrant_errors(self.where, name):
+                metadata = self.qdrant.get_collection(self.prefix + name).config.metadata or {}
+            return ModelBinding.from_dict(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
+        except ValueError as error:
+            raise BackendFailure(
+                f"collection {name!r}: its model binding is unreadable ({error}); restore the record, or remove "
+                "it to let the next model that opens the collection adopt it"
+            ) from None
+
+    def _write_binding(self, name: str, binding: ModelBinding) -> None:
+        if self.qdrant is None:
+            _write_atomically(self.data_dir / name / BINDING_FILE, json.dumps(binding.to_dict()).encode())
+            return
+        with qdrant_errors(self.where, name):
+            self.qdrant.update_collection(self.prefix + name, metadata={METADATA_KEY: binding.to_dict()})
 
     def _stored_names(self) -> list[str]:
         if self.qdrant is None:
@@ -238,14 +271,31 @@ class Collections:
         shutil.rmtree(self.files_root / name, ignore_errors=self.qdrant is not None)
 
     # ------------------------------------------------- the collections
-    def create(self, name: str) -> Collection:
+    def create(self, name: str, binding: ModelBinding | None = None) -> Collection:
+        """A new, empty collection bound to `binding` (None: unbound, adopted by the first model to `bind` it)."""
         self._check_name(name)
         with self._lock:
-            if self._exists(name) if self.qdrant is not None else (self.data_dir / name).exists():
+            if self._exists(name):
                 raise Conflict(f"collection {name!r} already exists")
+            if self.qdrant is None:
+                # a directory without a store is what a create interrupted before its store left
+                shutil.rmtree(self.data_dir / name, ignore_errors=True)
+                if binding is not None:
+                    (self.data_dir / name).mkdir(parents=True)
+                    self._write_binding(name, binding)  # before the store: a store never lacks its binding
             collection = self._open_collection(name)
+            if self.qdrant is not None and binding is not None:
+                self._write_binding(name, binding)
+                collection.binding = binding
             self._open[name] = collection
             return collection
+
+    def bind(self, name: str, binding: ModelBinding) -> None:
+        """Record `binding` for collection `name` (a collection from before bindings, adopted)."""
+        collection = self.get(name)
+        with self._lock:
+            self._write_binding(name, binding)
+            collection.binding = binding
 
     def get(self, name: str) -> Collection:
         self._check_name(name)

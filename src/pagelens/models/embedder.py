@@ -43,6 +43,7 @@ class EmbedderInfo:
     pool_factor: int | None = None
     quantize: str = "none"
     compiled: bool = False
+    revision: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,7 @@ class Embedder:
         family: Family,
         *,
         name: str,
+        revision: str | None = None,
         attention: str,
         pool_factor: int | None = None,
         quantize: str = "none",
@@ -115,6 +117,7 @@ class Embedder:
             pool_factor=pool_factor,
             quantize=quantize,
             compiled=compile,
+            revision=revision,
         )
 
     def _warm_up_compiled(self) -> None:
@@ -168,7 +171,7 @@ class Embedder:
         network, attention = _load_weights(checkpoint, chosen, torch_device, torch_dtype, attn)
         processor = _load_processor(processor_class, checkpoint)
         embedder = cls(
-            network, processor, chosen, name=model, attention=attention, pool_factor=pool_factor,
+            network, processor, chosen, name=model, revision=revision, attention=attention, pool_factor=pool_factor,
             quantize=quantize, compile=compile,
         )  # fmt: skip
         log.info(

@@ -1,8 +1,10 @@
 """A fake model backend for engine and server unit tests: deterministic vectors, no torch model.
 
-An image of size (w, h) yields `1 + (w * h) // 10_000` vectors, a query `len(words) + 10`; values
-are seeded from the input's content, so equal inputs give equal vectors in any batch. Hooks let a
-test slow the forward pass down or make it raise (e.g. an injected out-of-memory error).
+An image of size (w, h) yields `1 + (w * h) // 10_000` vectors, a query `len(words) + 10` (with
+`multi_vector=False`, one `(dim,)` vector each, as Bi* models give); values are seeded from the
+input's content, so equal inputs give equal vectors in any batch. Hooks let a test slow the forward
+pass down or make it raise (e.g. an injected out-of-memory error). `info` and `device` make it a
+model a `Runtime` can start.
 """
 
 from __future__ import annotations
@@ -17,14 +19,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pagelens.models.embedder import Prepared
+from pagelens.models.embedder import EmbedderInfo, Prepared
 
 ForwardHook = Callable[[list[Prepared]], None]
 
 
 class FakeBackend:
-    def __init__(self, *, dim: int = 16, forward_seconds: float = 0.0, on_forward: ForwardHook | None = None):
+    def __init__(
+        self,
+        *,
+        dim: int = 16,
+        forward_seconds: float = 0.0,
+        on_forward: ForwardHook | None = None,
+        multi_vector: bool = True,
+        name: str = "fake/model",
+    ):
         self.dim = dim
+        self.multi_vector = multi_vector
+        self.device = torch.device("cpu")
+        self.info = EmbedderInfo(name, "fake", dim, multi_vector, "cpu", "float32", "none")
         self.forward_seconds = forward_seconds
         self.on_forward = on_forward
         self.batches: list[list[Prepared]] = []
@@ -60,8 +73,10 @@ class FakeBackend:
     def expected(self, item: Prepared) -> np.ndarray:
         """The vectors `forward` returns for `item`, whatever batch it is in."""
         rng = np.random.default_rng(int(item.features["seed"].item()))
-        vectors = rng.standard_normal((item.n_tokens, self.dim)).astype(np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        rows = item.n_tokens if self.multi_vector else 1
+        vectors = rng.standard_normal((rows, self.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors if self.multi_vector else vectors[0]
 
 
 def embed_alone(backend: Any, kind: str, payload: Any) -> np.ndarray:

@@ -1,59 +1,40 @@
-"""Collections: create, list, delete; upload PDFs/images; page images; MaxSim search."""
+"""Collections: create, list, delete; upload PDFs/images; page images; search. The work is the
+collection service's (pagelens.service.collections); these routes parse and shape JSON."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from pagelens.api.protocol import CreateCollectionRequest, SearchRequest
-from pagelens.api.routes.common import Service, request_timings
+from pagelens.api.routes.common import CollectionsService, request_timings
 from pagelens.errors import InvalidInput
-from pagelens.index.collections import Collection, Collections
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 
 
-def _collections(request: Request) -> Collections:
-    collections = getattr(request.app.state, "collections", None)
-    if collections is None:
-        collections = request.app.state.collections = Collections.from_settings(request.app.state.settings)
-    return collections
-
-
-def _summary(collection: Collection) -> dict:
-    return {"name": collection.name, "documents": len(collection.documents()), "pages": collection.store.page_count()}
-
-
-def _require_multi_vector(service) -> None:
-    if not service.info.multi_vector:
-        raise InvalidInput(f"collections need a multi-vector model; {service.info.model} gives one vector per input")
-
-
 @router.post("", status_code=201)
-async def create_collection(body: CreateCollectionRequest, request: Request, service: Service):
-    _require_multi_vector(service)
-    collection = await asyncio.to_thread(_collections(request).create, body.name)
-    return _summary(collection)
+async def create_collection(body: CreateCollectionRequest, collections: CollectionsService):
+    """Create a collection bound to the model this server runs; 409 if the name is taken."""
+    return await collections.create(body.name)
 
 
 @router.get("")
-async def list_collections(request: Request):
-    collections = _collections(request)
-    return {"collections": [_summary(collections.get(name)) for name in collections.names()]}
+async def list_collections(collections: CollectionsService):
+    """Every collection with its model binding; `compatible` false where this server's model cannot use it."""
+    return {"collections": await collections.list()}
 
 
 @router.get("/{name}")
-async def get_collection(name: str, request: Request):
-    return _summary(_collections(request).get(name))
+async def get_collection(name: str, collections: CollectionsService):
+    return await collections.info(name)
 
 
 @router.delete("/{name}")
-async def delete_collection(name: str, request: Request):
-    await asyncio.to_thread(_collections(request).delete, name)
+async def delete_collection(name: str, collections: CollectionsService):
+    await collections.delete(name)
     return {"deleted": name}
 
 
@@ -61,13 +42,11 @@ async def delete_collection(name: str, request: Request):
 async def add_document(
     name: str,
     request: Request,
-    service: Service,
+    collections: CollectionsService,
     file: Annotated[UploadFile, File()],
     metadata: Annotated[str | None, Form()] = None,
 ):
     """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content."""
-    _require_multi_vector(service)
-    collection = _collections(request).get(name)
     try:
         meta = json.loads(metadata) if metadata else {}
     except ValueError as error:
@@ -76,40 +55,31 @@ async def add_document(
         raise InvalidInput("metadata must be a JSON object")
     data = await file.read()
     request_timings(request)
-    record = await asyncio.to_thread(
-        collection.add, data, name=file.filename or "", metadata=meta, embed=service.engine.embed_images,
-        dpi=request.app.state.settings.pdf_dpi,
-    )  # fmt: skip
-    return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
+    return await collections.add_document(name, data, filename=file.filename or "", metadata=meta)
 
 
 @router.get("/{name}/documents")
-async def list_documents(name: str, request: Request):
-    return {"documents": _collections(request).get(name).documents()}
+async def list_documents(name: str, collections: CollectionsService):
+    return {"documents": await collections.documents(name)}
 
 
 @router.delete("/{name}/documents/{document_id}")
-async def delete_document(name: str, document_id: str, request: Request):
-    await asyncio.to_thread(_collections(request).get(name).delete, document_id)
+async def delete_document(name: str, document_id: str, collections: CollectionsService):
+    await collections.delete_document(name, document_id)
     return {"deleted": document_id}
 
 
 @router.get("/{name}/documents/{document_id}/pages/{page}", response_class=Response)
-async def page_image(name: str, document_id: str, page: int, request: Request) -> Response:
-    image = await asyncio.to_thread(_collections(request).get(name).page_image, document_id, page)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return Response(buffer.getvalue(), media_type="image/png")
+async def page_image(name: str, document_id: str, page: int, collections: CollectionsService) -> Response:
+    return Response(await collections.page_png(name, document_id, page), media_type="image/png")
 
 
 @router.post("/{name}/search")
-async def search(name: str, body: SearchRequest, request: Request, service: Service):
-    _require_multi_vector(service)
-    collection = _collections(request).get(name)
-    (query,) = await service.embed_queries([body.query], timings=request_timings(request))
-    hits = await asyncio.to_thread(
-        collection.search, query, k=body.k, mode=body.mode, prefetch=body.prefetch, filter=body.filter
-    )
+async def search(name: str, body: SearchRequest, request: Request, collections: CollectionsService):
+    hits = await collections.search(
+        name, body.query, k=body.k, mode=body.mode, prefetch=body.prefetch, filter=body.filter,
+        timings=request_timings(request),
+    )  # fmt: skip
     return {
         "results": [
             {"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name, "metadata": h.metadata}

@@ -1,4 +1,4 @@
-"""Helpers shared by the routers: the service dependency and per-request timings."""
+"""Helpers shared by the routers: the runtime's services as dependencies, per-request timings."""
 
 from __future__ import annotations
 
@@ -9,18 +9,24 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from pagelens.errors import ModelNotReady
-from pagelens.serving import EmbeddingService, StageTimings
+from pagelens.service import CollectionService, EmbeddingService, Runtime, StageTimings
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
 
 
 def get_service(request: Request) -> EmbeddingService:
-    service = getattr(request.app.state, "service", None)
-    if service is None or not service.ready:
-        raise ModelNotReady("the model is not loaded or the engine has stopped")
-    return service
+    """The embedding service; `ModelNotReady` (503) while the model loads or after the engine stopped."""
+    return get_runtime(request).ready_embeddings()
+
+
+def get_collections(request: Request) -> CollectionService:
+    return get_runtime(request).collections
 
 
 Service = Annotated[EmbeddingService, Depends(get_service)]
+CollectionsService = Annotated[CollectionService, Depends(get_collections)]
 
 
 def request_timings(request: Request) -> StageTimings:

@@ -7,6 +7,7 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pagelens import __version__
+from pagelens.api.routes.common import get_runtime
 
 router = APIRouter(tags=["system"])
 
@@ -14,20 +15,20 @@ router = APIRouter(tags=["system"])
 @router.get("/health")
 async def health(request: Request):
     """200 when the model is loaded and the engine alive, else 503."""
-    service = getattr(request.app.state, "service", None)
-    if service is None or not service.ready:
-        return ORJSONResponse({"status": "unavailable", "model_loaded": service is not None}, status_code=503)
-    return {"status": "ok", "model": service.info.model, "queue_depth": service.engine.queue_depth}
+    runtime = get_runtime(request)
+    if not runtime.ready:
+        return ORJSONResponse({"status": "unavailable", "model_loaded": runtime.info is not None}, status_code=503)
+    return {"status": "ok", "model": runtime.info.model, "queue_depth": runtime.engine.queue_depth}
 
 
 @router.get("/")
 async def server_info(request: Request):
-    service = getattr(request.app.state, "service", None)
+    runtime = get_runtime(request)
     return {
         "name": "pagelens",
         "version": __version__,
-        "ready": bool(service and service.ready),
-        "model": service.info.as_dict() if service is not None else None,
+        "ready": runtime.ready,
+        "model": runtime.info.as_dict() if runtime.info is not None else None,
         "routes": ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/health", "/metrics", "/docs"],
     }
 

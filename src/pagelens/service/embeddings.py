@@ -1,4 +1,4 @@
-"""Serving logic behind every HTTP route, free of any web framework.
+"""The embedding service behind the embedding routes, free of any web framework.
 
 The routes parse their wire format into plain lists, call an `EmbeddingService` method, and encode
 what it returns. The service owns the per-request limits, the decoding of base64 payloads (with

@@ -1,0 +1,235 @@
+"""The collection service: create, list, fill, search and delete collections, each bound to the
+model that filled it. The HTTP routes and the embedded CLI both call this.
+
+Binding rules (the record: index/binding.py):
+- a new collection records the loaded model;
+- a model that embeds into another vector space (model, revision, family, output kind) may
+  neither add pages nor search: `ModelMismatch` (409) naming both models;
+- the same model with another token pooling may search, but not add pages (a collection keeps
+  one pooling);
+- a collection made before bindings existed is adopted by the first model that uses it (logged).
+Listing, inspecting, reading pages and deleting need no model and work under any.
+
+Every blocking call (opening a collection and its mirror, rendering, storing, deleting, encoding
+page images) runs on this service's thread pools, never on the event loop: ingests on their
+own pool, so a burst of uploads leaves the pool that searches and reads use free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from pagelens.errors import InvalidInput, ModelMismatch, NotFound, PagelensError
+from pagelens.index.binding import ModelBinding, model_reference
+from pagelens.index.pages import MAX_PREFETCH, SearchHit
+
+if TYPE_CHECKING:
+    from pagelens.index.collections import Collection, Collections, Progress
+    from pagelens.models.embedder import EmbedderInfo
+    from pagelens.service.embeddings import EmbeddingService, StageTimings
+    from pagelens.settings import Settings
+
+__all__ = ["MAX_PREFETCH", "CollectionService", "SearchHit", "binding_of"]
+
+log = logging.getLogger(__name__)
+
+READ_WORKERS = 4  # opening collections, searches, lists, page images, deletes
+INGEST_WORKERS = 2  # document ingests (each renders, embeds and stores one document)
+
+
+def binding_of(info: EmbedderInfo) -> ModelBinding:
+    """The binding a collection filled by this model records."""
+    return ModelBinding(
+        model=model_reference(info.model), revision=info.revision, family=info.family,
+        multi_vector=info.multi_vector, dim=info.dim, pool_factor=info.pool_factor,
+    )  # fmt: skip
+
+
+class CollectionService:
+    """Collections under `settings.data_dir` (Qdrant Edge) or on `settings.qdrant_url`, opened on
+    first use. `embeddings()` returns the running EmbeddingService or raises `ModelNotReady`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embeddings: Callable[[], EmbeddingService],
+        *,
+        collections: Collections | None = None,
+    ) -> None:
+        self.settings = settings
+        self._embeddings = embeddings
+        self._collections = collections
+        self._open_lock = threading.Lock()
+        self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
+        self._ingests = ThreadPoolExecutor(INGEST_WORKERS, thread_name_prefix="pagelens-ingest")
+
+    # ------------------------------------------------------------------ plumbing
+    def index(self) -> Collections:
+        """The index's collections, opened on first use (blocking)."""
+        with self._open_lock:
+            if self._collections is None:
+                from pagelens.index.collections import Collections
+
+                self._collections = Collections.from_settings(self.settings)
+            return self._collections
+
+    async def _run(self, function: Callable[..., Any], *args: Any, ingest: bool = False, **kwargs: Any) -> Any:
+        pool = self._ingests if ingest else self._reads
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: function(*args, **kwargs))
+
+    def close(self) -> None:
+        self._reads.shutdown(wait=False, cancel_futures=True)
+        self._ingests.shutdown(wait=True, cancel_futures=True)
+        with self._open_lock:
+            if self._collections is not None:
+                self._collections.close()
+                self._collections = None
+
+    # ------------------------------------------------------------------ binding
+    def _model_binding(self) -> ModelBinding:
+        return binding_of(self._embeddings().info)
+
+    def bound(self, name: str, *, for_ingest: bool) -> Collection:
+        """Open `name` for the loaded model (blocking): adopt it if it has no binding; refuse it with
+        `ModelMismatch` if it holds another model's vectors (or, `for_ingest`, another pooling)."""
+        current = self._model_binding()
+        collection = self.index().get(name)
+        recorded = collection.binding
+        if recorded is None:
+            self.index().bind(name, current)
+            log.warning("collection %r had no model binding; adopted by %s", name, current.describe())
+            return collection
+        problems = recorded.space_differences(current)
+        if problems:
+            raise ModelMismatch(
+                f"collection {name!r} holds vectors of {recorded.describe()}, but this server runs "
+                f"{current.describe()} ({'; '.join(problems)}); serve {recorded.model} to use it, or "
+                "create another collection for this model"
+            )
+        if for_ingest and recorded.pool_factor != current.pool_factor:
+            raise ModelMismatch(
+                f"collection {name!r} stores pages with pool factor {recorded.pool_factor}, but this server "
+                f"pools with {current.pool_factor}; set the pool factor to {recorded.pool_factor} to add pages"
+            )
+        return collection
+
+    def check_model_name(self, name: str) -> None:
+        """Refuse `name` before any model loads when its binding names another model than the
+        settings' (blocking; the embedded CLI's early check). Missing collections pass."""
+        try:
+            recorded = self.index().get(name).binding
+        except NotFound:
+            return
+        if recorded is not None and recorded.model != model_reference(self.settings.model):
+            raise ModelMismatch(
+                f"collection {name!r} holds vectors of {recorded.describe()}, not of {self.settings.model}; "
+                f"use --model {recorded.model}, or another collection"
+            )
+
+    def _summary(self, collection: Collection) -> dict[str, Any]:
+        """`{name, documents, pages, model, compatible, mismatch}`: `model` the binding (None if
+        unbound), `mismatch` why the loaded model cannot use it (None when it can)."""
+        binding, current = collection.binding, self._current_binding()
+        mismatch = None
+        if binding is not None and current is not None:
+            mismatch = "; ".join(binding.space_differences(current)) or None
+        return {
+            "name": collection.name,
+            "documents": len(collection.documents()),
+            "pages": collection.store.page_count(),
+            "model": binding.to_dict() if binding is not None else None,
+            "compatible": mismatch is None,
+            "mismatch": mismatch,
+        }
+
+    def _current_binding(self) -> ModelBinding | None:
+        try:
+            return self._model_binding()
+        except PagelensError:
+            return None  # no model running: nothing to compare with
+
+    # ------------------------------------------------------------------ collections
+    async def create(self, name: str) -> dict[str, Any]:
+        """Create `name`, bound to the loaded model; `Conflict` if it exists."""
+        binding = self._model_binding()
+        return await self._run(lambda: self._summary(self.index().create(name, binding)))
+
+    async def list(self) -> list[dict[str, Any]]:
+        """Every collection's summary, by name. One that cannot be opened is listed with its `error`."""
+
+        def summaries() -> list[dict[str, Any]]:
+            found = []
+            for name in self.index().names():
+                try:
+                    found.append(self._summary(self.index().get(name)))
+                except PagelensError as error:
+                    found.append({"name": name, "error": {"type": error.error_type, "message": error.message}})
+            return found
+
+        return await self._run(summaries)
+
+    async def info(self, name: str) -> dict[str, Any]:
+        return await self._run(lambda: self._summary(self.index().get(name)))
+
+    async def delete(self, name: str) -> None:
+        await self._run(self.index().delete, name)
+
+    # ------------------------------------------------------------------ documents
+    async def add_document(
+        self, name: str, data: bytes, *, filename: str, metadata: dict[str, Any], progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before)."""
+        if not isinstance(metadata, dict):
+            raise InvalidInput("metadata must be a JSON object")
+        embeddings = self._embeddings()
+
+        def ingest() -> dict[str, Any]:
+            collection = self.bound(name, for_ingest=True)
+            record = collection.add(
+                data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
+                dpi=self.settings.pdf_dpi, progress=progress,
+            )  # fmt: skip
+            return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
+
+        return await self._run(ingest, ingest=True)
+
+    async def documents(self, name: str) -> list[dict[str, Any]]:
+        return await self._run(lambda: self.index().get(name).documents())
+
+    async def delete_document(self, name: str, document_id: str) -> None:
+        await self._run(lambda: self.index().get(name).delete(document_id))
+
+    async def page_png(self, name: str, document_id: str, page: int) -> bytes:
+        """Page `page` (1-based) of a stored document, rendered again and PNG-encoded."""
+
+        def render() -> bytes:
+            image = self.index().get(name).page_image(document_id, page)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        return await self._run(render)
+
+    # ------------------------------------------------------------------ search
+    async def search(
+        self,
+        name: str,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "exact",
+        prefetch: int | None = None,
+        filter: dict[str, Any] | None = None,
+        timings: StageTimings | None = None,
+    ) -> list[SearchHit]:
+        """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models)."""
+        embeddings = self._embeddings()
+        collection = await self._run(self.bound, name, for_ingest=False)
+        (vectors,) = await embeddings.embed_queries([query], timings=timings)
+        return await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
