@@ -66,7 +66,11 @@ def test_collection_lifecycle_upload_search_and_pages(client):
     listing = client.get("/collections/reports/documents").json()["documents"]
     assert sorted(doc["pages"] for doc in listing) == [1, 5]
     (listed,) = client.get("/collections").json()["collections"]
-    assert {key: listed[key] for key in ("name", "documents", "pages")} == {"name": "reports", "documents": 2, "pages": 6}
+    assert {key: listed[key] for key in ("name", "documents", "pages")} == {
+        "name": "reports",
+        "documents": 2,
+        "pages": 6,
+    }
     assert listed["model"]["model"] == "fake/model" and listed["compatible"] is True
 
     results = client.post("/collections/reports/search", json={"query": "revenue", "k": 3}).json()["results"]
