@@ -1,4 +1,4 @@
-"""Settings: PAGELENS_* variables, the seeds' fallbacks, and the serve command's start-up checks."""
+"""Settings: canonical variables and their legacy aliases, and the serve command's start-up checks."""
 
 from __future__ import annotations
 
@@ -10,31 +10,73 @@ from typer.testing import CliRunner
 from pagelens.cli import app
 from pagelens.settings import DEFAULT_MODEL, Settings
 
-SEED_VARIABLES = ("PAGELENS_MODEL", "COLPALI_MODEL_ID", "PAGELENS_API_KEY", "SERVICE_API_KEY", "CPU_THREADS")
+# field -> its variables, canonical first, then the legacy aliases in the order they are tried
+ALIASED = {
+    "model": ("PAGELENS_MODEL", "COLPALI_MODEL_ID"),
+    "api_key": ("PAGELENS_API_KEY", "SERVICE_API_KEY"),
+    "threads": ("PAGELENS_CPU_THREADS", "PAGELENS_THREADS", "CPU_THREADS"),
+    "hf_token": ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
+}
+# a distinct value per variable, so a test can tell which one a setting came from
+VALUES = {"model": "org/m{}", "api_key": "key-{}", "threads": "{}", "hf_token": "hf_{}"}
+
+
+def _value(field: str, position: int):
+    text = VALUES[field].format(position + 2)
+    return int(text) if field == "threads" else text
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in SEED_VARIABLES:
+    for name in {n for names in ALIASED.values() for n in names} | {"PAGELENS_HF_TOKEN"}:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_defaults_and_seed_fallbacks(monkeypatch):
+def test_defaults():
     settings = Settings()
     assert settings.model == DEFAULT_MODEL == "ModernVBERT/colmodernvbert-merged"
-    assert settings.api_key is None and settings.host == "127.0.0.1" and settings.max_body_bytes == 64 * 1024 * 1024
-    monkeypatch.setenv("COLPALI_MODEL_ID", "seed/002-model")
-    monkeypatch.setenv("SERVICE_API_KEY", "seed-001-key")
-    monkeypatch.setenv("CPU_THREADS", "3")
-    settings = Settings()
-    assert (settings.model, settings.api_key, settings.threads) == ("seed/002-model", "seed-001-key", 3)
-    monkeypatch.setenv("PAGELENS_MODEL", "ours/model")
-    monkeypatch.setenv("PAGELENS_API_KEY", "our-key")
+    assert (settings.api_key, settings.threads, settings.hf_token) == (None, None, None)
+    assert settings.host == "127.0.0.1" and settings.max_body_bytes == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("field", "position", "name"), [(f, i, n) for f, ns in ALIASED.items() for i, n in enumerate(ns)]
+)
+def test_every_name_of_a_setting_is_read(monkeypatch, field, position, name):
+    monkeypatch.setenv(name, str(_value(field, position)))
+    assert getattr(Settings(), field) == _value(field, position)
+
+
+@pytest.mark.parametrize("field", ALIASED)
+def test_earlier_names_win_and_constructor_arguments_win_over_all(monkeypatch, field):
+    names = ALIASED[field]
+    for position in reversed(range(len(names))):  # set the last name first; each earlier one takes over
+        monkeypatch.setenv(names[position], str(_value(field, position)))
+        assert getattr(Settings(), field) == _value(field, position), names[position]
+    explicit = _value(field, 7)
+    assert getattr(Settings(**{field: explicit}), field) == explicit
+    assert getattr(Settings(**{names[-1]: explicit}), field) == explicit, "by variable name too"
+
+
+@pytest.mark.parametrize("field", ALIASED)
+def test_an_empty_variable_does_not_hide_a_later_name(monkeypatch, field):
+    *earlier, last = ALIASED[field]
+    monkeypatch.setenv(last, str(_value(field, 0)))
+    for name in earlier:
+        monkeypatch.setenv(name, "")
+    assert getattr(Settings(), field) == _value(field, 0)
+
+
+def test_other_settings_keep_their_prefixed_names(monkeypatch):
     monkeypatch.setenv("PAGELENS_MAX_QUEUED_ITEMS", "7")
+    monkeypatch.setenv("PAGELENS_HOST", "0.0.0.0")
+    monkeypatch.setenv("PAGELENS_PORT", "")  # empty: the default
     settings = Settings()
-    assert (settings.model, settings.api_key) == ("ours/model", "our-key")
-    assert settings.engine_overrides()["max_queued_items"] == 7
-    assert Settings(model="flag/model").model == "flag/model"
+    assert (settings.engine_overrides()["max_queued_items"], settings.host, settings.port) == (7, "0.0.0.0", 8000)
+
+
+def test_the_hub_token_stays_out_of_the_repr():
+    assert "hf_secret" not in repr(Settings(hf_token="hf_secret"))
 
 
 def test_loopback_detection():
