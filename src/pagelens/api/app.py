@@ -35,6 +35,7 @@ def load_embedder(settings: Settings):
         pool_factor=settings.pool_factor,
         quantize=settings.quantize,
         compile=settings.compile,
+        token=settings.hf_token,
     )
 
 
