@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import logging
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import pagelens
 from pagelens.cli import app
 from pagelens.settings import DEFAULT_MODEL, Settings
 
@@ -119,3 +122,67 @@ def test_qdrant_url_flag_and_key_variable_choose_the_server_backend(monkeypatch,
     collections.close()
     monkeypatch.delenv("PAGELENS_QDRANT_API_KEY")
     assert Collections.from_settings(Settings()).qdrant is None, "without a URL, collections stay on Edge"
+
+
+# the only modules that read the process environment; bench/ may hand all of it to a subprocess
+ENVIRONMENT_READERS = ("settings.py", "deploy/modal_settings.py")
+OS_ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
+
+
+def environment_reads(source: str, *, allow_whole_environ: bool) -> list[tuple[int, str]]:
+    """(line, name) of each use of os.environ / os.getenv (however imported) in `source`; with
+    `allow_whole_environ`, `os.environ` passed on whole (`env=os.environ`, `{**os.environ}`,
+    `dict(os.environ)`) is not counted."""
+    tree = ast.parse(source)
+    modules, names = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name == "os"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            names |= {alias.asname or alias.name: alias.name for alias in node.names if alias.name in OS_ENVIRONMENT}
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            name = node.attr if node.attr in OS_ENVIRONMENT else None
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            name = names.get(node.id)
+        else:
+            continue
+        passed_whole = isinstance(parents.get(node), (ast.keyword, ast.Dict, ast.Call)) and not (
+            isinstance(parents[node], ast.Call) and parents[node].func is node
+        )
+        if name and not (allow_whole_environ and name == "environ" and passed_whole):
+            reads.append((node.lineno, name))
+    return sorted(reads)
+
+
+def test_the_environment_check_finds_every_way_of_reading_it():
+    source = """import os
+import os as system
+from os import getenv, environ as variables
+os.environ.get("A")
+system.getenv("B")
+getenv("C")
+variables["D"]
+"E" in os.environ
+subprocess.run(command, env=os.environ)
+subprocess.run(command, env={**variables, "F": "1"})
+os.path.join("environ", "getenv")
+"""
+    assert environment_reads(source, allow_whole_environ=False) == [
+        (4, "environ"), (5, "getenv"), (6, "getenv"), (7, "environ"), (8, "environ"), (9, "environ"), (10, "environ"),
+    ]  # fmt: skip
+    assert [line for line, _ in environment_reads(source, allow_whole_environ=True)] == [4, 5, 6, 7, 8]
+
+
+def test_only_the_settings_modules_read_the_environment():
+    package = Path(pagelens.__file__).parent
+    assert all((package / reader).is_file() for reader in ENVIRONMENT_READERS)
+    found = [
+        f"{relative}:{line} os.{name}"
+        for path in sorted(package.rglob("*.py"))
+        if (relative := path.relative_to(package).as_posix()) not in ENVIRONMENT_READERS
+        for line, name in environment_reads(path.read_text(), allow_whole_environ=relative.startswith("bench/"))
+    ]
+    assert found == [], "read the variable in Settings (or ModalSettings) and pass the value down"
