@@ -1,7 +1,7 @@
 """pagelens on Modal: the same FastAPI app as `pagelens serve`, on a GPU, scaling to zero.
 
     modal secret create huggingface-secret HF_TOKEN=hf_...          # gated/private models only
-    modal secret create pagelens-api-key SERVICE_API_KEY=<random key>
+    modal secret create pagelens-api-key PAGELENS_API_KEY=<random key>  # or SERVICE_API_KEY (legacy)
     modal deploy src/pagelens/deploy/modal_app.py
 
 Deploy-time settings are environment variables of the `modal deploy` command, read by
