@@ -1,40 +1,85 @@
-"""Settings: PAGELENS_* variables, the seeds' fallbacks, and the serve command's start-up checks."""
+"""Settings: canonical variables and their legacy aliases, and the serve command's start-up checks."""
 
 from __future__ import annotations
 
+import ast
 import logging
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import pagelens
 from pagelens.cli import app
 from pagelens.settings import DEFAULT_MODEL, Settings
 
-SEED_VARIABLES = ("PAGELENS_MODEL", "COLPALI_MODEL_ID", "PAGELENS_API_KEY", "SERVICE_API_KEY", "CPU_THREADS")
+# field -> its variables, canonical first, then the legacy aliases in the order they are tried
+ALIASED = {
+    "model": ("PAGELENS_MODEL", "COLPALI_MODEL_ID"),
+    "api_key": ("PAGELENS_API_KEY", "SERVICE_API_KEY"),
+    "threads": ("PAGELENS_CPU_THREADS", "PAGELENS_THREADS", "CPU_THREADS"),
+    "hf_token": ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
+}
+# a distinct value per variable, so a test can tell which one a setting came from
+VALUES = {"model": "org/m{}", "api_key": "key-{}", "threads": "{}", "hf_token": "hf_{}"}
+
+
+def _value(field: str, position: int):
+    text = VALUES[field].format(position + 2)
+    return int(text) if field == "threads" else text
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in SEED_VARIABLES:
+    for name in {n for names in ALIASED.values() for n in names} | {"PAGELENS_HF_TOKEN"}:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_defaults_and_seed_fallbacks(monkeypatch):
+def test_defaults():
     settings = Settings()
     assert settings.model == DEFAULT_MODEL == "ModernVBERT/colmodernvbert-merged"
-    assert settings.api_key is None and settings.host == "127.0.0.1" and settings.max_body_bytes == 64 * 1024 * 1024
-    monkeypatch.setenv("COLPALI_MODEL_ID", "seed/002-model")
-    monkeypatch.setenv("SERVICE_API_KEY", "seed-001-key")
-    monkeypatch.setenv("CPU_THREADS", "3")
-    settings = Settings()
-    assert (settings.model, settings.api_key, settings.threads) == ("seed/002-model", "seed-001-key", 3)
-    monkeypatch.setenv("PAGELENS_MODEL", "ours/model")
-    monkeypatch.setenv("PAGELENS_API_KEY", "our-key")
+    assert (settings.api_key, settings.threads, settings.hf_token) == (None, None, None)
+    assert settings.host == "127.0.0.1" and settings.max_body_bytes == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("field", "position", "name"), [(f, i, n) for f, ns in ALIASED.items() for i, n in enumerate(ns)]
+)
+def test_every_name_of_a_setting_is_read(monkeypatch, field, position, name):
+    monkeypatch.setenv(name, str(_value(field, position)))
+    assert getattr(Settings(), field) == _value(field, position)
+
+
+@pytest.mark.parametrize("field", ALIASED)
+def test_earlier_names_win_and_constructor_arguments_win_over_all(monkeypatch, field):
+    names = ALIASED[field]
+    for position in reversed(range(len(names))):  # set the last name first; each earlier one takes over
+        monkeypatch.setenv(names[position], str(_value(field, position)))
+        assert getattr(Settings(), field) == _value(field, position), names[position]
+    explicit = _value(field, 7)
+    assert getattr(Settings(**{field: explicit}), field) == explicit
+    assert getattr(Settings(**{names[-1]: explicit}), field) == explicit, "by variable name too"
+
+
+@pytest.mark.parametrize("field", ALIASED)
+def test_an_empty_variable_does_not_hide_a_later_name(monkeypatch, field):
+    *earlier, last = ALIASED[field]
+    monkeypatch.setenv(last, str(_value(field, 0)))
+    for name in earlier:
+        monkeypatch.setenv(name, "")
+    assert getattr(Settings(), field) == _value(field, 0)
+
+
+def test_other_settings_keep_their_prefixed_names(monkeypatch):
     monkeypatch.setenv("PAGELENS_MAX_QUEUED_ITEMS", "7")
+    monkeypatch.setenv("PAGELENS_HOST", "0.0.0.0")
+    monkeypatch.setenv("PAGELENS_PORT", "")  # empty: the default
     settings = Settings()
-    assert (settings.model, settings.api_key) == ("ours/model", "our-key")
-    assert settings.engine_overrides()["max_queued_items"] == 7
-    assert Settings(model="flag/model").model == "flag/model"
+    assert (settings.engine_overrides()["max_queued_items"], settings.host, settings.port) == (7, "0.0.0.0", 8000)
+
+
+def test_the_hub_token_stays_out_of_the_repr():
+    assert "hf_secret" not in repr(Settings(hf_token="hf_secret"))
 
 
 def test_loopback_detection():
@@ -77,3 +122,67 @@ def test_qdrant_url_flag_and_key_variable_choose_the_server_backend(monkeypatch,
     collections.close()
     monkeypatch.delenv("PAGELENS_QDRANT_API_KEY")
     assert Collections.from_settings(Settings()).qdrant is None, "without a URL, collections stay on Edge"
+
+
+# the only modules that read the process environment; bench/ may hand all of it to a subprocess
+ENVIRONMENT_READERS = ("settings.py", "deploy/modal_settings.py")
+OS_ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
+
+
+def environment_reads(source: str, *, allow_whole_environ: bool) -> list[tuple[int, str]]:
+    """(line, name) of each use of os.environ / os.getenv (however imported) in `source`; with
+    `allow_whole_environ`, `os.environ` passed on whole (`env=os.environ`, `{**os.environ}`,
+    `dict(os.environ)`) is not counted."""
+    tree = ast.parse(source)
+    modules, names = set(), {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name == "os"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            names |= {alias.asname or alias.name: alias.name for alias in node.names if alias.name in OS_ENVIRONMENT}
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            name = node.attr if node.attr in OS_ENVIRONMENT else None
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            name = names.get(node.id)
+        else:
+            continue
+        passed_whole = isinstance(parents.get(node), (ast.keyword, ast.Dict, ast.Call)) and not (
+            isinstance(parents[node], ast.Call) and parents[node].func is node
+        )
+        if name and not (allow_whole_environ and name == "environ" and passed_whole):
+            reads.append((node.lineno, name))
+    return sorted(reads)
+
+
+def test_the_environment_check_finds_every_way_of_reading_it():
+    source = """import os
+import os as system
+from os import getenv, environ as variables
+os.environ.get("A")
+system.getenv("B")
+getenv("C")
+variables["D"]
+"E" in os.environ
+subprocess.run(command, env=os.environ)
+subprocess.run(command, env={**variables, "F": "1"})
+os.path.join("environ", "getenv")
+"""
+    assert environment_reads(source, allow_whole_environ=False) == [
+        (4, "environ"), (5, "getenv"), (6, "getenv"), (7, "environ"), (8, "environ"), (9, "environ"), (10, "environ"),
+    ]  # fmt: skip
+    assert [line for line, _ in environment_reads(source, allow_whole_environ=True)] == [4, 5, 6, 7, 8]
+
+
+def test_only_the_settings_modules_read_the_environment():
+    package = Path(pagelens.__file__).parent
+    assert all((package / reader).is_file() for reader in ENVIRONMENT_READERS)
+    found = [
+        f"{relative}:{line} os.{name}"
+        for path in sorted(package.rglob("*.py"))
+        if (relative := path.relative_to(package).as_posix()) not in ENVIRONMENT_READERS
+        for line, name in environment_reads(path.read_text(), allow_whole_environ=relative.startswith("bench/"))
+    ]
+    assert found == [], "read the variable in Settings (or ModalSettings) and pass the value down"

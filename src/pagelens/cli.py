@@ -342,7 +342,9 @@ def bench_wire(
 @bench_app.command("latency")
 def bench_latency(
     url: Annotated[str, typer.Option(help="Server URL, e.g. a Modal endpoint or http://127.0.0.1:8000.")],
-    api_key: Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Bearer key (default: PAGELENS_API_KEY or SERVICE_API_KEY).")
+    ] = None,
     num_warmup: Annotated[int, typer.Option(help="Warm requests after the first.")] = 10,
     test_scaledown: Annotated[bool, typer.Option(help="Wait idle, then measure one more cold start.")] = False,
     scaledown_wait: Annotated[float, typer.Option(help="Idle seconds before the post-scaledown request.")] = 65.0,
@@ -351,6 +353,8 @@ def bench_latency(
     """Seed 004's cold-start and warm-latency report against a running server."""
     from pagelens.bench.latency import run
 
+    if api_key is None:
+        api_key = settings_from_options().api_key
     run(url=url, api_key=api_key, num_warmup=num_warmup, test_scaledown=test_scaledown,
         scaledown_wait=scaledown_wait, out=out)  # fmt: skip
 

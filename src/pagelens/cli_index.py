@@ -26,7 +26,9 @@ Progress = Callable[[int, int], None]  # (pages stored so far, pages in the docu
 index_app = typer.Typer(help="Collections: add PDFs and images.", no_args_is_help=True)
 
 UrlOption = Annotated[str | None, typer.Option(help="A pagelens server; without it, work embedded.")]
-KeyOption = Annotated[str | None, typer.Option(envvar="PAGELENS_API_KEY", help="Bearer key for --url.")]
+KeyOption = Annotated[
+    str | None, typer.Option(help="Bearer key for --url (default: PAGELENS_API_KEY or SERVICE_API_KEY).")
+]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model for embedded mode.")]
 DataOption = Annotated[
     str | None, typer.Option(help="Data directory for embedded mode (default: PAGELENS_DATA_DIR or the user's).")
@@ -47,6 +49,13 @@ def settings_from_options(**given: object) -> Settings:
         for problem in error.errors():
             typer.echo(f"error: setting {'.'.join(map(str, problem['loc']))}: {problem['msg']}", err=True)
         raise typer.Exit(2) from error
+
+
+def connect(url: str, api_key: str | None):
+    """A client of the server at `url`, with the given key or the settings' (PAGELENS_API_KEY, SERVICE_API_KEY)."""
+    from pagelens.client import Client
+
+    return Client(url, api_key=api_key if api_key is not None else settings_from_options().api_key)
 
 
 def open_embedded(model: str | None, data_dir: str | None, collection: str, *, create: bool) -> Runtime:
@@ -98,9 +107,7 @@ def index_add(
     except ValueError as error:
         raise typer.BadParameter(f"--metadata is not JSON: {error}") from error
     if url:
-        from pagelens.client import Client
-
-        with Client(url, api_key=api_key) as client:
+        with connect(url, api_key) as client:
             if collection not in {c["name"] for c in client.collections()}:
                 client.create_collection(collection)
             add = lambda path, _: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
@@ -186,9 +193,7 @@ def search(
     """Search a collection; prints rank, score, document and page."""
     try:
         if url:
-            from pagelens.client import Client
-
-            with Client(url, api_key=api_key) as client:
+            with connect(url, api_key) as client:
                 results = client.search(collection, query, k=k, mode=mode, prefetch=prefetch)
         else:
             runtime = open_embedded(model, data_dir, collection, create=False)

@@ -1,16 +1,24 @@
-"""One settings object for the service: command-line flags and `PAGELENS_*` environment variables.
+"""One settings object for the service: command-line flags and environment variables.
 
-Built once at start-up and passed down. The seeds' variable names are honoured as fallbacks:
-COLPALI_MODEL_ID (seed 002) for the model, SERVICE_API_KEY (seed 001) for the key, CPU_THREADS
-(seed 002) for torch threads.
+Built once at start-up and passed down; no other module reads the environment (Modal's deploy-time
+variables have their own class, `pagelens.deploy.modal_settings`). A setting `x` is read from
+`PAGELENS_X`, except these, whose first name is the canonical one and the rest legacy aliases from
+the seeds, read only when the names before them are unset:
+
+    model     PAGELENS_MODEL, COLPALI_MODEL_ID (seed 002)
+    api_key   PAGELENS_API_KEY, SERVICE_API_KEY (seed 001)
+    threads   PAGELENS_CPU_THREADS, PAGELENS_THREADS, CPU_THREADS (seed 002)
+    hf_token  HF_TOKEN (huggingface_hub's own name), HUGGINGFACE_TOKEN (the seeds)
+
+A constructor argument (a command-line flag) wins over every variable, and an empty variable counts
+as unset, so it never hides a name after it.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -21,25 +29,39 @@ DEFAULT_MODEL = "ModernVBERT/colmodernvbert-merged"  # seed 002's default
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAGELENS_", extra="ignore")
+    # validate_by_name: `Settings(model=...)` sets a field whose variables are aliases. (pydantic-settings
+    # then also reads `PAGELENS_<field>` last, which for hf_token means PAGELENS_HF_TOKEN.)
+    model_config = SettingsConfigDict(
+        env_prefix="PAGELENS_", extra="ignore", validate_by_name=True, env_ignore_empty=True
+    )
 
     # model
-    model: str = Field(default="", description="Hub id or local directory")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        validation_alias=AliasChoices("PAGELENS_MODEL", "COLPALI_MODEL_ID"),
+        description="Hub id or local directory",
+    )
     device: str = "auto"
     dtype: str = "auto"
     attn: str = "auto"
     family: str | None = None
     revision: str | None = None
-    threads: int | None = None
+    threads: int | None = Field(
+        default=None, validation_alias=AliasChoices("PAGELENS_CPU_THREADS", "PAGELENS_THREADS", "CPU_THREADS")
+    )
     pool_factor: int | None = None
     # opt-in model variants (pagelens.models.variants): int8 dynamic linears on CPU; regional torch.compile
     quantize: Literal["none", "int8"] = "none"
     compile: bool = False
+    # token for gated/private hub checkpoints (None: huggingface_hub's own login, if any)
+    hf_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("HF_TOKEN", "HUGGINGFACE_TOKEN"), repr=False
+    )
 
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, validation_alias=AliasChoices("PAGELENS_API_KEY", "SERVICE_API_KEY"))
     log_level: str = "info"
 
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
@@ -65,17 +87,11 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 1
 
     @model_validator(mode="after")
-    def _apply_seed_fallbacks(self) -> Settings:
-        if not self.model:
-            self.model = os.environ.get("COLPALI_MODEL_ID") or DEFAULT_MODEL
-        if self.api_key is None:
-            self.api_key = os.environ.get("SERVICE_API_KEY") or None
+    def _default_data_dir(self) -> Settings:
         if not self.data_dir:
             import platformdirs
 
             self.data_dir = platformdirs.user_data_dir("pagelens")
-        if self.threads is None and os.environ.get("CPU_THREADS"):
-            self.threads = int(os.environ["CPU_THREADS"])
         return self
 
     @property

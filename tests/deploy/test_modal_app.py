@@ -42,3 +42,53 @@ def test_its_asgi_app_has_exactly_the_routes_of_pagelens_serve():
     assert {("/embeddings", "POST"), ("/embed", "POST"), ("/v1/embeddings", "POST"), ("/score", "POST"),
             ("/health", "GET"), ("/metrics", "GET"), ("/", "GET"), ("/docs", "GET")} <= expected  # fmt: skip
     runtime.close()
+
+
+MODAL_FIELDS = ("app", "gpu", "model", "scaledown", "min_containers", "max_containers", "timeout", "concurrency",
+                "gpu_snapshot", "hf_secret", "key_secret")  # fmt: skip
+
+
+def test_deploy_settings_defaults_and_overrides(monkeypatch):
+    from pagelens.deploy.modal_settings import ModalSettings
+    from pagelens.settings import DEFAULT_MODEL
+
+    for field in MODAL_FIELDS:
+        monkeypatch.delenv(f"PAGELENS_MODAL_{field.upper()}", raising=False)
+    defaults = ModalSettings()
+    assert [getattr(defaults, field) for field in MODAL_FIELDS] == [
+        "pagelens", "L40S", DEFAULT_MODEL, 300, 0, 5, 600, 32, True, "huggingface-secret", "pagelens-api-key",
+    ]  # fmt: skip
+    overrides = {"app": "pl-staging", "gpu": "A10G", "model": "vidore/colqwen2.5-v0.2", "scaledown": "60",
+                 "min_containers": "1", "max_containers": "2", "timeout": "30", "concurrency": "4",
+                 "gpu_snapshot": "0", "hf_secret": "hf", "key_secret": "key"}  # fmt: skip
+    for field, value in overrides.items():
+        monkeypatch.setenv(f"PAGELENS_MODAL_{field.upper()}", value)
+    changed = ModalSettings()
+    assert [getattr(changed, field) for field in MODAL_FIELDS] == [
+        "pl-staging", "A10G", "vidore/colqwen2.5-v0.2", 60, 1, 2, 30, 4, False, "hf", "key",
+    ]  # fmt: skip
+    monkeypatch.setenv("PAGELENS_MODAL_GPU_SNAPSHOT", "")
+    monkeypatch.setenv("PAGELENS_MODAL_CONCURRENCY", "")
+    assert (ModalSettings().gpu_snapshot, ModalSettings().concurrency) == (True, 32), "empty means unset"
+
+
+def test_deploy_settings_import_without_modal(monkeypatch):
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "modal", None)  # `import modal` now raises ImportError
+    monkeypatch.delitem(sys.modules, "pagelens.deploy.modal_settings", raising=False)
+    assert importlib.import_module("pagelens.deploy.modal_settings").ModalSettings().app
+
+
+def test_the_modal_app_takes_its_deploy_settings_from_the_environment(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "PAGELENS_MODAL_"))}
+    deploy = {"APP": "pl-staging", "CONCURRENCY": "4", "GPU": "A10G", "MODEL": "org/model", "TIMEOUT": ""}
+    env |= {"HOME": str(tmp_path)} | {f"PAGELENS_MODAL_{name}": value for name, value in deploy.items()}
+    code = "import pagelens.deploy.modal_app as m; print(m.app.name, m.CONCURRENCY, m.GPU, m.MODEL, m.TIMEOUT)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["pl-staging", "4", "A10G", "org/model", "600"]
+    without_snapshots = env | {"PAGELENS_MODAL_GPU_SNAPSHOT": "0"}  # the model then loads in a plain enter hook
+    result = subprocess.run([sys.executable, "-c", code], env=without_snapshots, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]

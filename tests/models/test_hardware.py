@@ -68,13 +68,16 @@ def test_attention_prefers_flash_on_cuda_only_when_installed(monkeypatch):
         hardware.attention_candidates("xformers", cpu, torch.float32, _FlashCapable)
 
 
-def test_cpu_threads_from_seed_variable(monkeypatch):
+def test_cpu_threads_are_the_given_number_and_never_read_from_the_environment(monkeypatch):
     before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
     try:
-        monkeypatch.setenv("CPU_THREADS", "1")
-        monkeypatch.delenv("PAGELENS_CPU_THREADS", raising=False)
+        for name in ("PAGELENS_CPU_THREADS", "PAGELENS_THREADS", "CPU_THREADS"):
+            monkeypatch.setenv(name, str(other))
         hardware.configure_cpu_threads(None)
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == before, "None keeps torch's default; Settings reads the variables"
+        hardware.configure_cpu_threads(other)
+        assert torch.get_num_threads() == other
         with pytest.raises(ModelLoadError):
             hardware.configure_cpu_threads(0)
     finally:

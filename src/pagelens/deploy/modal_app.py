@@ -1,16 +1,17 @@
 """pagelens on Modal: the same FastAPI app as `pagelens serve`, on a GPU, scaling to zero.
 
     modal secret create huggingface-secret HF_TOKEN=hf_...          # gated/private models only
-    modal secret create pagelens-api-key SERVICE_API_KEY=<random key>
+    modal secret create pagelens-api-key PAGELENS_API_KEY=<random key>  # or SERVICE_API_KEY (legacy)
     modal deploy src/pagelens/deploy/modal_app.py
 
-Deploy-time settings (environment variables of the `modal deploy` command):
-PAGELENS_MODAL_APP (app name, "pagelens"), PAGELENS_MODAL_GPU ("L40S"), PAGELENS_MODAL_MODEL (the
-default `model_name` parameter, whose weights are fetched into the cache volume at image build),
-PAGELENS_MODAL_SCALEDOWN (seconds, 300), PAGELENS_MODAL_MIN_CONTAINERS (0),
-PAGELENS_MODAL_MAX_CONTAINERS (5), PAGELENS_MODAL_TIMEOUT (600), PAGELENS_MODAL_CONCURRENCY (32),
-PAGELENS_MODAL_GPU_SNAPSHOT ("1": GPU memory snapshots, the model is restored already on the GPU),
-PAGELENS_MODAL_HF_SECRET / PAGELENS_MODAL_KEY_SECRET (secret names above).
+Deploy-time settings are environment variables of the `modal deploy` command, read by
+`ModalSettings` (deploy/modal_settings.py): PAGELENS_MODAL_APP (app name, "pagelens"),
+PAGELENS_MODAL_GPU ("L40S"), PAGELENS_MODAL_MODEL (the default `model_name` parameter, whose weights
+are fetched into the cache volume at image build), PAGELENS_MODAL_SCALEDOWN (seconds, 300),
+PAGELENS_MODAL_MIN_CONTAINERS (0), PAGELENS_MODAL_MAX_CONTAINERS (5), PAGELENS_MODAL_TIMEOUT (600),
+PAGELENS_MODAL_CONCURRENCY (32), PAGELENS_MODAL_GPU_SNAPSHOT (true: GPU memory snapshots, the model
+is restored already on the GPU), PAGELENS_MODAL_HF_SECRET / PAGELENS_MODAL_KEY_SECRET (secret names
+above).
 
 The model loads in `@modal.enter(snap=True)` (captured by the snapshot, warmed up first); the
 engine's threads start after restore, in `@modal.enter(snap=False)`.
@@ -18,24 +19,25 @@ engine's threads start after restore, in `@modal.enter(snap=False)`.
 
 # No `from __future__ import annotations`: Modal reads the parameter annotation as a real type.
 
-import os
 from pathlib import Path
 
 import modal
 
-from pagelens.settings import DEFAULT_MODEL, Settings
+from pagelens.deploy.modal_settings import ModalSettings
+from pagelens.settings import Settings
 
-APP_NAME = os.environ.get("PAGELENS_MODAL_APP", "pagelens")
-GPU = os.environ.get("PAGELENS_MODAL_GPU", "L40S")
-MODEL = os.environ.get("PAGELENS_MODAL_MODEL", DEFAULT_MODEL)
-SCALEDOWN_WINDOW = int(os.environ.get("PAGELENS_MODAL_SCALEDOWN", "300"))
-MIN_CONTAINERS = int(os.environ.get("PAGELENS_MODAL_MIN_CONTAINERS", "0"))
-MAX_CONTAINERS = int(os.environ.get("PAGELENS_MODAL_MAX_CONTAINERS", "5"))
-TIMEOUT = int(os.environ.get("PAGELENS_MODAL_TIMEOUT", "600"))
-CONCURRENCY = int(os.environ.get("PAGELENS_MODAL_CONCURRENCY", "32"))
-GPU_SNAPSHOT = os.environ.get("PAGELENS_MODAL_GPU_SNAPSHOT", "1") == "1"
-HF_SECRET = os.environ.get("PAGELENS_MODAL_HF_SECRET", "huggingface-secret")
-KEY_SECRET = os.environ.get("PAGELENS_MODAL_KEY_SECRET", "pagelens-api-key")
+DEPLOY = ModalSettings()
+APP_NAME = DEPLOY.app
+GPU = DEPLOY.gpu
+MODEL = DEPLOY.model
+SCALEDOWN_WINDOW = DEPLOY.scaledown
+MIN_CONTAINERS = DEPLOY.min_containers
+MAX_CONTAINERS = DEPLOY.max_containers
+TIMEOUT = DEPLOY.timeout
+CONCURRENCY = DEPLOY.concurrency
+GPU_SNAPSHOT = DEPLOY.gpu_snapshot
+HF_SECRET = DEPLOY.hf_secret
+KEY_SECRET = DEPLOY.key_secret
 
 CACHE_DIR = "/cache"
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -53,9 +55,9 @@ secrets = [modal.Secret.from_name(HF_SECRET), modal.Secret.from_name(KEY_SECRET)
 
 def fetch_default_weights() -> None:
     """Image build step: download the default model (and, for an adapter, its base) into the volume."""
-    from pagelens.models.checkpoints import resolve_checkpoint
+    from pagelens.service import fetch_model
 
-    resolve_checkpoint(MODEL)
+    fetch_model(Settings(model=MODEL))
     cache_volume.commit()
 
 
@@ -91,7 +93,7 @@ def build_web_app(runtime):
 class Pagelens:
     model_name: str = modal.parameter(default=MODEL)
 
-    @modal.enter(snap=True)
+    @modal.enter(snap=GPU_SNAPSHOT)  # snap=True needs snapshots enabled
     def load_model(self) -> None:
         """Load and warm the model (captured by the memory snapshot when snapshots are on). Every
         other setting comes from the container's PAGELENS_* variables, as for `pagelens serve`."""

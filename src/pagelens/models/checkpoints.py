@@ -1,14 +1,14 @@
 """Resolving a model reference (hub id or local directory) to files on disk.
 
 Hub downloads go through huggingface_hub, which honours HF_HOME, HF_HUB_CACHE and HF_HUB_OFFLINE.
-The token comes from HF_TOKEN, or HUGGINGFACE_TOKEN as the seeds name it. vidore publishes LoRA
-adapters: a directory with `adapter_config.json` whose `base_model_name_or_path` is resolved too.
+The token is the caller's (Settings.hf_token); None leaves it to huggingface_hub's own login. vidore
+publishes LoRA adapters: a directory with `adapter_config.json` whose `base_model_name_or_path` is
+resolved too.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,7 @@ class ResolvedCheckpoint:
     config: dict[str, Any]
 
 
-def hub_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGINGFACE_TOKEN") or None
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def fetch_to_directory(reference: str, revision: str | None = None) -> Path:
+def fetch_to_directory(reference: str, revision: str | None = None, token: str | None = None) -> Path:
     """A local directory with the checkpoint's files: `reference` itself if it is one, else the hub cache."""
     as_path = Path(reference).expanduser()
     if as_path.is_dir():
@@ -46,15 +38,15 @@ def fetch_to_directory(reference: str, revision: str | None = None) -> Path:
     if reference.startswith((".", "/", "~")) or reference.count("/") > 1:
         raise ModelLoadError(f"model directory {reference!r} does not exist")
 
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
         return Path(
-            snapshot_download(reference, revision=revision, token=hub_token(), allow_patterns=CHECKPOINT_FILE_PATTERNS)
+            snapshot_download(reference, revision=revision, token=token, allow_patterns=CHECKPOINT_FILE_PATTERNS)
         )
     except LocalEntryNotFoundError as error:
-        if _offline():
+        if constants.HF_HUB_OFFLINE:  # huggingface_hub's parse of the variable, read at call time
             raise ModelLoadError(
                 f"model {reference!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
                 "unset HF_HUB_OFFLINE to download it, point HF_HOME/HF_HUB_CACHE at a cache that has it, "
@@ -88,16 +80,17 @@ def _has_processor_files(directory: Path) -> bool:
     )
 
 
-def resolve_checkpoint(reference: str, revision: str | None = None) -> ResolvedCheckpoint:
-    """Resolve `reference` (and, for a LoRA adapter, its base model) to local directories."""
-    directory = fetch_to_directory(reference, revision)
+def resolve_checkpoint(reference: str, revision: str | None = None, token: str | None = None) -> ResolvedCheckpoint:
+    """Resolve `reference` (and, for a LoRA adapter, its base model) to local directories; `token`
+    authenticates hub downloads of both."""
+    directory = fetch_to_directory(reference, revision, token)
     adapter_config_path = directory / "adapter_config.json"
     if adapter_config_path.exists():
         adapter_config = read_json(adapter_config_path)
         base_reference = adapter_config.get("base_model_name_or_path")
         if not base_reference:
             raise ModelLoadError(f"{adapter_config_path} names no base_model_name_or_path")
-        base_directory = fetch_to_directory(base_reference)
+        base_directory = fetch_to_directory(base_reference, token=token)
         if (base_directory / "adapter_config.json").exists():
             raise ModelLoadError(f"base model {base_reference!r} of {reference!r} is itself an adapter")
         weights_dir, adapter_dir = base_directory, directory

@@ -148,18 +148,20 @@ class Embedder:
         pool_factor: int | None = None,
         quantize: str = "none",
         compile: bool = False,
+        token: str | None = None,
     ) -> Embedder:
         """Load `model` (hub id or local directory, merged or LoRA adapter) for inference.
 
         `device`: auto|cpu|cuda[:n]|mps. `dtype`: auto|float32|bfloat16|float16. `attn`:
         auto|flash_attention_2|sdpa|eager. `family` overrides detection. `threads` sets torch's
-        CPU threads (default: CPU_THREADS or torch's choice). `pool_factor` turns on hierarchical
+        CPU threads (None: torch's choice). `pool_factor` turns on hierarchical
         token pooling of image embeddings. `quantize`: none|int8 (int8 dynamic linears, float32
         activations, CPU only). `compile`: torch.compile the repeated blocks, warmed up here.
+        `token`: hub token for gated/private checkpoints (None: huggingface_hub's own login).
         """
         started = time.perf_counter()
         hardware.configure_cpu_threads(threads)
-        checkpoint = resolve_checkpoint(model, revision)
+        checkpoint = resolve_checkpoint(model, revision, token=token)
         chosen = get_family(family) if family else detect_family(checkpoint.config, source=model)
         _, processor_class = chosen.classes()
         quantize = variants.check_quantize(quantize)

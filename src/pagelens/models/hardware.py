@@ -6,7 +6,6 @@ Nothing here fails when an accelerator is absent: "auto" resolves to what the ma
 from __future__ import annotations
 
 import importlib.util
-import os
 import platform
 from functools import cache
 
@@ -105,10 +104,7 @@ def attention_candidates(attn: str, device: torch.device, dtype: torch.dtype, mo
 
 
 def configure_cpu_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads; `None` reads CPU_THREADS (seed 002's variable) or keeps torch's default."""
-    if threads is None:
-        env = os.environ.get("PAGELENS_CPU_THREADS") or os.environ.get("CPU_THREADS")
-        threads = int(env) if env else None
+    """Set torch's intra-op threads to `threads`; `None` keeps torch's default (Settings reads the variables)."""
     if threads is not None:
         if threads < 1:
             raise ModelLoadError(f"CPU threads must be >= 1, got {threads}")

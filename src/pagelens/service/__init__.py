@@ -10,7 +10,7 @@ Entry points import this package (and settings, errors, codecs), never `pagelens
 
 from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
 from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
-from pagelens.service.runtime import Runtime, load, load_embedder
+from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 __all__ = [
     "MAX_PREFETCH",
@@ -20,6 +20,7 @@ __all__ = [
     "Runtime",
     "SearchHit",
     "StageTimings",
+    "fetch_model",
     "load",
     "load_embedder",
 ]

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 def load_embedder(settings: Settings):
     """Load the model the settings name, with every model setting (device, dtype, attention,
-    revision, family, threads, pooling, int8, compile)."""
+    revision, family, threads, pooling, int8, compile, hub token)."""
     from pagelens.models import Embedder
 
     return Embedder.load(
@@ -48,7 +48,15 @@ def load_embedder(settings: Settings):
         pool_factor=settings.pool_factor,
         quantize=settings.quantize,
         compile=settings.compile,
+        token=settings.hf_token,
     )
+
+
+def fetch_model(settings: Settings) -> None:
+    """Download the settings' model (and an adapter's base model) into the hub cache, without loading it."""
+    from pagelens.models.checkpoints import resolve_checkpoint
+
+    resolve_checkpoint(settings.model, settings.revision, token=settings.hf_token)
 
 
 class Runtime:
