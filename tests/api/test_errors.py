@@ -3,14 +3,17 @@ counted in the error metric, refusals of the middleware included."""
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from pagelens.api import create_app
 from pagelens.errors import Overloaded, error_classes
 from pagelens.settings import Settings
+from pagelens.testing.fake import FakeBackend
 from tests.api.conftest import API_KEY, AUTH, fake_service
 
 CLASSES = error_classes()
@@ -101,3 +104,32 @@ def test_middleware_refusals_are_rendered_and_counted(client):
     assert not_a_number.json() == {"error": {"type": "invalid_input", "message": "Content-Length is not a number"}}
     assert error_count(client, "invalid_input") == 1
     assert client.post("/embeddings", json={"input_type": "text", "inputs": ["fine"]}).status_code == 200
+
+
+class NaNBackend(FakeBackend):
+    """Vectors with one NaN: what a model overflowing in half precision gives."""
+
+    def expected(self, item):
+        vectors = super().expected(item)
+        vectors[0, 0] = np.nan
+        return vectors
+
+
+def test_an_output_json_cannot_carry_is_a_counted_400_and_npz_still_carries_it():
+    service = fake_service(NaNBackend())
+    app = create_app(Settings(model="fake/model", api_key=API_KEY), service=service)
+    with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
+        requests = [
+            ("/embeddings", {"input_type": "text", "inputs": ["q"]}, {"Accept": "application/json"}),
+            ("/embed", {"texts": ["q"]}, {}),
+            ("/v1/embeddings", {"input": ["q"]}, {}),
+        ]
+        for path, body, headers in requests:
+            response = client.post(path, json=body, headers=headers)
+            assert response.status_code == 400, (path, response.text)
+            error = response.json()["error"]
+            assert error["type"] == "invalid_input" and "non-finite" in error["message"], path
+        assert error_count(client, "invalid_input") == 3 and error_count(client, "internal_error") == 0
+        npz = client.post("/embeddings", json={"input_type": "text", "inputs": ["q"]})
+        assert npz.status_code == 200 and np.isnan(np.load(io.BytesIO(npz.content))["emb_0"][0, 0])
+    service.engine.close()
