@@ -57,9 +57,9 @@ def decode_npz(body: bytes) -> tuple[str, list[np.ndarray]]:
     try:
         archive = np.load(io.BytesIO(body), allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise InvalidInput(f"npz body is not a readable npz archive: {error}") from None
+        raise InvalidInput(f"body is not a readable npz archive: {error}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InvalidInput("npz body is a single .npy array, not an npz archive")
+        raise InvalidInput("body is a single .npy array, not an npz archive")
     with archive as data:
         missing = {"count", "input_type"} - set(data.files)
         if missing:
