@@ -4,14 +4,17 @@ and typed errors that are never retried."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 
 import httpx
 import numpy as np
 import pytest
 
+from pagelens import errors
 from pagelens.api import create_app
-from pagelens.client import Client
+from pagelens.client import Client, error_from_response
+from pagelens.codecs.outputs import encode_npz
 from pagelens.engine import EngineConfig
 from pagelens.errors import InvalidInput, Overloaded, Unauthorized
 from pagelens.settings import Settings
@@ -120,4 +123,118 @@ def test_collections_and_search_through_the_client(tmp_path):
         client.delete_collection("docs")
         with pytest.raises(NotFound):
             client.search("docs", "anything")
+    service.engine.close()
+
+
+# ---------------------------------------------------------------- error mapping (no server: MockTransport)
+
+
+def error_body(cls: type[errors.PagelensError], index: int | None = 2) -> dict:
+    body = {"type": cls.error_type, "message": f"server says {cls.__name__}"}
+    return {"error": body if index is None else {**body, "index": index}}
+
+
+def mock_client(handler, **options) -> Client:
+    """A client whose requests go to `handler(request) -> httpx.Response`; no sleeping between retries."""
+    return Client("http://pagelens.test", transport=httpx.MockTransport(handler), max_retry_wait=0, **options)
+
+
+@pytest.mark.parametrize("cls", errors.error_classes(), ids=lambda cls: cls.__name__)
+def test_every_error_type_raises_its_class_with_the_servers_message_and_index(cls):
+    response = httpx.Response(cls.http_status, json=error_body(cls))
+    with mock_client(lambda request: response, max_retries=0) as client, pytest.raises(errors.PagelensError) as raised:
+        client.info()
+    assert type(raised.value) is cls
+    assert raised.value.message == f"server says {cls.__name__}" and raised.value.index == 2
+    assert raised.value.http_status == cls.http_status and raised.value.error_type == cls.error_type
+
+
+@pytest.mark.parametrize(
+    ("status", "cls", "call"),
+    [
+        (409, errors.Conflict, lambda client: client.create_collection("taken")),
+        (409, errors.ModelMismatch, lambda client: client.search("other-model", "q")),
+        (415, errors.UnsupportedMediaType, lambda client: client.add_document("c", b"PK zip")),
+        (422, errors.UnprocessableDocument, lambda client: client.add_document("c", b"%PDF-1.7 broken")),
+        (404, errors.NotFound, lambda client: client.documents("gone")),
+        (500, errors.BackendFailure, lambda client: client.collections()),
+        (400, errors.InvalidInput, lambda client: client.score("q", embeddings=[np.zeros((1, 4))])),
+    ],
+)
+def test_errors_that_retrying_cannot_fix_are_raised_at_once(status, cls, call):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return httpx.Response(status, json=error_body(cls, index=None))
+
+    with mock_client(handler) as client:
+        with pytest.raises(cls, match=f"server says {cls.__name__}"):
+            call(client)
+        assert len(calls) == 1 and client.retries == 0
+
+
+def test_a_body_without_a_known_type_keeps_the_status_and_type():
+    unknown = httpx.Response(418, json={"error": {"type": "teapot", "message": "short and stout", "index": 1}})
+    error = error_from_response(unknown)
+    assert type(error) is errors.PagelensError and (error.http_status, error.error_type) == (418, "teapot")
+    assert (error.message, error.index) == ("short and stout", 1)
+    proxy = error_from_response(httpx.Response(502, text="<html>Bad Gateway</html>"))
+    assert (proxy.http_status, proxy.error_type) == (502, "http_error") and "Bad Gateway" in proxy.message
+
+
+def test_503_and_429_are_retried_with_their_retry_after_then_raise_their_class():
+    statuses = iter([503, 429, 200])
+
+    def handler(request):
+        status = next(statuses)
+        if status == 200:
+            return httpx.Response(200, json={"name": "pagelens"})
+        cls = errors.ModelNotReady if status == 503 else errors.Overloaded
+        return httpx.Response(status, json=error_body(cls, index=None), headers={"Retry-After": "3"})
+
+    with mock_client(handler) as client:
+        assert client.info() == {"name": "pagelens"} and client.retries == 2
+    overloaded = httpx.Response(429, json=error_body(errors.Overloaded, index=None), headers={"Retry-After": "3"})
+    with mock_client(lambda request: overloaded, max_retries=1) as client:
+        with pytest.raises(Overloaded) as raised:
+            client.info()
+        assert client.retries == 1 and raised.value.retry_after == 3.0
+
+
+def test_413_splits_the_batch_and_a_later_400_names_the_callers_index():
+    sizes = []
+
+    def handler(request):
+        inputs = json.loads(request.content)["inputs"]
+        sizes.append(len(inputs))
+        if len(inputs) > 2:
+            return httpx.Response(413, json=error_body(errors.PayloadTooLarge, index=None))
+        if "bad" in inputs:
+            return httpx.Response(400, json=error_body(errors.InvalidInput, index=inputs.index("bad")))
+        return httpx.Response(200, content=encode_npz([np.zeros((1, 4), np.float32)] * len(inputs), input_type="text"))
+
+    with mock_client(handler) as client:
+        assert len(client.embed_queries(["a", "b", "c", "d", "e"])) == 5
+        assert sizes == [5, 2, 3, 1, 2]
+        with pytest.raises(InvalidInput) as raised:
+            client.embed_queries(["a", "b", "c", "bad", "e"])
+        assert raised.value.index == 3 and client.retries == 0
+
+
+def test_conflict_unsupported_and_unprocessable_uploads_from_a_real_server(tmp_path):
+    service = fake_service(FakeBackend(dim=128))
+    settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
+    with uvicorn_in_thread(create_app(settings, service=service)) as url, Client(url, api_key="k") as client:
+        client.create_collection("docs")
+        with pytest.raises(errors.Conflict) as taken:
+            client.create_collection("docs")
+        assert type(taken.value) is errors.Conflict and "docs" in taken.value.message
+        with pytest.raises(errors.UnsupportedMediaType):
+            client.add_document("docs", b"PK\x03\x04 zip", filename="a.zip")
+        with pytest.raises(errors.UnprocessableDocument, match="corrupt"):
+            client.add_document("docs", b"%PDF-1.7 broken", filename="a.pdf")
+        with pytest.raises(errors.MethodNotAllowed):
+            client._request("GET", "/embeddings")
+        assert client.retries == 0
     service.engine.close()

@@ -10,8 +10,10 @@
         hits = client.search("reports", "what is the revenue?", k=5)
 
 It speaks the morphik-core route (`/embeddings`, npz bodies). 429 and 503 are retried after the
-server's Retry-After (capped); 400, 401 and 404 are never retried and raise the typed error with
-the input index; 413 splits the batch in halves and retries each half, as morphik-core does.
+server's Retry-After (capped); 413 splits the batch in halves and retries each half, as morphik-core
+does. Every other error is raised at once as the class in pagelens.errors whose `error_type` the
+response names (409 `model_mismatch` is ModelMismatch, 415 UnsupportedMediaType, ...), with the
+server's message and input index.
 """
 
 from __future__ import annotations
@@ -30,29 +32,24 @@ from PIL import Image
 from pagelens import errors
 from pagelens.codecs.outputs import NPZ_MEDIA, decode_npz
 
-_ERROR_TYPES: dict[str, type[errors.PagelensError]] = {
-    cls.error_type: cls
-    for cls in (
-        errors.InvalidInput, errors.Unauthorized, errors.NotFound, errors.PayloadTooLarge, errors.Overloaded,
-        errors.BackendFailure, errors.ModelNotReady,
-    )
-}  # fmt: skip
 _RETRYABLE = (429, 503)
 
 
 def error_from_response(response: httpx.Response) -> errors.PagelensError:
-    """The typed error a pagelens error response stands for."""
+    """The typed error a pagelens error response stands for: the class with the body's `type`, else a
+    PagelensError carrying the response's status and type (a proxy's page, a newer server's type)."""
     try:
         body = response.json()["error"]
         error_type, message, index = body["type"], body["message"], body.get("index")
     except (ValueError, KeyError, TypeError):
         error_type, message, index = "http_error", f"HTTP {response.status_code}: {response.text[:200]}", None
-    cls = _ERROR_TYPES.get(error_type)
+    cls = next((cls for cls in errors.error_classes() if cls.error_type == error_type), None)
     if cls is errors.Overloaded:
-        return errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
+        error = errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
+        return error if index is None else error.with_index(index)
     if cls is None:
         error = errors.PagelensError(message, index=index)
-        error.http_status = response.status_code
+        error.http_status, error.error_type = response.status_code, str(error_type)
         return error
     return cls(message, index=index)
 

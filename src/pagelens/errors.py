@@ -4,6 +4,7 @@
     ├── InvalidInput               400  an input is malformed or over a per-item limit (`index` names it)
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
+    ├── MethodNotAllowed           405  a route that exists, called with another method
     ├── Conflict                   409  a collection of that name already exists, or is open in another process
     │   └── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
@@ -16,7 +17,9 @@
     └── ModelLoadError             —    a model could not be resolved or loaded (start-up, not per request)
         └── UnknownModelFamily     —    config matches no supported family
 
-This table (the `http_status` attributes) is the one place where errors meet status codes.
+This table (the `http_status` and `error_type` attributes) is the one place where errors meet
+status codes and wire types: the API renders from it and the client maps back through
+`error_classes()`, so every `error_type` is unique.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class Unauthorized(PagelensError):
 class NotFound(PagelensError):
     http_status = 404
     error_type = "not_found"
+
+
+class MethodNotAllowed(PagelensError):
+    http_status = 405
+    error_type = "method_not_allowed"
 
 
 class Conflict(PagelensError):
@@ -116,3 +124,15 @@ class ModelLoadError(PagelensError):
 
 class UnknownModelFamily(ModelLoadError):
     error_type = "unknown_model_family"
+
+
+def error_classes() -> list[type[PagelensError]]:
+    """`PagelensError` and every subclass, parents before children (409 finds Conflict before ModelMismatch)."""
+    found: list[type[PagelensError]] = []
+    pending = [PagelensError]
+    while pending:
+        cls = pending.pop(0)
+        if cls not in found:
+            found.append(cls)
+            pending.extend(cls.__subclasses__())
+    return found

@@ -21,6 +21,7 @@ from pagelens.codecs.outputs import (
     to_nested_lists,
     wants_json,
 )
+from pagelens.errors import InvalidInput
 
 rng = np.random.default_rng(0)
 ARRAYS = [
@@ -111,14 +112,14 @@ def test_npz_refuses_object_arrays():
     ],
 )
 def test_decode_npz_refuses_inconsistent_or_foreign_bodies(body, fragment):
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(InvalidInput, match=fragment):
         decode_npz(body)
 
 
 def test_decode_npz_refuses_a_single_npy_body():
     buffer = io.BytesIO()
     np.save(buffer, ARRAYS[0])
-    with pytest.raises(ValueError, match="not an npz archive"):
+    with pytest.raises(InvalidInput, match="not an npz archive"):
         decode_npz(buffer.getvalue())
 
 
@@ -174,8 +175,12 @@ GOOD_ITEM = encode_base64_array(ARRAYS[0])  # shape [7, 128], float32
     ],
 )
 def test_base64_decoding_checks_fields_length_and_dtype(item, fragment):
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(InvalidInput, match=fragment) as raised:
         decode_base64_array(item)
+    assert raised.value.index is None
+    with pytest.raises(InvalidInput, match=fragment) as raised:
+        decode_base64_array(item, index=4)
+    assert raised.value.index == 4 and raised.value.http_status == 400
 
 
 @pytest.mark.parametrize("array", ARRAYS, ids=IDS)
@@ -201,8 +206,12 @@ def test_json_lists_are_fast_for_big_multi_vector_arrays():
 def test_json_lists_refuse_non_finite_values(bad, dtype):
     array = np.ones((3, 128), dtype=dtype)
     array[1, 5] = bad
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(InvalidInput, match=r"non-finite.*npz or base64") as raised:
         to_nested_lists(array)
+    assert raised.value.index is None
+    with pytest.raises(InvalidInput) as raised:
+        to_nested_lists(array, index=2)
+    assert raised.value.index == 2 and raised.value.http_status == 400
 
 
 @pytest.mark.parametrize(

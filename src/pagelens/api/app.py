@@ -51,8 +51,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
     # added last = outermost: observe -> auth -> body limit -> routes
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_error=metrics.on_error)
     if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, on_error=metrics.on_error)
     app.add_middleware(Observe, on_request=metrics.on_request)
     return app

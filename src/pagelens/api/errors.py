@@ -1,41 +1,51 @@
 """The one place where errors become HTTP responses.
 
-Every error body is `{"error": {"type", "message", "index"?}}`. Typed pagelens errors carry their
-status (see pagelens.errors); request-validation failures are 400 and name the input index when
-the failing field is an item of a list; 404/405 from routing use the same body shape.
+Every error response comes from `render_error`: status and type from the error's class (see
+pagelens.errors), body `{"error": {"type", "message", "index"?}}`, counted by `on_error(type)`.
+The exception handlers below and the middleware (auth, body limit) both render through it.
+Request-validation failures are `InvalidInput` naming the list index of the failing item;
+Starlette's own HTTP exceptions (404/405 from routing) take the class with their status.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
 
-from pagelens.errors import Overloaded, PagelensError
+from pagelens.errors import InvalidInput, Overloaded, PagelensError, Unauthorized, error_classes
 
 log = logging.getLogger(__name__)
 
-_STATUS_TYPES = {
-    400: "invalid_input",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "overloaded",
-    503: "model_not_ready",
-}
+OnError = Callable[[str], None]
 
 
-def error_response(status: int, error_type: str, message: str, *, index: int | None = None, headers=None):
-    body: dict[str, Any] = {"type": error_type, "message": message}
-    if index is not None:
-        body["index"] = index
-    return ORJSONResponse({"error": body}, status_code=status, headers=headers)
+def render_error(
+    error: PagelensError, *, on_error: OnError | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The response for `error`, counted by `on_error`; 429 carries Retry-After, 401 WWW-Authenticate."""
+    if on_error is not None:
+        on_error(error.error_type)
+    merged = dict(headers or {})
+    if isinstance(error, Overloaded):
+        merged["Retry-After"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, Unauthorized):
+        merged.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status, headers=merged or None)
+
+
+def error_for_status(status: int, message: str) -> PagelensError:
+    """The typed error of an HTTP status (the first class with it, parents first); `http_error` if none."""
+    cls = next((cls for cls in error_classes() if cls.http_status == status), None)
+    if cls is not None:
+        return cls(message)
+    error = PagelensError(message)
+    error.http_status, error.error_type = status, "http_error"
+    return error
 
 
 def _validation_index(location: tuple) -> int | None:
@@ -46,47 +56,37 @@ def _validation_index(location: tuple) -> int | None:
     return None
 
 
-def _describe_validation(errors: list[dict]) -> tuple[str, int | None]:
+def _describe_validation(errors: list[dict]) -> InvalidInput:
     first = errors[0]
     location = tuple(first.get("loc", ()))
     if first.get("type") == "json_invalid":
-        return f"malformed JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}", None
+        return InvalidInput(f"malformed JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}")
     field = ".".join(str(part) for part in location[1:]) or "body"
     message = f"{field}: {first.get('msg')}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return message, _validation_index(location)
+    return InvalidInput(message, index=_validation_index(location))
 
 
-def install_error_handlers(app: FastAPI, on_error=None) -> None:
+def install_error_handlers(app: FastAPI, on_error: OnError | None = None) -> None:
     """Register the handlers; `on_error(error_type)` is called for every error response (metrics)."""
-
-    def count(error_type: str) -> None:
-        if on_error is not None:
-            on_error(error_type)
 
     @app.exception_handler(PagelensError)
     async def pagelens_error(_request: Request, error: PagelensError):
-        count(error.error_type)
-        headers = {"Retry-After": str(max(1, round(error.retry_after)))} if isinstance(error, Overloaded) else None
         if error.http_status >= 500:
             log.error("%s: %s", error.error_type, error)
-        return error_response(error.http_status, error.error_type, error.message, index=error.index, headers=headers)
+        return render_error(error, on_error=on_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError):
-        count("invalid_input")
-        message, index = _describe_validation(list(error.errors()))
-        return error_response(400, "invalid_input", message, index=index)
+        return render_error(_describe_validation(list(error.errors())), on_error=on_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException):
-        error_type = _STATUS_TYPES.get(error.status_code, "http_error")
-        count(error_type)
-        return error_response(error.status_code, error_type, str(error.detail), headers=error.headers)
+        typed = error_for_status(error.status_code, str(error.detail))
+        return render_error(typed, on_error=on_error, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_request: Request, error: Exception):
-        count("internal_error")
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+        return render_error(PagelensError("internal server error"), on_error=on_error)

@@ -2,6 +2,7 @@
 
 Order (outermost first): observe -> auth -> body limit -> app, so a request without a valid key is
 refused before its body is read, and every response, refusals included, is counted and logged.
+Refusals are typed errors rendered by `render_error`, like the app's own, and counted by `on_error`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 
-from pagelens.api.errors import error_response
+from pagelens.api.errors import OnError, render_error
+from pagelens.errors import InvalidInput, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("pagelens.access")
 
@@ -21,10 +23,13 @@ log = logging.getLogger("pagelens.access")
 class ApiKeyAuth:
     """Require `Authorization: Bearer <key>` (constant-time compare) on every path but `open_paths`."""
 
-    def __init__(self, app, api_key: str, open_paths: frozenset[str] = frozenset({"/health"})) -> None:
+    def __init__(
+        self, app, api_key: str, open_paths: frozenset[str] = frozenset({"/health"}), on_error: OnError | None = None
+    ) -> None:
         self.app = app
         self._expected = f"Bearer {api_key}".encode()
         self.open_paths = open_paths
+        self.on_error = on_error
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -36,37 +41,38 @@ class ApiKeyAuth:
                 break
         if not hmac.compare_digest(supplied, self._expected):
             reason = "missing API key" if not supplied else "wrong API key"
-            response = error_response(
-                401, "unauthorized", f"{reason}: send 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )  # fmt: skip
-            return await response(scope, receive, send)
+            error = Unauthorized(f"{reason}: send 'Authorization: Bearer <key>'")
+            return await render_error(error, on_error=self.on_error)(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
 class BodyLimit:
     """Refuse bodies over `max_bytes`: at once from Content-Length, else while the body streams in."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, on_error: OnError | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.on_error = on_error
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    def _check_declared(self, scope) -> InvalidInput | PayloadTooLarge | None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    response = error_response(400, "invalid_input", "Content-Length is not a number")
-                    return await response(scope, receive, send)
+                    return InvalidInput("Content-Length is not a number")
                 if declared > self.max_bytes:
-                    response = error_response(
-                        413, "payload_too_large",
-                        f"request body of {declared:,} bytes is over the limit of {self.max_bytes:,}; split the batch",
-                    )  # fmt: skip
-                    return await response(scope, receive, send)
+                    return PayloadTooLarge(
+                        f"request body of {declared:,} bytes is over the limit of {self.max_bytes:,}; split the batch"
+                    )
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self._check_declared(scope)
+        if refusal is not None:
+            return await render_error(refusal, on_error=self.on_error)(scope, receive, send)
         received = 0
 
         async def counting_receive():
@@ -75,7 +81,8 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    # An HTTPException passes through FastAPI's body parsing unchanged (others become 400).
+                    # FastAPI's body parsing turns any other exception into a 400; an HTTPException passes
+                    # through unchanged, and the app's handler renders its 413 as PayloadTooLarge.
                     raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes; split it")
             return message
 

@@ -1,6 +1,11 @@
 """Encoding embeddings for responses: NumPy .npz (morphik-core), nested JSON lists, and base64
 buffers that keep their shape and dtype (OpenAI-style). Arrays are `(n_tokens, dim)` (multi-vector)
-or `(dim,)` (single-vector), float32 or float16."""
+or `(dim,)` (single-vector), float32 or float16.
+
+Decoders and the JSON encoder raise `InvalidInput` (a 400 naming the field, and `index` when the
+caller gives it): the data in hand cannot be read or carried. The binary encoders raise ValueError
+for arrays no engine produces (object or integer dtypes), a server bug and so a 500.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import math
 import zipfile
 
 import numpy as np
+
+from pagelens.errors import InvalidInput
 
 NPZ_MEDIA = "application/x-npz"
 JSON_MEDIA = "application/json"
@@ -45,39 +52,46 @@ def encode_npz(arrays: list[np.ndarray], *, input_type: str) -> bytes:
 def decode_npz(body: bytes) -> tuple[str, list[np.ndarray]]:
     """`(input_type, arrays)` from an `encode_npz` body, arrays in `emb_i` order.
 
-    ValueError if the body is no npz, lacks `count`/`input_type`, or `count` disagrees with the `emb_*` keys.
+    InvalidInput if the body is no npz, lacks `count`/`input_type`, or `count` disagrees with the `emb_*` keys.
     """
     try:
         archive = np.load(io.BytesIO(body), allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"body is not a readable npz archive: {error}") from None
+        raise InvalidInput(f"body is not a readable npz archive: {error}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError("body is a single .npy array, not an npz archive")
+        raise InvalidInput("body is a single .npy array, not an npz archive")
     with archive as data:
         missing = {"count", "input_type"} - set(data.files)
         if missing:
-            raise ValueError(f"npz lacks {', '.join(sorted(missing))}")
+            raise InvalidInput(f"npz body lacks {', '.join(sorted(missing))}")
         count_field, type_field = data["count"], data["input_type"]
         if count_field.shape != () or count_field.dtype.kind not in "iu":
-            raise ValueError(f"npz 'count' must be a 0-d integer, got shape {count_field.shape} {count_field.dtype}")
+            raise InvalidInput(f"npz 'count' must be a 0-d integer, got shape {count_field.shape} {count_field.dtype}")
         count = int(count_field)
         names = {name for name in data.files if name.startswith("emb_")}
         expected = [f"emb_{i}" for i in range(max(count, 0))]
         if count < 0 or names != set(expected):
-            raise ValueError(f"npz says count={count} but holds {len(names)} embeddings ({', '.join(sorted(names))})")
+            raise InvalidInput(f"npz says count={count} but holds {len(names)} embeddings ({', '.join(sorted(names))})")
         return str(type_field), [data[name] for name in expected]
 
 
 # --- JSON and base64 -----------------------------------------------------------------------------------
 
 
-def to_nested_lists(array: np.ndarray) -> list:
-    """Nested Python float lists for JSON (values as float32); ValueError on NaN or infinity."""
+def to_nested_lists(array: np.ndarray, *, index: int | None = None) -> list:
+    """Nested Python float lists for JSON (values as float32).
+
+    InvalidInput (naming input `index`) on NaN or infinity, which JSON cannot carry but npz and base64 can.
+    """
     as_float32 = np.asarray(array, dtype=np.float32)
     finite = np.isfinite(as_float32)
     if not finite.all():
         bad = int(finite.size - np.count_nonzero(finite))
-        raise ValueError(f"embedding has {bad} non-finite value(s) (NaN or infinity); refusing to emit invalid JSON")
+        raise InvalidInput(
+            f"embedding has {bad} non-finite value(s) (NaN or infinity), which JSON cannot carry; "
+            "ask for npz or base64",
+            index=index,
+        )
     return as_float32.tolist()
 
 
@@ -102,32 +116,34 @@ def encode_base64_array(array: np.ndarray) -> dict:
     return {"data": base64.b64encode(raw).decode("ascii"), "shape": list(array.shape), "dtype": name}
 
 
-def decode_base64_array(item: dict) -> np.ndarray:
+def decode_base64_array(item: dict, *, index: int | None = None) -> np.ndarray:
     """The native-order array of an `encode_base64_array` item, shape `item["shape"]`, dtype float32 or float16.
 
-    ValueError when a field is missing, the dtype is not float32/float16, or the bytes do not fit shape x itemsize.
+    InvalidInput (naming the field, and input `index`) when a field is missing, the dtype is not
+    float32/float16, or the bytes do not fit shape x itemsize.
     """
     if not isinstance(item, dict) or not {"data", "shape", "dtype"} <= item.keys():
-        raise ValueError("expected a dict with 'data', 'shape' and 'dtype'")
+        raise InvalidInput("expected a dict with 'data', 'shape' and 'dtype'", index=index)
     name = item["dtype"]
     if name not in _WIRE_DTYPES:
-        raise ValueError(f"unsupported dtype {name!r}; expected 'float32' or 'float16'")
+        raise InvalidInput(f"unsupported dtype {name!r}; expected 'float32' or 'float16'", index=index)
     shape_field = item["shape"]
     if not isinstance(shape_field, list | tuple) or not all(
         isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape_field
     ):
-        raise ValueError(f"shape must be a list of non-negative integers, got {shape_field!r}")
+        raise InvalidInput(f"'shape' must be a list of non-negative integers, got {shape_field!r}", index=index)
     shape = tuple(shape_field)
     try:
         raw = base64.b64decode(item["data"], validate=True)
     except (binascii.Error, TypeError, ValueError) as error:
-        raise ValueError(f"'data' is not valid base64: {error}") from None
+        raise InvalidInput(f"'data' is not valid base64: {error}", index=index) from None
     itemsize = _WIRE_DTYPES[name].itemsize
     expected = math.prod(shape) * itemsize
     if len(raw) != expected:
-        raise ValueError(
-            f"{len(raw)} bytes cannot hold shape {list(shape)} of {name} "
-            f"(expected {math.prod(shape)} x {itemsize} = {expected} bytes)"
+        raise InvalidInput(
+            f"'data' has {len(raw)} bytes, which cannot hold shape {list(shape)} of {name} "
+            f"(expected {math.prod(shape)} x {itemsize} = {expected} bytes)",
+            index=index,
         )
     return np.frombuffer(raw, dtype=_WIRE_DTYPES[name]).reshape(shape).astype(name)
 
