@@ -223,9 +223,9 @@ def test_413_splits_the_batch_and_a_later_400_names_the_callers_index():
 
 
 def test_conflict_unsupported_and_unprocessable_uploads_from_a_real_server(tmp_path):
-    service = fake_service(FakeBackend(dim=128))
     settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
-    with uvicorn_in_thread(create_app(settings, service=service)) as url, Client(url, api_key="k") as client:
+    service = fake_runtime(FakeBackend(dim=128), settings=settings)
+    with uvicorn_in_thread(create_app(runtime=service)) as url, Client(url, api_key="k") as client:
         client.create_collection("docs")
         with pytest.raises(errors.Conflict) as taken:
             client.create_collection("docs")

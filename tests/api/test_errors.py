@@ -14,7 +14,7 @@ from pagelens.api import create_app
 from pagelens.errors import Overloaded, error_classes
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
-from tests.api.conftest import API_KEY, AUTH, fake_service
+from tests.api.conftest import API_KEY, AUTH, fake_runtime
 
 CLASSES = error_classes()
 
@@ -29,8 +29,8 @@ def error_count(client: TestClient, error_type: str) -> float:
 def raising_client():
     """An app over the fake backend with `GET /raise/{type}?index=` raising that type's class, and
     `GET /crash` raising a plain exception."""
-    service = fake_service()
-    app = create_app(Settings(model="fake/model", api_key=API_KEY, max_body_bytes=1000), service=service)
+    service = fake_runtime(settings=Settings(model="fake/model", api_key=API_KEY, max_body_bytes=1000))
+    app = create_app(runtime=service)
     by_type = {cls.error_type: cls for cls in CLASSES}
 
     def raise_error(error_type: str, index: int | None = None):
@@ -116,8 +116,8 @@ class NaNBackend(FakeBackend):
 
 
 def test_an_output_json_cannot_carry_is_a_counted_400_and_npz_still_carries_it():
-    service = fake_service(NaNBackend())
-    app = create_app(Settings(model="fake/model", api_key=API_KEY), service=service)
+    service = fake_runtime(NaNBackend(), settings=Settings(model="fake/model", api_key=API_KEY))
+    app = create_app(runtime=service)
     with TestClient(app, headers=AUTH, raise_server_exceptions=False) as client:
         requests = [
             ("/embeddings", {"input_type": "text", "inputs": ["q"]}, {"Accept": "application/json"}),
@@ -129,6 +129,8 @@ def test_an_output_json_cannot_carry_is_a_counted_400_and_npz_still_carries_it()
             assert response.status_code == 400, (path, response.text)
             error = response.json()["error"]
             assert error["type"] == "invalid_input" and "non-finite" in error["message"], path
+            if path != "/embed":  # one list of inputs: the error names the input
+                assert error["index"] == 0, path
         assert error_count(client, "invalid_input") == 3 and error_count(client, "internal_error") == 0
         npz = client.post("/embeddings", json={"input_type": "text", "inputs": ["q"]})
         assert npz.status_code == 200 and np.isnan(np.load(io.BytesIO(npz.content))["emb_0"][0, 0])

@@ -37,6 +37,6 @@ async def morphik_embeddings(
         arrays = await service.embed_queries(body.inputs, dtype=dtype, timings=timings)
     with timing_encode(timings):
         if wants_json(request.headers.get("accept")):
-            content = orjson.dumps({"embeddings": [to_nested_lists(array) for array in arrays]})
+            content = orjson.dumps({"embeddings": [to_nested_lists(array, index=i) for i, array in enumerate(arrays)]})
             return Response(content, media_type=JSON_MEDIA)
         return Response(encode_npz(arrays, input_type=body.input_type), media_type=NPZ_MEDIA)

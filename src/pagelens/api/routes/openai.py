@@ -55,7 +55,7 @@ async def openai_embeddings(body: OpenAIEmbeddingsRequest, request: Request, ser
                 item = encode_base64_array(array)
                 embedding = item["data"]
             else:
-                embedding = to_nested_lists(array)
+                embedding = to_nested_lists(array, index=index)
             data.append(
                 {"object": "embedding", "index": index, "embedding": embedding,
                  "shape": list(array.shape), "dtype": str(array.dtype)}
