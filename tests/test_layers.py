@@ -37,3 +37,14 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from pagelens.index.pages import DIM\n")
     assert imported_modules(module) == ["pagelens.index.pages"]
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """`pagelens --help` and the --url commands stay quick: torch loads only when a model does."""
+    import subprocess
+    import sys
+
+    code = "import sys, pagelens.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

@@ -5,13 +5,31 @@
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
 
 Entry points import this package (and settings, errors, codecs), never `pagelens.index` or
-`pagelens.engine` directly.
+`pagelens.engine` directly. Names load on first use, so `pagelens --help` does not import torch.
 """
 
-from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
-from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
-from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
+    from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
+    from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
+
+_WHERE = {
+    "MAX_PREFETCH": "collections",
+    "CollectionService": "collections",
+    "SearchHit": "collections",
+    "EmbeddingService": "embeddings",
+    "OutputDtype": "embeddings",
+    "StageTimings": "embeddings",
+    "Runtime": "runtime",
+    "fetch_model": "runtime",
+    "load": "runtime",
+    "load_embedder": "runtime",
+}
 __all__ = [
     "MAX_PREFETCH",
     "CollectionService",
@@ -24,3 +42,9 @@ __all__ = [
     "load",
     "load_embedder",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pagelens.service' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pagelens.service.{_WHERE[name]}"), name)
