@@ -38,8 +38,8 @@ def open_store(kind: str, directory: str | Path, collection: str):
     files in `directory`, or `collection` on the test server."""
     from qdrant_client import QdrantClient
 
+    from pagelens.index.edge_store import EdgePageStore
     from pagelens.index.qdrant_store import QdrantPageStore
-    from pagelens.index.store import EdgePageStore
 
     if kind == "edge":
         return EdgePageStore(directory)

@@ -35,10 +35,10 @@ import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
+from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.pages import SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
-from pagelens.index.store import EdgePageStore
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
