@@ -71,3 +71,11 @@ def test_a_progress_callback_that_raises_aborts_the_ingest(collection):
         collection.add(make_pdf(12), name="a.pdf", metadata={}, embed=embed, dpi=36, progress=stop_at_eight)
     assert collection.documents() == [] and collection.store.page_count() == 0
     assert list(collection.files.iterdir()) == []
+
+
+def test_a_multi_batch_pdf_is_opened_once_per_ingest_and_once_per_page_image(collection, pdf_opens):
+    record = collection.add(make_pdf(20), name="long.pdf", metadata={}, embed=embed, dpi=36)
+    assert record["pages"] == 20 and collection.store.page_count() == 20  # three batches of 8, 8 and 4
+    assert len(pdf_opens) == 1
+    assert collection.page_image(record["id"], 17).size == (180, 150)  # 360 x 300 points at 36 dpi
+    assert len(pdf_opens) == 2

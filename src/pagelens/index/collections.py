@@ -37,7 +37,7 @@ from PIL import Image
 from pagelens.errors import Conflict, InvalidInput, NotFound
 from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.pages import SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
+from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 
 if TYPE_CHECKING:
@@ -97,13 +97,29 @@ class Collection:
         dpi: int = DEFAULT_DPI,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages.
+        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
+        document is opened once, for its kind, page count and every batch of pages.
 
         `progress(done, total)` is called with 0 before the first batch and after each batch's pages
         are stored, ending at (total, total) just before the document is marked complete; not at all
         when the document is already stored. An exception it raises aborts the ingest."""
-        kind = sniff_document(data)
-        pages = count_pages(data)
+        with open_document(data) as document:
+            return self._add_opened(
+                data, document, name=name, metadata=metadata, embed=embed, dpi=dpi, progress=progress
+            )
+
+    def _add_opened(
+        self,
+        data: bytes,
+        document: OpenedDocument,
+        *,
+        name: str,
+        metadata: dict[str, Any],
+        embed: EmbedPages,
+        dpi: int,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        kind, pages = document.kind, document.pages
         document_id = hashlib.sha256(data).hexdigest()[:32]
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
         if stored and self.store.page_count(document_id) == pages:
@@ -116,7 +132,7 @@ class Collection:
             done = 0
             if progress is not None:
                 progress(0, pages)
-            for batch in render_pages(data, dpi=dpi):
+            for batch in document.batches(dpi=dpi):
                 for vectors in embed(batch):
                     yield vectors
                     done += 1  # the store asks for the next page once it has written this one
@@ -142,8 +158,8 @@ class Collection:
         record = self._record(document_id)
         if not 1 <= page <= record["pages"]:
             raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
-        data = (self.files / document_id).read_bytes()
-        return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
+        with open_document((self.files / document_id).read_bytes()) as document:
+            return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
 
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
