@@ -3,7 +3,7 @@ rendered again), with one JSON record per document.
 
 By default every collection lives under `data_dir` in a Qdrant Edge shard:
 
-    <data_dir>/<collection>/store/          EdgePageStore
+    <data_dir>/<collection>/store/          its Qdrant Edge shard (index/edge_store.py)
     <data_dir>/<collection>/files/<id>      the uploaded bytes
     <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind", "dpi"}
 
@@ -12,6 +12,10 @@ from the server, so every pagelens sharing that Qdrant sees the same collections
 same pages) and the files stay on this machine under `<data_dir>/_qdrant/<collection>/files/`
 (`_qdrant` is no valid collection name, so it never meets an Edge collection). The document list,
 page images and document deletes cover the files uploaded through this data directory.
+
+Each store is a PageStore (index/pages.py) with the PageSchema given when the collection was
+created (multi-vector `(n_tokens, 128)` pages by default, or single `(dim,)` vectors); opening a
+collection reads the schema back from its store.
 
 A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
 The record and file are written before the pages; a document exists once its pages are complete
@@ -35,8 +39,8 @@ import numpy as np
 from PIL import Image
 
 from pagelens.errors import Conflict, InvalidInput, NotFound
-from pagelens.index.edge_store import EdgePageStore
-from pagelens.index.pages import SearchHit
+from pagelens.index.edge_store import open_edge_store
+from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 
@@ -45,7 +49,6 @@ if TYPE_CHECKING:
 
     from pagelens.settings import Settings
 
-PageStore = EdgePageStore | QdrantPageStore
 DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,6 +76,11 @@ class Collection:
             if self.store.page_count(document_id) == 0:
                 record.unlink(missing_ok=True)
                 (self.files / document_id).unlink(missing_ok=True)
+
+    @property
+    def schema(self) -> PageSchema:
+        """What each page's embedding is: `(n_tokens, 128)` multi-vectors or single `(dim,)` vectors."""
+        return self.store.schema
 
     def _record(self, document_id: str) -> dict[str, Any]:
         path = self.files / f"{document_id}.json"
@@ -164,9 +172,10 @@ class Collection:
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
     ) -> list[SearchHit]:
-        """Top-k pages; `filter` keys must be metadata fields some stored document has. `prefetch`: how
-        many candidate pages the fast mode rescores (at least k; None: the store's default, 100 on Edge,
-        200 on a Qdrant server); exact mode ignores it."""
+        """Top-k pages for a query of the schema's shape; `filter` keys must be metadata fields some
+        stored document has. `prefetch`: how many candidate pages the fast mode rescores (at least k;
+        None: the store's `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge,
+        QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server); exact mode ignores it."""
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
@@ -177,8 +186,8 @@ class Collection:
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
-        knobs = {} if prefetch is None else {"prefetch": prefetch}
-        return self.store.search(query, k=k, mode=mode, filter=filter, **knobs)  # type: ignore[arg-type]
+        prefetch = self.store.default_prefetch if prefetch is None else prefetch
+        return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.store.close()
@@ -233,11 +242,13 @@ class Collections:
         with qdrant_errors(self.where):
             return self.qdrant.collection_exists(self.prefix + name)
 
-    def _open_collection(self, name: str) -> Collection:
+    def _open_collection(self, name: str, schema: PageSchema | None = None) -> Collection:
+        """Open collection `name` with its stored schema (created with `schema` when new)."""
         directory = self.files_root / name
         if self.qdrant is None:
-            return Collection(directory, EdgePageStore(directory / "store"))
-        return Collection(directory, QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner))
+            return Collection(directory, open_edge_store(directory / "store", schema=schema))
+        store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
+        return Collection(directory, store)
 
     def _stored_names(self) -> list[str]:
         if self.qdrant is None:
@@ -254,12 +265,13 @@ class Collections:
         shutil.rmtree(self.files_root / name, ignore_errors=self.qdrant is not None)
 
     # ------------------------------------------------- the collections
-    def create(self, name: str) -> Collection:
+    def create(self, name: str, schema: PageSchema = MULTI_VECTOR_128) -> Collection:
+        """A new collection whose pages are `schema`'s embeddings; `Conflict` when `name` is taken."""
         self._check_name(name)
         with self._lock:
             if self._exists(name) if self.qdrant is not None else (self.data_dir / name).exists():
                 raise Conflict(f"collection {name!r} already exists")
-            collection = self._open_collection(name)
+            collection = self._open_collection(name, schema)
             self._open[name] = collection
             return collection
 

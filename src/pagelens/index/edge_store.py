@@ -1,117 +1,110 @@
-"""An embedded page store on Qdrant Edge (the Qdrant engine in-process, on disk): one shard per
-collection, one point per page.
+"""Embedded page stores on Qdrant Edge (the Qdrant engine in-process, on disk): one shard per
+collection, one point per page. `open_edge_store` opens (or creates) one with the right class
+for its schema:
 
-Each point holds the page's full multi-vector (`page`, float16, exact MaxSim, no HNSW) and its
-cluster centroids (`pooled`) for the fast mode's prefetch, plus its payload: `document_id`, `page`
-(1-based), `name`, `metadata`, `status`, and `mirror` (where the page's rows sit in the vector
-mirror). The layout, input checks and hits are shared with the Qdrant server store (index/pages.py).
+- `EdgePageStore`, multi-vector pages (MULTI_VECTOR_128): each point holds the page's full
+  multi-vector (`page`, float16, exact MaxSim, no HNSW) and its cluster centroids (`pooled`) for
+  the fast mode's prefetch, plus its payload: `document_id`, `page` (1-based), `name`, `metadata`,
+  `status`, and `mirror` (where the page's rows sit in the vector mirror). Search runs on the
+  mirror (index/mirror.py: the vectors again in files beside the shard, scored with torch matmuls;
+  `pagelens bench search` times it against Qdrant Edge's own MaxSim); the shard answers the
+  filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check.
+  Opening a store rebuilds the mirror's table from the payloads and re-copies, from the shard,
+  any page the mirror file does not hold (a lost file, or a store written before the mirror existed).
+- `SingleVectorEdgeStore`, single-vector pages (`PageSchema(dim, multi_vector=False)`): each point
+  holds one `(dim,)` float16 vector (`page`) and the same payload without `mirror`. Qdrant Edge
+  scores a dense dot product over every page quickly, so there is no mirror and no centroids:
+  both modes are Qdrant Edge's exact search.
 
-Search runs on the mirror (index/mirror.py: the vectors again in files beside the shard, scored
-with torch matmuls; `pagelens bench search` times it against Qdrant Edge's own MaxSim); the shard
-answers the filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check. Opening
-a store rebuilds the mirror's table from the payloads and re-copies, from the shard, any page the
-mirror file does not hold (a lost file, or a store written before the mirror existed).
-
-Whole-document atomicity: a document's pages are written with `status: "ingesting"` and flipped
-to "complete" in one update after the last page, then flushed; search only sees complete ones, and
-opening a store deletes incomplete ones (an ingest killed half-way). Qdrant Edge's write-ahead log
-replays acknowledged updates after a crash, so a completed document is never lost. (The status is
-a keyword, not a boolean: qdrant-edge-py 0.9.0's MatchValue(True) matches no boolean payload.)
+The two are one shard store (index/edge_shard.py: creation, the schema, whole-document
+atomicity, deletes, counts) with the mirror added through its hooks, rather than one class
+branching on the schema in every method: the mirror is the multi-vector store's whole difference.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pagelens.errors import Conflict
+from pagelens.index.edge_shard import EDGE_DEFAULT_PREFETCH, EdgeShardStore, stored_edge_schema
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import (
     COMPLETE,
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
+    PageSchema,
     SearchHit,
     SearchMode,
     check_query,
     cluster_pool,
-    page_payload,
     page_vectors,
     point_id,
-    search_matches,
+    resolve_schema,
     to_hit,
 )
 
-__all__ = ["COMPLETE", "INGESTING", "EdgePageStore", "SearchHit", "SearchMode", "point_id"]
+__all__ = [
+    "COMPLETE",
+    "EDGE_DEFAULT_PREFETCH",
+    "INGESTING",
+    "EdgePageStore",
+    "EdgeShardStore",
+    "SearchHit",
+    "SearchMode",
+    "SingleVectorEdgeStore",
+    "open_edge_store",
+    "point_id",
+]
 
 MIRROR_KEY = "mirror"
-SCROLL_BATCH = 1024
 
 
-def _multivector_params(qdrant_edge):
-    return qdrant_edge.EdgeVectorParams(
-        size=128,
-        distance=qdrant_edge.Distance.Dot,
-        multivector_config=qdrant_edge.MultiVectorConfig(qdrant_edge.MultiVectorComparator.MaxSim),
-        datatype=qdrant_edge.VectorStorageDatatype.Float16,
-        hnsw_config=qdrant_edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),  # exact only
-    )
+def open_edge_store(directory: str | Path, *, schema: PageSchema | None = None) -> EdgeShardStore:
+    """The page store in the Qdrant Edge shard at `directory`: opened with the schema it stores, or
+    created with `schema` (default MULTI_VECTOR_128). `Conflict` when `schema` contradicts the stored one."""
+    resolved = resolve_schema(f"the Qdrant Edge shard {directory}", stored_edge_schema(directory), schema)
+    store_class = EdgePageStore if resolved.multi_vector else SingleVectorEdgeStore
+    return store_class(directory, schema=resolved)
 
 
-class EdgePageStore:
-    """One collection's pages in a Qdrant Edge shard directory. Thread-safe (one lock)."""
+class SingleVectorEdgeStore(EdgeShardStore):
+    """Single-vector pages in a Qdrant Edge shard, searched by Qdrant Edge's exact dot product."""
 
-    def __init__(self, directory: str | Path) -> None:
-        import qdrant_edge
+    multi_vector = False
 
-        self._q = qdrant_edge
-        self.directory = Path(directory)
-        self._lock = threading.Lock()
-        if (self.directory / "edge_config.json").exists():
-            self._shard = self._load_shard()
-        else:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            config = qdrant_edge.EdgeConfig(
-                vectors={PAGE_VECTOR: _multivector_params(qdrant_edge), POOLED_VECTOR: _multivector_params(qdrant_edge)}
-            )
-            self._shard = qdrant_edge.EdgeShard.create(str(self.directory), config)
-            for name in ("document_id", "status"):
-                self._shard.update(
-                    qdrant_edge.UpdateOperation.create_field_index(name, qdrant_edge.PayloadSchemaType.Keyword)
-                )
-        self.purged_on_open = self.purge_incomplete()
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Top-k pages by the dot product of their `(dim,)` vector with a `(dim,)` query, over every
+        complete page matching `filter`. `fast` is the same exact search (no graph or prefetch
+        would be quicker), so `prefetch` is only checked. Qdrant Edge rounds the query to float16,
+        as the pages are stored, and sums in float32."""
+        query = check_query(query, k, mode, prefetch, self.schema)
+        request = self._exact_request(query, k, filter)
+        with self._lock:
+            points = self._shard.query(request)
+        return [to_hit(point.payload, point.score) for point in points]
+
+
+class EdgePageStore(EdgeShardStore):
+    """Multi-vector pages in a Qdrant Edge shard, searched on the vector mirror beside it."""
+
+    multi_vector = True
+
+    def __init__(self, directory: str | Path, *, schema: PageSchema | None = None) -> None:
+        super().__init__(directory, schema=schema)
         self.compacted_rows_on_open = 0
         self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
         self.recopied_on_open = self._load_mirror()
-
-    def _load_shard(self):
-        """The existing shard; `Conflict` when another process has it open (its write-ahead log is
-        locked: a `pagelens serve` and an embedded `pagelens index add` on one data directory)."""
-        try:
-            return self._q.EdgeShard.load(str(self.directory))
-        except Exception as error:
-            if "WouldBlock" not in str(error):
-                raise
-            raise Conflict(
-                f"{self.directory} is open in another process (a running pagelens serve?); stop it, "
-                "or go through that server (pagelens index add/search --url)"
-            ) from None
-
-    def _scroll(self, condition, *, with_payload: bool) -> list:
-        """Every point matching `condition` (records with payload if asked, without vectors)."""
-        q = self._q
-        records, offset = [], None
-        while True:
-            batch, offset = self._shard.scroll(
-                q.ScrollRequest(offset=offset, limit=SCROLL_BATCH, filter=condition, with_payload=with_payload)
-            )
-            records.extend(batch)
-            if offset is None:
-                return records
 
     def _load_mirror(self) -> int:
         """Publish every complete page the mirror file holds; copy the others' vectors from the shard
@@ -149,100 +142,43 @@ class EdgePageStore:
             self._shard.update(q.UpdateOperation.set_payload([point], {MIRROR_KEY: location.to_payload()}))
         self._shard.flush()
 
-    # ---------------------------------------------------------------- filters
-    def _match(self, key: str, value: Any):
-        q = self._q
-        return q.FieldCondition(key, match=q.MatchValue(value))
+    # ---------------------------------------------------------------- the shard store's hooks
+    def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """`{page: (n, 128) float16, pooled: (POOLED_ROWS, 128) float16}` (the schema is MULTI_VECTOR_128)."""
+        return page_vectors(number, vectors)
 
-    def _complete_filter(self, extra: dict[str, Any] | None = None):
-        return self._q.Filter(must=[self._match(key, value) for key, value in search_matches(extra)])
+    def _stage(self, named: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Append the page's rows to the mirror (fsynced before its point is written); its payload
+        records where they are."""
+        location = self.mirror.append(named[PAGE_VECTOR], named[POOLED_VECTOR])
+        return {MIRROR_KEY: location.to_payload()}
 
-    # ---------------------------------------------------------------- writes
-    def add_document(
-        self,
-        document_id: str,
-        pages: Iterable[np.ndarray],
-        *,
-        name: str = "",
-        metadata: dict[str, Any] | None = None,
-    ) -> int:
-        """Store a document's pages (`(n_tokens, 128)` arrays, in page order) atomically; return the page count.
+    def _publish(self, document_id: str, written: list[tuple[int, dict[str, Any]]]) -> None:
+        """Make the document's pages searchable on the mirror; drop an older version's pages past its end."""
+        for point, staged in written:
+            self.mirror.publish(point, Location.from_payload(staged[MIRROR_KEY]))  # type: ignore[arg-type]
+        for number in range(len(written) + 1, len(written) + 1 + len(self.mirror)):
+            if point_id(document_id, number) not in self.mirror:
+                break
+            self.mirror.drop(point_id(document_id, number))
 
-        `pages` may be a generator: pages are written as they come, then the document is marked
-        complete in one update and flushed.
-        """
-        q = self._q
-        written: list[tuple[int, Location]] = []
-        for number, vectors in enumerate(pages, start=1):
-            named = page_vectors(number, vectors)
-            payload = page_payload(document_id, number, name, metadata)
-            with self._lock:
-                location = self.mirror.append(named[PAGE_VECTOR], named[POOLED_VECTOR])  # fsynced before the point
-                point = q.Point(point_id(document_id, number), named, payload | {MIRROR_KEY: location.to_payload()})
-                self._shard.update(q.UpdateOperation.upsert_points([point]))
-            written.append((point.id, location))
-        count = len(written)
-        with self._lock:
-            document = q.Filter(must=[self._match("document_id", document_id)])
-            stale = q.Filter(
-                must=[self._match("document_id", document_id), q.FieldCondition("page", range=q.RangeFloat(gt=count))]
-            )
-            self._shard.update(q.UpdateOperation.delete_points_by_filter(stale))  # pages of an older, longer version
-            self._shard.update(q.UpdateOperation.set_payload_by_filter(document, {"status": COMPLETE}))
-            self._shard.flush()
-            for point, location in written:
-                self.mirror.publish(point, location)
-            for number in range(count + 1, count + 1 + len(self.mirror)):  # an older version's pages past the end
-                if point_id(document_id, number) not in self.mirror:
-                    break
-                self.mirror.drop(point_id(document_id, number))
-        return count
-
-    def delete_document(self, document_id: str) -> int:
-        """Remove a document's pages; return how many there were."""
-        q = self._q
-        document = q.Filter(must=[self._match("document_id", document_id)])
-        with self._lock:
-            points = [record.id for record in self._scroll(document, with_payload=False)]
-            self._shard.update(q.UpdateOperation.delete_points_by_filter(document))
-            self._shard.flush()
-            for point in points:
-                self.mirror.drop(point)
-        return len(points)
-
-    def purge_incomplete(self) -> int:
-        """Delete the pages of documents whose ingest never completed; return how many."""
-        q = self._q
-        incomplete = q.Filter(must=[self._match("status", INGESTING)])
-        with self._lock:
-            pages = self._shard.count(q.CountRequest(filter=incomplete))
-            if pages:
-                self._shard.update(q.UpdateOperation.delete_points_by_filter(incomplete))
-                self._shard.flush()
-        return pages
+    def _forget(self, points: list[int]) -> None:
+        for point in points:
+            self.mirror.drop(point)
 
     # ---------------------------------------------------------------- reads
-    def page_count(self, document_id: str | None = None) -> int:
-        """Pages of complete documents (of one document if given)."""
-        q = self._q
-        conditions = [self._match("status", COMPLETE)]
-        if document_id is not None:
-            conditions.append(self._match("document_id", document_id))
-        with self._lock:
-            return self._shard.count(q.CountRequest(filter=q.Filter(must=conditions)))
-
     def search(
         self,
         query: np.ndarray,
         *,
         k: int = 10,
         mode: SearchMode = "exact",
-        prefetch: int = 100,
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """Top-k pages by MaxSim against a `(q, 128)` query, scored on the mirror. `exact` scores
         every page; `fast` rescores the `prefetch` pages whose centroids score best."""
-        query = check_query(query, k, mode, prefetch)
+        query = check_query(query, k, mode, prefetch, self.schema)
         with self._lock:
             allowed = None
             if filter:
@@ -257,21 +193,20 @@ class EdgePageStore:
         *,
         k: int = 10,
         mode: SearchMode = "exact",
-        prefetch: int = 100,
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """`search` run by Qdrant Edge's own MaxSim (the fast mode prefetches on `pooled`): the same
         ranking, slower; kept to cross-check the mirror and to benchmark against it."""
         q = self._q
-        query = check_query(query, k, mode, prefetch)
-        condition = self._complete_filter(filter)
-        nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
+        query = check_query(query, k, mode, prefetch, self.schema)
         if mode == "exact":
-            request = q.QueryRequest(limit=k, query=nearest, filter=condition, with_payload=True,
-                                     params=q.SearchParams(exact=True))  # fmt: skip
+            request = self._exact_request(query, k, filter)
         else:
+            condition = self._complete_filter(filter)
             candidates = q.Prefetch(limit=max(prefetch, k), query=q.Query.Nearest(query, using=POOLED_VECTOR),
                                     filter=condition, params=q.SearchParams(exact=True))  # fmt: skip
+            nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
             request = q.QueryRequest(limit=k, prefetches=[candidates], query=nearest, with_payload=True)
         with self._lock:
             points = self._shard.query(request)
