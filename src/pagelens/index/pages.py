@@ -55,8 +55,12 @@ class PageSchema:
         """A page's (and a query's) shape, as messages write it: `(n_tokens, 128)` or `(dim,)`."""
         return f"(n_tokens, {self.dim})" if self.multi_vector else f"({self.dim},)"
 
+    @property
+    def kind(self) -> str:
+        return "multi-vector" if self.multi_vector else "single-vector"
+
     def __str__(self) -> str:
-        return f"{'multi' if self.multi_vector else 'single'}-vector {self.shape}"
+        return f"{self.kind} {self.shape}"
 
 
 MULTI_VECTOR_128 = PageSchema()
@@ -125,7 +129,7 @@ def page_vectors(number: int, vectors: np.ndarray, schema: PageSchema = MULTI_VE
     128) float16}`, single-vector `{page: (dim,) float16}`. InvalidInput naming the expected shape."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if not _has_shape(vectors, schema):
-        raise InvalidInput(f"page {number} has shape {vectors.shape}; expected {schema.shape} ({schema} pages)")
+        raise InvalidInput(f"page {number} has shape {vectors.shape}; expected {schema.shape} ({schema.kind} pages)")
     if not schema.multi_vector:
         return {PAGE_VECTOR: vectors.astype(np.float16)}
     return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: cluster_pool(vectors).astype(np.float16)}
@@ -143,7 +147,7 @@ def check_query(
     for single-vector ones."""
     query = np.asarray(query, dtype=np.float32)
     if not _has_shape(query, schema):
-        raise InvalidInput(f"query embedding has shape {query.shape}; expected {schema.shape} ({schema} pages)")
+        raise InvalidInput(f"query embedding has shape {query.shape}; expected {schema.shape} ({schema.kind} pages)")
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
     if mode not in ("exact", "fast"):
