@@ -104,13 +104,14 @@ def test_a_multi_vector_store_names_its_shape_in_errors(where):
         close_store(store, drop=where[0] == "qdrant-server")
 
 
-def test_schemas_name_their_shapes_and_multi_vectors_are_128_wide():
+def test_schemas_name_their_shapes_and_stores_hold_128_wide_multi_vectors(where):
     assert str(MULTI_VECTOR_128) == "multi-vector (n_tokens, 128)"
     assert str(PageSchema(2560, multi_vector=False)) == "single-vector (2560,)"
-    with pytest.raises(InvalidInput, match="multi-vector pages are 128-wide, not 64-wide"):
-        PageSchema(64)
+    assert PageSchema(np.int64(2560), multi_vector=np.bool_(False)) == PageSchema(2560, multi_vector=False)
     with pytest.raises(InvalidInput, match="positive integer"):
         PageSchema(0, multi_vector=False)
+    with pytest.raises(InvalidInput, match=r"for multi-vector \(n_tokens, 320\) pages: multi-vector pages are stored"):
+        open_store(*where, schema=PageSchema(320))  # ColQwen3's width
 
 
 def test_the_edge_store_classes_serve_one_kind_of_page_each(tmp_path):

@@ -17,6 +17,7 @@ Either way the payload is `document_id`, `page` (1-based), `name`, `metadata`, `
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -37,18 +38,19 @@ SearchMode = Literal["exact", "fast"]
 
 @dataclass(frozen=True)
 class PageSchema:
-    """What a store keeps per page: a multi-vector `(n_tokens, dim)` scored by MaxSim (Col* models;
-    dim 128, the only width multi-vector stores hold), or a single `(dim,)` vector scored by the
-    dot product (Bi* models; any dim >= 1). `str()` names it with its shape, for messages."""
+    """What a store keeps per page: a multi-vector `(n_tokens, dim)` scored by MaxSim (Col* models),
+    or a single `(dim,)` vector scored by the dot product (Bi* models). Stores hold multi-vectors of
+    dim 128 only (MULTI_VECTOR_128; `resolve_schema` refuses others), single vectors of any dim.
+    `str()` names it with its shape, for messages."""
 
     dim: int = DIM
     multi_vector: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
+        if isinstance(self.dim, bool) or not isinstance(self.dim, numbers.Integral) or self.dim < 1:
             raise InvalidInput(f"a page schema's dim must be a positive integer, got {self.dim!r}")
-        if self.multi_vector and self.dim != DIM:
-            raise InvalidInput(f"multi-vector pages are {DIM}-wide, not {self.dim}-wide")
+        object.__setattr__(self, "dim", int(self.dim))  # a NumPy integer from a model's config compares equal
+        object.__setattr__(self, "multi_vector", bool(self.multi_vector))
 
     @property
     def shape(self) -> str:
@@ -67,10 +69,14 @@ MULTI_VECTOR_128 = PageSchema()
 
 
 def resolve_schema(store: str, stored: PageSchema | None, given: PageSchema | None) -> PageSchema:
-    """The schema a store opens with: what it stores, else `given`, else MULTI_VECTOR_128.
-    `Conflict` naming `store` and both schemas when `given` contradicts what is stored."""
+    """The schema a store opens with: what it stores, else `given` (for a new store), else
+    MULTI_VECTOR_128. `Conflict` naming `store` and both schemas when `given` contradicts what is
+    stored; InvalidInput for a new store of multi-vectors other than 128-wide (the Edge store's
+    mirror and centroids are 128-wide; the server store keeps the same layout)."""
     if stored is not None and given is not None and stored != given:
         raise Conflict(f"{store} holds {stored} pages; it cannot be opened for {given} pages")
+    if stored is None and given is not None and given.multi_vector and given.dim != DIM:
+        raise InvalidInput(f"{store} cannot be created for {given} pages: multi-vector pages are stored {DIM}-wide")
     return stored or given or MULTI_VECTOR_128
 
 
