@@ -19,6 +19,8 @@ for its schema:
 The two are one shard store (index/edge_shard.py: creation, the schema, whole-document
 atomicity, deletes, counts) with the mirror added through its hooks, rather than one class
 branching on the schema in every method: the mirror is the multi-vector store's whole difference.
+A shard's schema is read back from its own vector config, so shards written before schemas
+existed open as multi-vector stores, unchanged.
 """
 
 from __future__ import annotations

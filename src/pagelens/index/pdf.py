@@ -22,7 +22,9 @@ from pagelens.errors import UnprocessableDocument, UnsupportedMediaType
 
 DEFAULT_DPI = 150
 DEFAULT_BATCH_PAGES = 8
-_PDFIUM_LOCK = threading.Lock()
+# Re-entrant: a render_pages generator dropped half-way may be finalized (closing its document)
+# by the garbage collector while this thread is between two pages of another render.
+_PDFIUM_LOCK = threading.RLock()
 
 DocumentKind = Literal["pdf", "image"]
 
