@@ -145,7 +145,7 @@ def test_fast_search_takes_prefetch_and_rescores_exactly(client):
     assert [hit[2] for hit in fast] == pytest.approx([hit[2] for hit in exact], rel=1e-6)
     assert len(results(k=3, mode="fast", prefetch=1)) == 3, "the store prefetches at least k"
     assert len(results(k=3, mode="fast")) == 3
-    assert asked == [1, 50, 1, None]  # None: the store's own default
+    assert asked == [1, 50, 1, store.default_prefetch]  # none asked: the store's own default
     for bad in (0, 10_001, "many"):
         response = client.post("/collections/c/search", json={"query": "q", "mode": "fast", "prefetch": bad})
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_input"

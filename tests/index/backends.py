@@ -33,18 +33,23 @@ def server_client():
     return QdrantClient(url=SERVER_URL, api_key=os.environ.get("PAGELENS_TEST_QDRANT_API_KEY"))
 
 
-def open_store(kind: str, directory: str | Path, collection: str):
-    """Open (creating if missing) the store of `kind`: Edge under `directory`, local mode with its
-    files in `directory`, or `collection` on the test server."""
+def open_store(kind: str, directory: str | Path, collection: str, schema=None):
+    """Open (creating with `schema` if missing; None: the stored one, else MULTI_VECTOR_128) the
+    store of `kind`: Edge under `directory`, local mode with its files in `directory`, or
+    `collection` on the test server."""
     from qdrant_client import QdrantClient
 
+    from pagelens.index.edge_store import open_edge_store
     from pagelens.index.qdrant_store import QdrantPageStore
-    from pagelens.index.store import EdgePageStore
 
     if kind == "edge":
-        return EdgePageStore(directory)
+        return open_edge_store(directory, schema=schema)
     client = QdrantClient(path=str(directory)) if kind == "qdrant-local" else server_client()
-    return QdrantPageStore(client, collection, owner=OWNER)
+    try:
+        return QdrantPageStore(client, collection, owner=OWNER, schema=schema)
+    except BaseException:
+        client.close()  # local mode locks its directory until the client closes
+        raise
 
 
 def close_store(store, *, drop: bool = False) -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import POOLED_ROWS, cluster_pool
 from pagelens.index.scoring import maxsim
-from pagelens.index.store import EdgePageStore
 from tests.index.test_store import fp16, query_like, structured_pages
 
 
@@ -227,7 +227,7 @@ def ranking_and_scores(hits) -> list[tuple[str, int, float]]:
 
 def test_a_store_written_with_64_centroids_a_page_loads_and_searches_beside_new_pages(tmp_path, monkeypatch):
     """Pages stored before the 128-centroid layout have 64 centroid rows and `[offset, rows]` payloads."""
-    import pagelens.index.store as store_module
+    import pagelens.index.edge_store as store_module
     from pagelens.index.pages import LEGACY_POOLED_ROWS, POOLED_VECTOR, page_vectors
 
     def legacy_vectors(number, vectors):

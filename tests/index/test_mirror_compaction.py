@@ -12,9 +12,9 @@ import textwrap
 import pytest
 
 import pagelens.index.mirror as mirror_module
+from pagelens.index.edge_store import MIRROR_KEY, EdgePageStore
 from pagelens.index.pages import POOLED_ROWS
 from pagelens.index.scoring import maxsim
-from pagelens.index.store import MIRROR_KEY, EdgePageStore
 from tests.index.test_store import REPO, fp16, query_like, structured_pages
 
 TOKENS = 80
@@ -79,7 +79,7 @@ COMPACT_AND_DIE = textwrap.dedent(
     """
     import os, signal, sys
     import pagelens.index.mirror as mirror_module
-    from pagelens.index.store import EdgePageStore
+    from pagelens.index.edge_store import EdgePageStore
     mirror_module.COMPACT_MIN_DEAD_ROWS = 0
     original = EdgePageStore._record_locations
     def record_half_and_die(self, moved):

@@ -68,3 +68,20 @@ def test_encrypted_corrupt_empty_and_foreign_uploads():
     for foreign in (b"PK\x03\x04 a zip", b"just some text", b""):
         with pytest.raises(UnsupportedMediaType):
             sniff_document(foreign)
+
+
+def test_an_opened_document_renders_every_batch_from_one_opening(pdf_opens):
+    from pagelens.index.pdf import open_document
+
+    with open_document(make_pdf(11)) as document:
+        assert (document.kind, document.pages) == ("pdf", 11)
+        sizes = [[page.size for page in batch] for batch in document.batches(dpi=72, batch_pages=4)]
+        assert [len(batch) for batch in sizes] == [4, 4, 3] and sizes[2][-1] == (300, 300)
+        assert document.page_image(2, dpi=72).size == (210, 300)
+    assert len(pdf_opens) == 1
+    list(render_pages(make_pdf(11), batch_pages=2, dpi=36))
+    assert len(pdf_opens) == 2, "render_pages opens the document once, not once per batch"
+    with open_document(encode(make_page(120, 90))) as image:
+        assert (image.kind, image.pages) == ("image", 1)
+        assert [[page.size for page in batch] for batch in image.batches()] == [[(120, 90)]]
+    assert len(pdf_opens) == 2

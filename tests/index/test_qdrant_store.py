@@ -48,6 +48,21 @@ def test_collection_schema_is_exact_float16_maxsim(client):
         assert params.datatype == models.Datatype.FLOAT16 and params.hnsw_config.m == 0
 
 
+def test_a_single_vector_collection_is_one_float16_dot_vector_with_hnsw_for_fast_mode(client):
+    qdrant, created = client
+    from qdrant_client import models
+
+    from pagelens.index.pages import PageSchema
+
+    name = fresh_name(created)
+    store = QdrantPageStore(qdrant, name, schema=PageSchema(2560, multi_vector=False))
+    vectors = qdrant.get_collection(name).config.params.vectors
+    assert set(vectors) == {"page"} and vectors["page"].size == 2560 and vectors["page"].multivector_config is None
+    assert vectors["page"].distance == models.Distance.DOT and vectors["page"].datatype == models.Datatype.FLOAT16
+    assert vectors["page"].hnsw_config is None  # the collection's graph: fast mode searches it
+    assert QdrantPageStore(qdrant, name).schema == store.schema  # read back from the vector params
+
+
 def test_a_store_purges_only_its_own_unfinished_ingests(client):
     qdrant, created = client
     name = fresh_name(created)

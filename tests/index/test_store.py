@@ -170,7 +170,7 @@ def test_exact_search_ranks_real_model_pages_as_maxsim_of_their_embeddings(store
 
 def test_a_shard_open_elsewhere_is_a_conflict_and_the_holder_keeps_working(tmp_path):
     from pagelens.errors import Conflict
-    from pagelens.index.store import EdgePageStore
+    from pagelens.index.edge_store import EdgePageStore
 
     holder = EdgePageStore(tmp_path / "store")
     try:

@@ -21,8 +21,8 @@ import torch
 
 from pagelens.bench.report import DEFAULT_DOCS, Report
 from pagelens.bench.synthetic_pages import BACKGROUND, OWN_CONCEPTS, SyntheticCorpus
+from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.pages import POOLED_ROWS
-from pagelens.index.store import EdgePageStore
 
 DEFAULT_SHAPE = {"own_concepts": OWN_CONCEPTS, "background": BACKGROUND}
 

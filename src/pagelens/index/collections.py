@@ -3,7 +3,7 @@ rendered again), with one JSON record per document.
 
 By default every collection lives under `data_dir` in a Qdrant Edge shard:
 
-    <data_dir>/<collection>/store/          EdgePageStore
+    <data_dir>/<collection>/store/          its Qdrant Edge shard (index/edge_store.py)
     <data_dir>/<collection>/files/<id>      the uploaded bytes
     <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind", "dpi"}
 
@@ -16,6 +16,10 @@ page images and document deletes cover the files uploaded through this data dire
 Each collection records the model that fills it (index/binding.py): `<collection>/binding.json`
 on Edge, the collection's metadata on a Qdrant server. Collections made before bindings existed
 have none until a model adopts them (`bind`).
+
+Each store is a PageStore (index/pages.py) with the PageSchema given when the collection was
+created (multi-vector `(n_tokens, 128)` pages by default, or single `(dim,)` vectors); opening a
+collection reads the schema back from its store.
 
 A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
 The record and file are written before the pages; a document exists once its pages are complete
@@ -40,17 +44,16 @@ from PIL import Image
 
 from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
 from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
-from pagelens.index.pages import SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, count_pages, render_pages, sniff_document
+from pagelens.index.edge_store import open_edge_store
+from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore, SearchHit
+from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
-from pagelens.index.store import EdgePageStore
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
     from pagelens.settings import Settings
 
-PageStore = EdgePageStore | QdrantPageStore
 DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -80,6 +83,11 @@ class Collection:
                 record.unlink(missing_ok=True)
                 (self.files / document_id).unlink(missing_ok=True)
 
+    @property
+    def schema(self) -> PageSchema:
+        """What each page's embedding is: `(n_tokens, 128)` multi-vectors or single `(dim,)` vectors."""
+        return self.store.schema
+
     def _record(self, document_id: str) -> dict[str, Any]:
         path = self.files / f"{document_id}.json"
         if not path.exists() or self.store.page_count(document_id) == 0:
@@ -103,13 +111,29 @@ class Collection:
         dpi: int = DEFAULT_DPI,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages.
+        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
+        document is opened once, for its kind, page count and every batch of pages.
 
         `progress(done, total)` is called with 0 before the first batch and after each batch's pages
         are stored, ending at (total, total) just before the document is marked complete; not at all
         when the document is already stored. An exception it raises aborts the ingest."""
-        kind = sniff_document(data)
-        pages = count_pages(data)
+        with open_document(data) as document:
+            return self._add_opened(
+                data, document, name=name, metadata=metadata, embed=embed, dpi=dpi, progress=progress
+            )
+
+    def _add_opened(
+        self,
+        data: bytes,
+        document: OpenedDocument,
+        *,
+        name: str,
+        metadata: dict[str, Any],
+        embed: EmbedPages,
+        dpi: int,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        kind, pages = document.kind, document.pages
         document_id = hashlib.sha256(data).hexdigest()[:32]
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
         if stored and self.store.page_count(document_id) == pages:
@@ -122,7 +146,7 @@ class Collection:
             done = 0
             if progress is not None:
                 progress(0, pages)
-            for batch in render_pages(data, dpi=dpi):
+            for batch in document.batches(dpi=dpi):
                 for vectors in embed(batch):
                     yield vectors
                     done += 1  # the store asks for the next page once it has written this one
@@ -148,15 +172,16 @@ class Collection:
         record = self._record(document_id)
         if not 1 <= page <= record["pages"]:
             raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
-        data = (self.files / document_id).read_bytes()
-        return next(render_pages(data, dpi=record.get("dpi", DEFAULT_DPI), batch_pages=1, start_page=page - 1))[0]
+        with open_document((self.files / document_id).read_bytes()) as document:
+            return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
 
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
     ) -> list[SearchHit]:
-        """Top-k pages; `filter` keys must be metadata fields some stored document has. `prefetch`: how
-        many candidate pages the fast mode rescores (at least k; None: the store's default, 100 on Edge,
-        200 on a Qdrant server); exact mode ignores it."""
+        """Top-k pages for a query of the schema's shape; `filter` keys must be metadata fields some
+        stored document has. `prefetch`: how many candidate pages the fast mode rescores (at least k;
+        None: the store's `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge,
+        QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server); exact mode ignores it."""
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
@@ -167,8 +192,8 @@ class Collection:
                     f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
-        knobs = {} if prefetch is None else {"prefetch": prefetch}
-        return self.store.search(query, k=k, mode=mode, filter=filter, **knobs)  # type: ignore[arg-type]
+        prefetch = self.store.default_prefetch if prefetch is None else prefetch
+        return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.store.close()
@@ -223,12 +248,13 @@ class Collections:
         with qdrant_errors(self.where):
             return self.qdrant.collection_exists(self.prefix + name)
 
-    def _open_collection(self, name: str) -> Collection:
+    def _open_collection(self, name: str, schema: PageSchema | None = None) -> Collection:
+        """Open collection `name` with its stored schema (created with `schema` when new)."""
         directory = self.files_root / name
         if self.qdrant is None:
-            store: PageStore = EdgePageStore(directory / "store")
+            store: PageStore = open_edge_store(directory / "store", schema=schema)
         else:
-            store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner)
+            store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
         try:
             return Collection(directory, store, self._read_binding(name))
         except BaseException:
@@ -272,7 +298,9 @@ class Collections:
 
     # ------------------------------------------------- the collections
     def create(self, name: str, binding: ModelBinding | None = None) -> Collection:
-        """A new, empty collection bound to `binding` (None: unbound, adopted by the first model to `bind` it)."""
+        """A new, empty collection for `binding`'s model, its pages of that model's PageSchema
+        (None: multi-vector 128 and no binding, adopted by the first model to `bind` it).
+        `Conflict` when `name` is taken."""
         self._check_name(name)
         with self._lock:
             if self._exists(name):
@@ -283,7 +311,7 @@ class Collections:
                 if binding is not None:
                     (self.data_dir / name).mkdir(parents=True)
                     self._write_binding(name, binding)  # before the store: a store never lacks its binding
-            collection = self._open_collection(name)
+            collection = self._open_collection(name, binding.schema if binding is not None else MULTI_VECTOR_128)
             if self.qdrant is not None and binding is not None:
                 self._write_binding(name, binding)
                 collection.binding = binding

@@ -1,21 +1,30 @@
-"""What every page store shares, whatever engine holds the points: the point layout, input checks,
-payloads and hits.
+"""What every page store shares, whatever engine holds the points: the `PageStore` protocol, the
+page schema and point layout, input checks, payloads and hits.
 
-A page is one point: `page` holds its full multi-vector (`(n_tokens, 128)`, stored float16, scored
-by exact MaxSim), `pooled` POOLED_ROWS cluster centroids of it (k-means on cosine) for the fast
-mode's prefetch, and the payload `document_id`, `page` (1-based), `name`, `metadata`, `status`
+A page is one point. What it holds depends on the store's `PageSchema`, fixed when the store is
+created and read back from what is stored when it is opened:
+
+- multi-vector (Col* models, MULTI_VECTOR_128, the default): `page` holds the page's full
+  multi-vector (`(n_tokens, 128)`, stored float16, scored by exact MaxSim), `pooled` POOLED_ROWS
+  cluster centroids of it (k-means on cosine) for the fast mode's prefetch;
+- single-vector (Bi* models, `PageSchema(dim, multi_vector=False)`): `page` holds one `(dim,)`
+  vector (stored float16), scored by the dot product with a `(dim,)` query.
+
+Either way the payload is `document_id`, `page` (1-based), `name`, `metadata`, `status`
 ("ingesting" until the document's last page is stored, then "complete"; search sees complete ones).
 """
 
 from __future__ import annotations
 
 import hashlib
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from pagelens.errors import InvalidInput
+from pagelens.errors import Conflict, InvalidInput
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
 DIM = 128
@@ -29,14 +38,46 @@ SearchMode = Literal["exact", "fast"]
 
 @dataclass(frozen=True)
 class PageSchema:
-    """What a store keeps per page: a multi-vector `(n_tokens, dim)` scored by MaxSim (Col* models;
-    dim 128), or a single `(dim,)` vector scored by the dot product (Bi* models)."""
+    """What a store keeps per page: a multi-vector `(n_tokens, dim)` scored by MaxSim (Col* models),
+    or a single `(dim,)` vector scored by the dot product (Bi* models). Stores hold multi-vectors of
+    dim 128 only (MULTI_VECTOR_128; `resolve_schema` refuses others), single vectors of any dim.
+    `str()` names it with its shape, for messages."""
 
     dim: int = DIM
     multi_vector: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.dim, bool) or not isinstance(self.dim, numbers.Integral) or self.dim < 1:
+            raise InvalidInput(f"a page schema's dim must be a positive integer, got {self.dim!r}")
+        object.__setattr__(self, "dim", int(self.dim))  # a NumPy integer from a model's config compares equal
+        object.__setattr__(self, "multi_vector", bool(self.multi_vector))
+
+    @property
+    def shape(self) -> str:
+        """A page's (and a query's) shape, as messages write it: `(n_tokens, 128)` or `(dim,)`."""
+        return f"(n_tokens, {self.dim})" if self.multi_vector else f"({self.dim},)"
+
+    @property
+    def kind(self) -> str:
+        return "multi-vector" if self.multi_vector else "single-vector"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.shape}"
+
 
 MULTI_VECTOR_128 = PageSchema()
+
+
+def resolve_schema(store: str, stored: PageSchema | None, given: PageSchema | None) -> PageSchema:
+    """The schema a store opens with: what it stores, else `given` (for a new store), else
+    MULTI_VECTOR_128. `Conflict` naming `store` and both schemas when `given` contradicts what is
+    stored; InvalidInput for a new store of multi-vectors other than 128-wide (the Edge store's
+    mirror and centroids are 128-wide; the server store keeps the same layout)."""
+    if stored is not None and given is not None and stored != given:
+        raise Conflict(f"{store} holds {stored} pages; it cannot be opened for {given} pages")
+    if stored is None and given is not None and given.multi_vector and given.dim != DIM:
+        raise InvalidInput(f"{store} cannot be created for {given} pages: multi-vector pages are stored {DIM}-wide")
+    return stored or given or MULTI_VECTOR_128
 
 
 @dataclass(frozen=True)
@@ -83,11 +124,20 @@ def cluster_pool(vectors: np.ndarray, clusters: int = POOLED_ROWS, iterations: i
     return centroids
 
 
-def page_vectors(number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
-    """Page `number`'s named vectors: `{page: (n, 128) float16, pooled: (POOLED_ROWS, 128) float16}`."""
+def _has_shape(array: np.ndarray, schema: PageSchema) -> bool:
+    if schema.multi_vector:
+        return array.ndim == 2 and array.shape[1] == schema.dim and len(array) > 0
+    return array.shape == (schema.dim,)
+
+
+def page_vectors(number: int, vectors: np.ndarray, schema: PageSchema = MULTI_VECTOR_128) -> dict[str, np.ndarray]:
+    """Page `number`'s named vectors: multi-vector `{page: (n, 128) float16, pooled: (POOLED_ROWS,
+    128) float16}`, single-vector `{page: (dim,) float16}`. InvalidInput naming the expected shape."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != DIM or not len(vectors):
-        raise InvalidInput(f"page {number} has shape {vectors.shape}; expected (n_tokens, {DIM})")
+    if not _has_shape(vectors, schema):
+        raise InvalidInput(f"page {number} has shape {vectors.shape}; expected {schema.shape} ({schema.kind} pages)")
+    if not schema.multi_vector:
+        return {PAGE_VECTOR: vectors.astype(np.float16)}
     return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: cluster_pool(vectors).astype(np.float16)}
 
 
@@ -96,11 +146,14 @@ def page_payload(document_id: str, number: int, name: str, metadata: dict[str, A
     return {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {}, "status": INGESTING}
 
 
-def check_query(query: np.ndarray, k: int, mode: str, prefetch: int) -> np.ndarray:
-    """Validate a search; return the query as `(q, 128)` float32."""
+def check_query(
+    query: np.ndarray, k: int, mode: str, prefetch: int, schema: PageSchema = MULTI_VECTOR_128
+) -> np.ndarray:
+    """Validate a search; return the query as float32, `(q, 128)` for multi-vector pages, `(dim,)`
+    for single-vector ones."""
     query = np.asarray(query, dtype=np.float32)
-    if query.ndim != 2 or query.shape[1] != DIM:
-        raise InvalidInput(f"query embedding has shape {query.shape}; expected (n_tokens, {DIM})")
+    if not _has_shape(query, schema):
+        raise InvalidInput(f"query embedding has shape {query.shape}; expected {schema.shape} ({schema.kind} pages)")
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
     if mode not in ("exact", "fast"):
@@ -124,3 +177,51 @@ def to_hit(payload: dict[str, Any], score: float) -> SearchHit:
     """A search hit from a stored point's payload and its MaxSim score."""
     metadata = payload.get("metadata") or {}
     return SearchHit(payload["document_id"], int(payload["page"]), float(score), payload.get("name", ""), metadata)
+
+
+@runtime_checkable
+class PageStore(Protocol):
+    """What a collection needs of the store holding its pages (Qdrant Edge: index/edge_store.py;
+    a Qdrant server: index/qdrant_store.py).
+
+    `schema` is what each page is (fixed at creation, read back on open); `default_prefetch` how
+    many candidates the fast mode rescores when a search names none. Pages are `(n_tokens, 128)`
+    or `(dim,)` float arrays as the schema says, queries likewise; scores are float32 MaxSims or
+    dot products. A document is all or nothing: its pages are searchable once the last is stored.
+    """
+
+    schema: PageSchema
+    default_prefetch: int
+
+    def add_document(
+        self, document_id: str, pages: Iterable[np.ndarray], *, name: str = "", metadata: dict[str, Any] | None = None
+    ) -> int:
+        """Store a document's pages (in page order; may be a generator) atomically, replacing an
+        earlier version; return the page count."""
+        ...
+
+    def delete_document(self, document_id: str) -> int:
+        """Remove a document's pages; return how many there were."""
+        ...
+
+    def purge_incomplete(self) -> int:
+        """Delete the pages of ingests that never completed; return how many."""
+        ...
+
+    def page_count(self, document_id: str | None = None) -> int:
+        """Pages of complete documents (of one document if given)."""
+        ...
+
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = ...,  # the store's default_prefetch
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Top-k pages of complete documents matching `filter` (metadata field -> value), best first."""
+        ...
+
+    def close(self) -> None: ...

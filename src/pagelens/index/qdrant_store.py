@@ -1,9 +1,15 @@
 """A page store on a Qdrant server or cluster, through qdrant-client: one Qdrant collection per
 pagelens collection, one point per page, the same layout and protocol as the Qdrant Edge store.
 
-Schema: `page` is the full multi-vector (MAX_SIM, float16 storage, HNSW off (`m=0`) so every search
-is a full scan), `pooled` the page's cluster centroids for the fast mode's prefetch (same parameters);
-keyword payload indexes on `document_id`, `status` and `owner`.
+Schema (index/pages.py `PageSchema`, given when the collection is created, read back from its
+vector params when it is opened; `Conflict` when a given one contradicts it):
+- multi-vector: `page` is the full multi-vector (MAX_SIM, float16 storage, HNSW off (`m=0`) so every
+  search is a full scan), `pooled` the page's cluster centroids for the fast mode's prefetch (same
+  parameters); the fast mode prefetches on `pooled` and the server reranks on `page`;
+- single-vector: `page` is one `(dim,)` vector (DOT, float16 storage) with an HNSW graph: `exact`
+  scans every page (`SearchParams(exact=True)`), `fast` searches the graph with `hnsw_ef` =
+  max(prefetch, k) (Qdrant scans instead while the collection is too small to index).
+Keyword payload indexes on `document_id`, `status` and `owner`.
 
 Whole-document atomicity: pages are upserted (`wait=True`) with `status: "ingesting"`, stale pages
 of an older, longer version are deleted, then one `set_payload` flips the document to "complete";
@@ -33,16 +39,17 @@ import numpy as np
 from pagelens.errors import BackendFailure, Conflict, NotFound
 from pagelens.index.pages import (
     COMPLETE,
-    DIM,
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
+    PageSchema,
     SearchHit,
     SearchMode,
     check_query,
     page_payload,
     page_vectors,
     point_id,
+    resolve_schema,
     search_matches,
     to_hit,
 )
@@ -50,6 +57,7 @@ from pagelens.index.pages import (
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
+QDRANT_DEFAULT_PREFETCH = 200  # fast-mode candidates when a search names none (the server reranks them)
 INDEXED_FIELDS = ("document_id", "status", "owner")
 _local_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 
@@ -99,34 +107,54 @@ def qdrant_errors(where: str, collection: str | None = None) -> Iterator[None]:
         raise BackendFailure(f"cannot reach Qdrant at {where}: {cause or type(cause).__name__}") from error
 
 
-def _vector_params():
+def collection_vectors(schema: PageSchema) -> dict[str, Any]:
+    """The named vectors of a new collection for `schema` (see the module docstring)."""
     from qdrant_client import models
 
-    return models.VectorParams(
-        size=DIM,
+    if not schema.multi_vector:
+        page = models.VectorParams(size=schema.dim, distance=models.Distance.DOT, datatype=models.Datatype.FLOAT16)
+        return {PAGE_VECTOR: page}
+    multi = models.VectorParams(
+        size=schema.dim,
         distance=models.Distance.DOT,
         multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
         datatype=models.Datatype.FLOAT16,
         hnsw_config=models.HnswConfigDiff(m=0),  # no graph: exact full scans only
     )
+    return {PAGE_VECTOR: multi, POOLED_VECTOR: multi}
 
 
-def create_collection(client: QdrantClient, collection: str) -> None:
+def create_collection(client: QdrantClient, collection: str, schema: PageSchema) -> None:
     """Create the Qdrant collection with the page schema and its payload indexes."""
     from qdrant_client import models
 
-    client.create_collection(
-        collection, vectors_config={PAGE_VECTOR: _vector_params(), POOLED_VECTOR: _vector_params()}
-    )
+    client.create_collection(collection, vectors_config=collection_vectors(schema))
     for name in INDEXED_FIELDS:
         client.create_payload_index(collection, name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
 
 
-class QdrantPageStore:
-    """One collection's pages in a Qdrant collection (created when missing). Same interface as
-    EdgePageStore. The client is the caller's: `close` leaves it open."""
+def stored_schema(client: QdrantClient, collection: str) -> PageSchema:
+    """The page schema of an existing collection, from its `page` vector's params."""
+    vectors = client.get_collection(collection).config.params.vectors
+    page = vectors.get(PAGE_VECTOR) if isinstance(vectors, dict) else None
+    if page is None:
+        raise Conflict(
+            f"Qdrant collection {collection!r} at {qdrant_location(client)} has no {PAGE_VECTOR!r} vector: "
+            "it is not a pagelens collection"
+        )
+    return PageSchema(page.size, multi_vector=page.multivector_config is not None)
 
-    def __init__(self, client: QdrantClient, collection: str, *, owner: str = "") -> None:
+
+class QdrantPageStore:
+    """One collection's pages in a Qdrant collection: opened with the schema it stores, or created
+    with `schema` (default MULTI_VECTOR_128) when missing; `Conflict` when `schema` contradicts the
+    stored one. A PageStore (index/pages.py). The client is the caller's: `close` leaves it open."""
+
+    default_prefetch = QDRANT_DEFAULT_PREFETCH
+
+    def __init__(
+        self, client: QdrantClient, collection: str, *, owner: str = "", schema: PageSchema | None = None
+    ) -> None:
         from qdrant_client import models
 
         self._m = models
@@ -136,8 +164,10 @@ class QdrantPageStore:
         self.where = qdrant_location(client)
         self._lock = _local_locks.setdefault(client, threading.Lock()) if is_local(client) else nullcontext()
         with self._calls():
-            if not client.collection_exists(collection):
-                create_collection(client, collection)
+            stored = stored_schema(client, collection) if client.collection_exists(collection) else None
+            self.schema = resolve_schema(f"the Qdrant collection {collection!r} at {self.where}", stored, schema)
+            if stored is None:
+                create_collection(client, collection, self.schema)
         self.purged_on_open = self.purge_incomplete()
 
     @contextmanager
@@ -158,7 +188,8 @@ class QdrantPageStore:
         name: str = "",
         metadata: dict[str, Any] | None = None,
     ) -> int:
-        """Store a document's pages (`(n_tokens, 128)` arrays, in page order) atomically; return the page count.
+        """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
+        the page count.
 
         `pages` may be a generator: each page is upserted as it comes, then the document is marked
         complete in one update.
@@ -167,7 +198,7 @@ class QdrantPageStore:
         count = 0
         for number, vectors in enumerate(pages, start=1):
             payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
-            named = {key: array.tolist() for key, array in page_vectors(number, vectors).items()}  # JSON-ready
+            named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
             point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
             with self._calls():
                 self.client.upsert(self.collection, [point], wait=True)
@@ -220,21 +251,24 @@ class QdrantPageStore:
         *,
         k: int = 10,
         mode: SearchMode = "exact",
-        prefetch: int = 200,
+        prefetch: int = QDRANT_DEFAULT_PREFETCH,
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        """Top-k pages by MaxSim against a `(q, 128)` query. `exact` scores every page; `fast`
-        prefetches `prefetch` candidates on the pooled vectors and the server reranks them exactly."""
+        """Top-k pages against a query of the schema's shape: by MaxSim for `(q, 128)` multi-vectors,
+        by the dot product for `(dim,)` single vectors. `exact` scores every page; `fast` prefetches
+        `prefetch` candidates on the pooled vectors and the server reranks them exactly (multi-vector),
+        or searches the HNSW graph with `hnsw_ef` = max(prefetch, k) (single-vector)."""
         m = self._m
-        query = check_query(query, k, mode, prefetch).tolist()
+        query = check_query(query, k, mode, prefetch, self.schema).tolist()
         condition = self._filter(*search_matches(filter))
-        exact = m.SearchParams(exact=True)
         if mode == "exact":
-            request = {"query_filter": condition, "search_params": exact}
-        else:
+            request = {"query_filter": condition, "search_params": m.SearchParams(exact=True)}
+        elif self.schema.multi_vector:
             candidates = m.Prefetch(query=query, using=POOLED_VECTOR, limit=max(prefetch, k), filter=condition,
-                                    params=exact)  # fmt: skip
+                                    params=m.SearchParams(exact=True))  # fmt: skip
             request = {"prefetch": [candidates]}
+        else:
+            request = {"query_filter": condition, "search_params": m.SearchParams(hnsw_ef=max(prefetch, k))}
         with self._calls():
             response = self.client.query_points(
                 self.collection, query=query, using=PAGE_VECTOR, limit=k, with_payload=True, **request

@@ -1,0 +1,247 @@
+"""The Qdrant Edge shard under both embedded page stores (index/edge_store.py): creating and
+opening it, its schema, filters, and the writes and reads that do not depend on what a page is.
+
+The shard's schema is read back from the vector config Qdrant Edge keeps in the shard directory
+(`edge_config.json`, written at creation): `page`'s size, and whether it has a multivector
+config. Nothing else is written beside the shard for it, so a shard created before schemas
+existed (a multi-vector `page` of 128 and `pooled`) opens as MULTI_VECTOR_128 unchanged.
+
+Writes follow one template, `add_document`; the store built on the shard adds to it through
+four hooks: `_named_vectors` (a page's named vectors), `_stage` (called under the lock before a
+page's point is written; returns payload fields to store with it), `_publish` (after the
+document is complete and flushed) and `_forget` (after pages are deleted). The defaults suit a
+store that keeps nothing outside the shard.
+
+Whole-document atomicity: a document's pages are written with `status: "ingesting"` and flipped
+to "complete" in one update after the last page, then flushed; search only sees complete ones, and
+opening a store deletes incomplete ones (an ingest killed half-way). Qdrant Edge's write-ahead log
+replays acknowledged updates after a crash, so a completed document is never lost. (The status is
+a keyword, not a boolean: qdrant-edge-py 0.9.0's MatchValue(True) matches no boolean payload.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pagelens.errors import BackendFailure, Conflict
+from pagelens.index.pages import (
+    COMPLETE,
+    INGESTING,
+    PAGE_VECTOR,
+    POOLED_VECTOR,
+    PageSchema,
+    page_payload,
+    page_vectors,
+    point_id,
+    resolve_schema,
+    search_matches,
+)
+
+EDGE_DEFAULT_PREFETCH = 100  # fast-mode candidates rescored exactly when a search names none
+CONFIG_FILE = "edge_config.json"  # Qdrant Edge's own record of the shard's config
+SCROLL_BATCH = 1024
+
+
+def stored_edge_schema(directory: str | Path) -> PageSchema | None:
+    """The schema of the shard in `directory`, from its vector config; None when there is no shard."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        page = json.loads(path.read_text())["vectors"][PAGE_VECTOR]
+        return PageSchema(int(page["size"]), multi_vector=page.get("multivector_config") is not None)
+    except (ValueError, KeyError, TypeError) as error:
+        raise BackendFailure(f"cannot read the page schema of the shard {directory} from {path}: {error!r}") from None
+
+
+def shard_vectors(qdrant_edge, schema: PageSchema) -> dict[str, Any]:
+    """The named vectors of a new shard: float16, dot product, no HNSW graph (every search is exact);
+    multi-vector pages get MaxSim and a `pooled` vector too."""
+
+    def params(multivector: bool):
+        return qdrant_edge.EdgeVectorParams(
+            size=schema.dim,
+            distance=qdrant_edge.Distance.Dot,
+            multivector_config=(
+                qdrant_edge.MultiVectorConfig(qdrant_edge.MultiVectorComparator.MaxSim) if multivector else None
+            ),
+            datatype=qdrant_edge.VectorStorageDatatype.Float16,
+            hnsw_config=qdrant_edge.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),  # exact only
+        )
+
+    if schema.multi_vector:
+        return {PAGE_VECTOR: params(True), POOLED_VECTOR: params(True)}
+    return {PAGE_VECTOR: params(False)}
+
+
+class EdgeShardStore:
+    """One collection's pages in a Qdrant Edge shard directory, created with `schema` (default
+    MULTI_VECTOR_128) when missing, else opened with the one it stores (`Conflict` when `schema`
+    says otherwise, or when another process has the shard open). Thread-safe (one lock).
+
+    A subclass serves one kind of page (`multi_vector`) and implements `search`."""
+
+    multi_vector: ClassVar[bool]
+    default_prefetch = EDGE_DEFAULT_PREFETCH
+
+    def __init__(self, directory: str | Path, *, schema: PageSchema | None = None) -> None:
+        import qdrant_edge
+
+        self._q = qdrant_edge
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        stored = stored_edge_schema(self.directory)
+        self.schema = resolve_schema(f"the Qdrant Edge shard {self.directory}", stored, schema)
+        if self.schema.multi_vector != self.multi_vector:
+            raise Conflict(
+                f"the Qdrant Edge shard {self.directory} {'holds' if stored else 'is for'} {self.schema} pages, "
+                f"which {type(self).__name__} does not serve (open it with open_edge_store)"
+            )
+        if stored is not None:
+            self._shard = self._load_shard()
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            config = qdrant_edge.EdgeConfig(vectors=shard_vectors(qdrant_edge, self.schema))
+            self._shard = qdrant_edge.EdgeShard.create(str(self.directory), config)
+            for name in ("document_id", "status"):
+                self._shard.update(
+                    qdrant_edge.UpdateOperation.create_field_index(name, qdrant_edge.PayloadSchemaType.Keyword)
+                )
+        self.purged_on_open = self.purge_incomplete()
+
+    def _load_shard(self):
+        """The existing shard; `Conflict` when another process has it open (its write-ahead log is
+        locked: a `pagelens serve` and an embedded `pagelens index add` on one data directory)."""
+        try:
+            return self._q.EdgeShard.load(str(self.directory))
+        except Exception as error:
+            if "WouldBlock" not in str(error):
+                raise
+            raise Conflict(
+                f"{self.directory} is open in another process (a running pagelens serve?); stop it, "
+                "or go through that server (pagelens index add/search --url)"
+            ) from None
+
+    def _scroll(self, condition, *, with_payload: bool) -> list:
+        """Every point matching `condition` (records with payload if asked, without vectors)."""
+        q = self._q
+        records, offset = [], None
+        while True:
+            batch, offset = self._shard.scroll(
+                q.ScrollRequest(offset=offset, limit=SCROLL_BATCH, filter=condition, with_payload=with_payload)
+            )
+            records.extend(batch)
+            if offset is None:
+                return records
+
+    # ---------------------------------------------------------------- filters and queries
+    def _match(self, key: str, value: Any):
+        q = self._q
+        return q.FieldCondition(key, match=q.MatchValue(value))
+
+    def _complete_filter(self, extra: dict[str, Any] | None = None):
+        return self._q.Filter(must=[self._match(key, value) for key, value in search_matches(extra)])
+
+    def _exact_request(self, query: np.ndarray, k: int, filter: dict[str, Any] | None):
+        """Qdrant Edge's exact search of `page` over the complete pages matching `filter`."""
+        q = self._q
+        nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
+        return q.QueryRequest(limit=k, query=nearest, filter=self._complete_filter(filter), with_payload=True,
+                              params=q.SearchParams(exact=True))  # fmt: skip
+
+    # ---------------------------------------------------------------- hooks
+    def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """Page `number`'s named vectors as the shard stores them (checked against the schema)."""
+        return page_vectors(number, vectors, self.schema)
+
+    def _stage(self, named: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Called under the lock before a page's point is written; payload fields to store with it."""
+        return {}
+
+    def _publish(self, document_id: str, written: list[tuple[int, dict[str, Any]]]) -> None:
+        """Called under the lock once a document is complete and flushed, with each page's point id
+        and the fields `_stage` gave it, in page order."""
+
+    def _forget(self, points: list[int]) -> None:
+        """Called under the lock after these points were deleted and the deletion flushed."""
+
+    # ---------------------------------------------------------------- writes
+    def add_document(
+        self,
+        document_id: str,
+        pages: Iterable[np.ndarray],
+        *,
+        name: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
+        the page count.
+
+        `pages` may be a generator: pages are written as they come, then the document is marked
+        complete in one update and flushed.
+        """
+        q = self._q
+        written: list[tuple[int, dict[str, Any]]] = []
+        for number, vectors in enumerate(pages, start=1):
+            named = self._named_vectors(number, vectors)
+            payload = page_payload(document_id, number, name, metadata)
+            with self._lock:
+                staged = self._stage(named)
+                point = q.Point(point_id(document_id, number), named, payload | staged)
+                self._shard.update(q.UpdateOperation.upsert_points([point]))
+            written.append((point.id, staged))
+        with self._lock:
+            document = q.Filter(must=[self._match("document_id", document_id)])
+            stale = q.Filter(
+                must=[
+                    self._match("document_id", document_id),
+                    q.FieldCondition("page", range=q.RangeFloat(gt=len(written))),
+                ]
+            )
+            self._shard.update(q.UpdateOperation.delete_points_by_filter(stale))  # pages of an older, longer version
+            self._shard.update(q.UpdateOperation.set_payload_by_filter(document, {"status": COMPLETE}))
+            self._shard.flush()
+            self._publish(document_id, written)
+        return len(written)
+
+    def delete_document(self, document_id: str) -> int:
+        """Remove a document's pages; return how many there were."""
+        q = self._q
+        document = q.Filter(must=[self._match("document_id", document_id)])
+        with self._lock:
+            points = [record.id for record in self._scroll(document, with_payload=False)]
+            self._shard.update(q.UpdateOperation.delete_points_by_filter(document))
+            self._shard.flush()
+            self._forget(points)
+        return len(points)
+
+    def purge_incomplete(self) -> int:
+        """Delete the pages of documents whose ingest never completed; return how many."""
+        q = self._q
+        incomplete = q.Filter(must=[self._match("status", INGESTING)])
+        with self._lock:
+            pages = self._shard.count(q.CountRequest(filter=incomplete))
+            if pages:
+                self._shard.update(q.UpdateOperation.delete_points_by_filter(incomplete))
+                self._shard.flush()
+        return pages
+
+    # ---------------------------------------------------------------- reads
+    def page_count(self, document_id: str | None = None) -> int:
+        """Pages of complete documents (of one document if given)."""
+        q = self._q
+        conditions = [self._match("status", COMPLETE)]
+        if document_id is not None:
+            conditions.append(self._match("document_id", document_id))
+        with self._lock:
+            return self._shard.count(q.CountRequest(filter=q.Filter(must=conditions)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._shard.close()

@@ -1,0 +1,220 @@
+"""Embedded page stores on Qdrant Edge (the Qdrant engine in-process, on disk): one shard per
+collection, one point per page. `open_edge_store` opens (or creates) one with the right class
+for its schema:
+
+- `EdgePageStore`, multi-vector pages (MULTI_VECTOR_128): each point holds the page's full
+  multi-vector (`page`, float16, exact MaxSim, no HNSW) and its cluster centroids (`pooled`) for
+  the fast mode's prefetch, plus its payload: `document_id`, `page` (1-based), `name`, `metadata`,
+  `status`, and `mirror` (where the page's rows sit in the vector mirror). Search runs on the
+  mirror (index/mirror.py: the vectors again in files beside the shard, scored with torch matmuls;
+  `pagelens bench search` times it against Qdrant Edge's own MaxSim); the shard answers the
+  filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check.
+  Opening a store rebuilds the mirror's table from the payloads and re-copies, from the shard,
+  any page the mirror file does not hold (a lost file, or a store written before the mirror existed).
+- `SingleVectorEdgeStore`, single-vector pages (`PageSchema(dim, multi_vector=False)`): each point
+  holds one `(dim,)` float16 vector (`page`) and the same payload without `mirror`. Qdrant Edge
+  scores a dense dot product over every page quickly, so there is no mirror and no centroids:
+  both modes are Qdrant Edge's exact search.
+
+The two are one shard store (index/edge_shard.py: creation, the schema, whole-document
+atomicity, deletes, counts) with the mirror added through its hooks, rather than one class
+branching on the schema in every method: the mirror is the multi-vector store's whole difference.
+A shard's schema is read back from its own vector config, so shards written before schemas
+existed open as multi-vector stores, unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pagelens.index.edge_shard import EDGE_DEFAULT_PREFETCH, EdgeShardStore, stored_edge_schema
+from pagelens.index.mirror import Location, VectorMirror
+from pagelens.index.pages import (
+    COMPLETE,
+    INGESTING,
+    PAGE_VECTOR,
+    POOLED_VECTOR,
+    PageSchema,
+    SearchHit,
+    SearchMode,
+    check_query,
+    cluster_pool,
+    page_vectors,
+    point_id,
+    resolve_schema,
+    to_hit,
+)
+
+__all__ = [
+    "COMPLETE",
+    "EDGE_DEFAULT_PREFETCH",
+    "INGESTING",
+    "EdgePageStore",
+    "EdgeShardStore",
+    "SearchHit",
+    "SearchMode",
+    "SingleVectorEdgeStore",
+    "open_edge_store",
+    "point_id",
+]
+
+MIRROR_KEY = "mirror"
+
+
+def open_edge_store(directory: str | Path, *, schema: PageSchema | None = None) -> EdgeShardStore:
+    """The page store in the Qdrant Edge shard at `directory`: opened with the schema it stores, or
+    created with `schema` (default MULTI_VECTOR_128). `Conflict` when `schema` contradicts the stored one."""
+    resolved = resolve_schema(f"the Qdrant Edge shard {directory}", stored_edge_schema(directory), schema)
+    store_class = EdgePageStore if resolved.multi_vector else SingleVectorEdgeStore
+    return store_class(directory, schema=resolved)
+
+
+class SingleVectorEdgeStore(EdgeShardStore):
+    """Single-vector pages in a Qdrant Edge shard, searched by Qdrant Edge's exact dot product."""
+
+    multi_vector = False
+
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Top-k pages by the dot product of their `(dim,)` vector with a `(dim,)` query, over every
+        complete page matching `filter`. `fast` is the same exact search (no graph or prefetch
+        would be quicker), so `prefetch` is only checked. Qdrant Edge rounds the query to float16,
+        as the pages are stored, and sums in float32."""
+        query = check_query(query, k, mode, prefetch, self.schema)
+        request = self._exact_request(query, k, filter)
+        with self._lock:
+            points = self._shard.query(request)
+        return [to_hit(point.payload, point.score) for point in points]
+
+
+class EdgePageStore(EdgeShardStore):
+    """Multi-vector pages in a Qdrant Edge shard, searched on the vector mirror beside it."""
+
+    multi_vector = True
+
+    def __init__(self, directory: str | Path, *, schema: PageSchema | None = None) -> None:
+        super().__init__(directory, schema=schema)
+        self.compacted_rows_on_open = 0
+        self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
+        self.recopied_on_open = self._load_mirror()
+
+    def _load_mirror(self) -> int:
+        """Publish every complete page the mirror file holds; copy the others' vectors from the shard
+        into it first. Returns how many pages were copied."""
+        missing = []
+        with self._lock:
+            for record in self._scroll(self._complete_filter(), with_payload=True):
+                location = Location.from_payload(record.payload.get(MIRROR_KEY))
+                if location is not None and self.mirror.holds(location):
+                    self.mirror.publish(record.id, location)
+                else:
+                    missing.append(record.id)
+            recopied: dict[int, Location] = {}
+            for start in range(0, len(missing), 64):
+                for record in self._shard.retrieve(missing[start : start + 64], False, [PAGE_VECTOR]):
+                    page = np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32)
+                    recopied[record.id] = self.mirror.append(
+                        page.astype(np.float16), cluster_pool(page).astype(np.float16)
+                    )
+            if recopied:
+                self._record_locations(recopied)
+            for point, location in recopied.items():
+                self.mirror.publish(point, location)
+            self.mirror.drop_unused_files()
+            if self.mirror.should_compact():
+                self.compacted_rows_on_open = self.mirror.compact(self._record_locations)
+            self.mirror.warm()
+        return len(missing)
+
+    def _record_locations(self, moved: dict[int, Location]) -> None:
+        """Store pages' new mirror locations in their payloads, durably (a compaction's last step
+        before the old file goes)."""
+        q = self._q
+        for point, location in moved.items():
+            self._shard.update(q.UpdateOperation.set_payload([point], {MIRROR_KEY: location.to_payload()}))
+        self._shard.flush()
+
+    # ---------------------------------------------------------------- the shard store's hooks
+    def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """`{page: (n, 128) float16, pooled: (POOLED_ROWS, 128) float16}` (the schema is MULTI_VECTOR_128)."""
+        return page_vectors(number, vectors)
+
+    def _stage(self, named: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Append the page's rows to the mirror (fsynced before its point is written); its payload
+        records where they are."""
+        location = self.mirror.append(named[PAGE_VECTOR], named[POOLED_VECTOR])
+        return {MIRROR_KEY: location.to_payload()}
+
+    def _publish(self, document_id: str, written: list[tuple[int, dict[str, Any]]]) -> None:
+        """Make the document's pages searchable on the mirror; drop an older version's pages past its end."""
+        for point, staged in written:
+            self.mirror.publish(point, Location.from_payload(staged[MIRROR_KEY]))  # type: ignore[arg-type]
+        for number in range(len(written) + 1, len(written) + 1 + len(self.mirror)):
+            if point_id(document_id, number) not in self.mirror:
+                break
+            self.mirror.drop(point_id(document_id, number))
+
+    def _forget(self, points: list[int]) -> None:
+        for point in points:
+            self.mirror.drop(point)
+
+    # ---------------------------------------------------------------- reads
+    def search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Top-k pages by MaxSim against a `(q, 128)` query, scored on the mirror. `exact` scores
+        every page; `fast` rescores the `prefetch` pages whose centroids score best."""
+        query = check_query(query, k, mode, prefetch, self.schema)
+        with self._lock:
+            allowed = None
+            if filter:
+                allowed = {record.id for record in self._scroll(self._complete_filter(filter), with_payload=False)}
+            ranked = self.mirror.search(query, k, fast=mode == "fast", prefetch=prefetch, allowed=allowed)
+            payloads = {r.id: r.payload for r in self._shard.retrieve([point for point, _ in ranked], True, False)}
+        return [to_hit(payloads[point], score) for point, score in ranked]
+
+    def qdrant_search(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        mode: SearchMode = "exact",
+        prefetch: int = EDGE_DEFAULT_PREFETCH,
+        filter: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """`search` run by Qdrant Edge's own MaxSim (the fast mode prefetches on `pooled`): the same
+        ranking, slower; kept to cross-check the mirror and to benchmark against it."""
+        q = self._q
+        query = check_query(query, k, mode, prefetch, self.schema)
+        if mode == "exact":
+            request = self._exact_request(query, k, filter)
+        else:
+            condition = self._complete_filter(filter)
+            candidates = q.Prefetch(limit=max(prefetch, k), query=q.Query.Nearest(query, using=POOLED_VECTOR),
+                                    filter=condition, params=q.SearchParams(exact=True))  # fmt: skip
+            nearest = q.Query.Nearest(query, using=PAGE_VECTOR)
+            request = q.QueryRequest(limit=k, prefetches=[candidates], query=nearest, with_payload=True)
+        with self._lock:
+            points = self._shard.query(request)
+        return [to_hit(p.payload, p.score) for p in points]
+
+    def close(self) -> None:
+        with self._lock:
+            self._shard.close()
+            self.mirror.close()
