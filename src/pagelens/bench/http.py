@@ -69,27 +69,25 @@ def closed_loop(client: httpx.Client, bodies: list[dict], clients: int) -> tuple
 def http_run(setup: Any, clients: int) -> Run:
     """Serve `setup`'s Embedder with the real app and measure pages, then queries, over loopback."""
     from pagelens.api import create_app
-    from pagelens.engine import Engine, EngineConfig
-    from pagelens.serving import EmbeddingService
+    from pagelens.service import Runtime
     from pagelens.settings import Settings
     from pagelens.testing.servers import uvicorn_in_thread
 
     embedder = setup.embedder
     page_bodies = [{"input_type": "image", "inputs": [_png_base64(image)]} for image in setup.images]
     query_bodies = [{"input_type": "text", "inputs": [text]} for text in setup.texts]
-    engine = Engine(embedder, EngineConfig.for_device(embedder.device.type)).start()
-    service = EmbeddingService(engine, embedder.info, max_inputs_per_request=256)
+    runtime = Runtime(Settings(model="bench")).start(embedder)  # the engine as `pagelens serve` configures it
     run = Run()
     try:
         with (
-            uvicorn_in_thread(create_app(Settings(model="bench"), service=service)) as url,
+            uvicorn_in_thread(create_app(runtime=runtime)) as url,
             httpx.Client(base_url=url, timeout=3600, limits=httpx.Limits(max_connections=clients + 1)) as client,
         ):
             client.post("/embeddings", json=query_bodies[0]).raise_for_status()  # warm the route
             run.page_seconds, run.page_latencies = closed_loop(client, page_bodies, clients)
             run.query_seconds, run.query_latencies = closed_loop(client, query_bodies, clients)
     finally:
-        engine.close()
+        runtime.close()
     return run
 
 
