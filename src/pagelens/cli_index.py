@@ -4,7 +4,6 @@ server: the model loads in this process) or against a running server (`--url`)."
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pagelens.errors import NotFound, PagelensError
+from pagelens.codecs.metadata import parse_metadata
+from pagelens.errors import InvalidInput, NotFound, PagelensError
 from pagelens.service import MAX_PREFETCH
 
 if TYPE_CHECKING:
@@ -103,9 +103,9 @@ def index_add(
     stored (a bar on a terminal, else a line every few seconds); with --url each file is one upload
     request, so progress counts files only."""
     try:
-        meta = json.loads(metadata) if metadata else {}
-    except ValueError as error:
-        raise typer.BadParameter(f"--metadata is not JSON: {error}") from error
+        meta = parse_metadata(metadata, field="--metadata")
+    except InvalidInput as error:
+        raise typer.BadParameter(error.message) from error
     if url:
         with connect(url, api_key) as client:
             if collection not in {c["name"] for c in client.collections()}:

@@ -24,24 +24,35 @@ collection reads the schema back from its store.
 A document's id is the hash of its bytes, so uploading the same file again stores nothing new.
 The record and file are written before the pages; a document exists once its pages are complete
 in the store, and files left by an interrupted ingest are removed when the collection opens.
+
+Concurrency and crashes: one writer per document (ingest, delete and clean-up of an id take that
+id's lock, so two uploads of the same bytes store it once and a failing one never removes what
+the other stored); files are replaced atomically through uniquely named, fsynced temporary files;
+deleting a collection first stops its writers (an ingest in flight ends with `NotFound`) and
+renames its directory to a tombstone (`.deleted-<name>-<random>`), so a crash leaves it either
+whole or gone; tombstones are removed when the data directory is next opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
 from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
 from pagelens.index.edge_store import open_edge_store
@@ -54,21 +65,64 @@ if TYPE_CHECKING:
 
     from pagelens.settings import Settings
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TOMBSTONE_PREFIX = ".deleted-"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always fullmatch
+DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """Replace `path` by `data` through a temporary file of its own (fsynced, then renamed over
+    `path`, then the directory fsynced): a reader or a crash sees the old bytes or the new ones."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class KeyedLocks:
+    """A lock per key (a document id), existing while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[key]
 
 
 class Collection:
-    """One collection: its page store and, under `directory/files`, the uploaded files and records."""
+    """One collection: its page store and, under `directory/files`, the uploaded files and records.
+
+    Every operation runs `in_use()`; `stop()` refuses new ones, makes ingests in flight give up at
+    their next page, and waits until none runs (a collection delete)."""
 
     def __init__(self, directory: Path, store: PageStore, binding: ModelBinding | None = None) -> None:
         self.name = directory.name
@@ -77,11 +131,37 @@ class Collection:
         self.files.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.binding = binding  # the model that fills it (None: a collection from before bindings)
+        self._documents = KeyedLocks()
+        self._users = 0
+        self._state = threading.Condition()
+        self.stopping = False
+        for temporary in self.files.glob(".*.tmp"):  # a write interrupted before its rename
+            temporary.unlink(missing_ok=True)
         for record in self.files.glob("*.json"):  # files of ingests that never completed
             document_id = record.stem
             if self.store.page_count(document_id) == 0:
                 record.unlink(missing_ok=True)
                 (self.files / document_id).unlink(missing_ok=True)
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Hold the collection open for one operation; `NotFound` once it is being deleted."""
+        with self._state:
+            if self.stopping:
+                raise NotFound(f"collection {self.name!r} was deleted")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._users -= 1
+                self._state.notify_all()
+
+    def stop(self) -> None:
+        """Refuse new operations and wait for those running (ingests stop at their next page)."""
+        with self._state:
+            self.stopping = True
+            self._state.wait_for(lambda: self._users == 0)
 
     @property
     def schema(self) -> PageSchema:
@@ -89,17 +169,24 @@ class Collection:
         return self.store.schema
 
     def _record(self, document_id: str) -> dict[str, Any]:
+        if not isinstance(document_id, str) or not DOCUMENT_ID.fullmatch(document_id):
+            raise NotFound(f"no document {document_id!r} in collection {self.name!r} (ids are 32 hex digits)")
         path = self.files / f"{document_id}.json"
         if not path.exists() or self.store.page_count(document_id) == 0:
             raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
         return json.loads(path.read_text())
 
     def documents(self) -> list[dict[str, Any]]:
-        records = []
-        for path in sorted(self.files.glob("*.json")):
-            if self.store.page_count(path.stem) > 0:
-                records.append(json.loads(path.read_text()))
-        return records
+        with self.in_use():
+            records = []
+            for path in sorted(self.files.glob("*.json")):
+                if self.store.page_count(path.stem) > 0:
+                    try:
+                        records.append(json.loads(path.read_text()))
+                    except (OSError, ValueError) as error:
+                        log.error("collection %r: document record %s is unreadable (%s); not listed", self.name,
+                                  path, error)  # fmt: skip
+            return records
 
     def add(
         self,
@@ -112,19 +199,23 @@ class Collection:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
-        document is opened once, for its kind, page count and every batch of pages.
+        document is opened once, for its kind, page count and every batch of pages. `metadata` is
+        checked first (codecs/metadata.py); nothing is written for bad metadata.
 
         `progress(done, total)` is called with 0 before the first batch and after each batch's pages
         are stored, ending at (total, total) just before the document is marked complete; not at all
         when the document is already stored. An exception it raises aborts the ingest."""
-        with open_document(data) as document:
+        check_metadata(metadata)
+        document_id = hashlib.sha256(data).hexdigest()[:32]
+        with self.in_use(), open_document(data) as document, self._documents.hold(document_id):
             return self._add_opened(
-                data, document, name=name, metadata=metadata, embed=embed, dpi=dpi, progress=progress
+                data, document_id, document, name=name, metadata=metadata, embed=embed, dpi=dpi, progress=progress
             )
 
     def _add_opened(
         self,
         data: bytes,
+        document_id: str,
         document: OpenedDocument,
         *,
         name: str,
@@ -134,7 +225,6 @@ class Collection:
         progress: Progress | None,
     ) -> dict[str, Any]:
         kind, pages = document.kind, document.pages
-        document_id = hashlib.sha256(data).hexdigest()[:32]
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
         if stored and self.store.page_count(document_id) == pages:
             return self._record(document_id) | {"created": False}
@@ -148,6 +238,8 @@ class Collection:
                 progress(0, pages)
             for batch in document.batches(dpi=dpi):
                 for vectors in embed(batch):
+                    if self.stopping:
+                        raise NotFound(f"collection {self.name!r} was deleted during the upload")
                     yield vectors
                     done += 1  # the store asks for the next page once it has written this one
                 if progress is not None:
@@ -156,23 +248,30 @@ class Collection:
         try:
             self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
         except BaseException:
-            self.store.delete_document(document_id)  # nothing half-stored stays behind
-            (self.files / f"{document_id}.json").unlink(missing_ok=True)
-            (self.files / document_id).unlink(missing_ok=True)
+            self._remove(document_id)  # nothing half-stored stays behind
             raise
         return record | {"created": True}
 
-    def delete(self, document_id: str) -> None:
-        self._record(document_id)
+    def _remove(self, document_id: str) -> None:
+        """Delete a document's pages, then its record and file (the caller holds its lock)."""
         self.store.delete_document(document_id)
         (self.files / f"{document_id}.json").unlink(missing_ok=True)
         (self.files / document_id).unlink(missing_ok=True)
 
+    def delete(self, document_id: str) -> None:
+        with self.in_use():
+            self._record(document_id)
+            with self._documents.hold(document_id):
+                self._record(document_id)  # still there once any ingest of it has finished
+                self._remove(document_id)
+
     def page_image(self, document_id: str, page: int) -> Image.Image:
-        record = self._record(document_id)
-        if not 1 <= page <= record["pages"]:
-            raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
-        with open_document((self.files / document_id).read_bytes()) as document:
+        with self.in_use():
+            record = self._record(document_id)
+            if not 1 <= page <= record["pages"]:
+                raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+            data = (self.files / document_id).read_bytes()
+        with open_document(data) as document:
             return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
 
     def search(
@@ -182,6 +281,7 @@ class Collection:
         stored document has. `prefetch`: how many candidate pages the fast mode rescores (at least k;
         None: the store's `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge,
         QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server); exact mode ignores it."""
+        check_filter(filter)
         if filter:
             known = {key for record in self.documents() for key in record.get("metadata", {})}
             unknown = sorted(set(filter) - known)
@@ -193,7 +293,8 @@ class Collection:
                     f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
                 )
         prefetch = self.store.default_prefetch if prefetch is None else prefetch
-        return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
+        with self.in_use():
+            return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.store.close()
@@ -223,6 +324,8 @@ class Collections:
             self.owner = owner.read_text().strip()
         else:
             self.files_root = self.data_dir
+        for tombstone in self.files_root.glob(f"{TOMBSTONE_PREFIX}*"):  # deletes a crash interrupted
+            shutil.rmtree(tombstone, ignore_errors=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Collections:
@@ -238,7 +341,7 @@ class Collections:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not NAME_PATTERN.match(name or ""):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise InvalidInput(f"collection name {name!r} must be 1-64 letters, digits, '_', '-' or '.'")
 
     # ------------------------------------------------- where the stores are
@@ -284,17 +387,26 @@ class Collections:
 
     def _stored_names(self) -> list[str]:
         if self.qdrant is None:
-            return [p.name for p in self.data_dir.iterdir() if (p / "store").exists()]
+            found = [p.name for p in self.data_dir.iterdir() if (p / "store").exists()]
+            return [name for name in found if NAME_PATTERN.fullmatch(name)]
         with qdrant_errors(self.where):
             found = [c.name for c in self.qdrant.get_collections().collections]
         names = [found_name[len(self.prefix) :] for found_name in found if found_name.startswith(self.prefix)]
-        return [name for name in names if NAME_PATTERN.match(name)]
+        return [name for name in names if NAME_PATTERN.fullmatch(name)]
 
     def _drop(self, name: str) -> None:
+        """Remove a closed collection: the server's collection first (if any), then the local
+        directory, renamed to a tombstone at once (atomic) and removed after."""
         if self.qdrant is not None:
             with qdrant_errors(self.where):
                 self.qdrant.delete_collection(self.prefix + name)
-        shutil.rmtree(self.files_root / name, ignore_errors=self.qdrant is not None)
+        directory = self.files_root / name
+        tombstone = directory.with_name(f"{TOMBSTONE_PREFIX}{name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(directory, tombstone)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(tombstone, ignore_errors=True)
 
     # ------------------------------------------------- the collections
     def create(self, name: str, binding: ModelBinding | None = None) -> Collection:
@@ -338,10 +450,15 @@ class Collections:
         return sorted(self._stored_names())
 
     def delete(self, name: str) -> None:
+        """Delete collection `name`: its running operations end first (an ingest gives up at its
+        next page with `NotFound`), then its store and files go."""
         collection = self.get(name)
+        collection.stop()
         with self._lock:
+            if self._open.get(name) is not collection:  # another delete got there first
+                raise NotFound(f"no collection {name!r}")
+            del self._open[name]
             collection.close()
-            self._open.pop(name, None)
             self._drop(name)
 
     def close(self) -> None:

@@ -22,7 +22,10 @@ a keyword, not a boolean: qdrant-edge-py 0.9.0's MatchValue(True) matches no boo
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,8 +46,11 @@ from pagelens.index.pages import (
     search_matches,
 )
 
+log = logging.getLogger(__name__)
+
 EDGE_DEFAULT_PREFETCH = 100  # fast-mode candidates rescored exactly when a search names none
 CONFIG_FILE = "edge_config.json"  # Qdrant Edge's own record of the shard's config
+WAL_DIRECTORY = "wal"  # Qdrant Edge's write-ahead log, inside the shard directory
 SCROLL_BATCH = 1024
 
 
@@ -96,6 +102,7 @@ class EdgeShardStore:
         self._q = qdrant_edge
         self.directory = Path(directory)
         self._lock = threading.Lock()
+        self.recovered: str | None = None  # what opening had to give up, when the log was unreplayable
         stored = stored_edge_schema(self.directory)
         self.schema = resolve_schema(f"the Qdrant Edge shard {self.directory}", stored, schema)
         if self.schema.multi_vector != self.multi_vector:
@@ -117,16 +124,46 @@ class EdgeShardStore:
 
     def _load_shard(self):
         """The existing shard; `Conflict` when another process has it open (its write-ahead log is
-        locked: a `pagelens serve` and an embedded `pagelens index add` on one data directory)."""
+        locked: a `pagelens serve` and an embedded `pagelens index add` on one data directory).
+        A write-ahead log that cannot be replayed is moved aside and the shard opened from its
+        last flushed state (see `recovered`); any other failure is a `BackendFailure` naming it."""
         try:
             return self._q.EdgeShard.load(str(self.directory))
-        except Exception as error:
-            if "WouldBlock" not in str(error):
+        except BaseException as error:  # qdrant-edge's Rust panics arrive as BaseException
+            if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise
-            raise Conflict(
-                f"{self.directory} is open in another process (a running pagelens serve?); stop it, "
-                "or go through that server (pagelens index add/search --url)"
+            if "WouldBlock" in str(error):
+                raise Conflict(
+                    f"{self.directory} is open in another process (a running pagelens serve?); stop it, "
+                    "or go through that server (pagelens index add/search --url)"
+                ) from None
+            if "WAL" not in str(error) or not (self.directory / WAL_DIRECTORY).exists():
+                raise BackendFailure(f"cannot open the Qdrant Edge shard {self.directory}: {error}") from None
+            return self._open_without_wal(error)
+
+    def _open_without_wal(self, error: BaseException):
+        """Open the shard from its segments alone, the unreplayable log kept beside it. Every write
+        pagelens acknowledged was flushed into the segments first (a document is flushed when it
+        completes, a delete when it is done), so what is lost is only what no caller was told was
+        stored: pages of ingests that were still running."""
+        aside = self.directory.with_name(f"{self.directory.name}.unreplayable-wal-{int(time.time())}")
+        os.replace(self.directory / WAL_DIRECTORY, aside)
+        try:
+            shard = self._q.EdgeShard.load(str(self.directory))
+        except BaseException as again:
+            if isinstance(again, KeyboardInterrupt | SystemExit):
+                raise
+            raise BackendFailure(
+                f"cannot open the Qdrant Edge shard {self.directory}: its write-ahead log could not be replayed "
+                f"({error}; moved to {aside}) and its segments alone do not open either: {again}"
             ) from None
+        self.recovered = (
+            f"the write-ahead log could not be replayed ({error}); the shard was opened from its last flushed "
+            f"state, which holds every document stored whole (pages of uploads still running then are lost); "
+            f"the log was moved to {aside}"
+        )
+        log.error("Qdrant Edge shard %s: %s", self.directory, self.recovered)
+        return shard
 
     def _scroll(self, condition, *, with_payload: bool) -> list:
         """Every point matching `condition` (records with payload if asked, without vectors)."""

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from pagelens.codecs.metadata import check_filter
 from pagelens.errors import Conflict, InvalidInput
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
@@ -166,9 +167,7 @@ def check_query(
 def search_matches(filter: dict[str, Any] | None) -> list[tuple[str, str | int | bool]]:
     """The (payload key, value) pairs a searched page must match: complete, and each metadata filter."""
     matches: list[tuple[str, str | int | bool]] = [("status", COMPLETE)]
-    for key, value in (filter or {}).items():
-        if not isinstance(value, str | int | bool):
-            raise InvalidInput(f"filter value for {key!r} must be a string, integer or boolean")
+    for key, value in check_filter(filter).items():
         matches.append((f"metadata.{key}", value))
     return matches
 
@@ -185,13 +184,15 @@ class PageStore(Protocol):
     a Qdrant server: index/qdrant_store.py).
 
     `schema` is what each page is (fixed at creation, read back on open); `default_prefetch` how
-    many candidates the fast mode rescores when a search names none. Pages are `(n_tokens, 128)`
+    many candidates the fast mode rescores when a search names none; `recovered` says what opening
+    the store had to give up (None when nothing). Pages are `(n_tokens, 128)`
     or `(dim,)` float arrays as the schema says, queries likewise; scores are float32 MaxSims or
     dot products. A document is all or nothing: its pages are searchable once the last is stored.
     """
 
     schema: PageSchema
     default_prefetch: int
+    recovered: str | None
 
     def add_document(
         self, document_id: str, pages: Iterable[np.ndarray], *, name: str = "", metadata: dict[str, Any] | None = None

@@ -151,6 +151,7 @@ class QdrantPageStore:
     stored one. A PageStore (index/pages.py). The client is the caller's: `close` leaves it open."""
 
     default_prefetch = QDRANT_DEFAULT_PREFETCH
+    recovered = None  # the server recovers its own write-ahead log
 
     def __init__(
         self, client: QdrantClient, collection: str, *, owner: str = "", schema: PageSchema | None = None

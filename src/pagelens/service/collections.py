@@ -25,7 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from pagelens.errors import InvalidInput, ModelMismatch, NotFound, PagelensError
+from pagelens.codecs.metadata import check_metadata
+from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
 
@@ -133,8 +134,9 @@ class CollectionService:
             )
 
     def _summary(self, collection: Collection) -> dict[str, Any]:
-        """`{name, documents, pages, model, compatible, mismatch}`: `model` the binding (None if
-        unbound), `mismatch` why the loaded model cannot use it (None when it can)."""
+        """`{name, documents, pages, model, compatible, mismatch, recovered}`: `model` the binding
+        (None if unbound), `mismatch` why the loaded model cannot use it (None when it can),
+        `recovered` what opening its store had to give up (None when nothing)."""
         binding, current = collection.binding, self._current_binding()
         mismatch = None
         if binding is not None and current is not None:
@@ -146,6 +148,7 @@ class CollectionService:
             "model": binding.to_dict() if binding is not None else None,
             "compatible": mismatch is None,
             "mismatch": mismatch,
+            "recovered": collection.store.recovered,
         }
 
     def _current_binding(self) -> ModelBinding | None:
@@ -185,8 +188,7 @@ class CollectionService:
         self, name: str, data: bytes, *, filename: str, metadata: dict[str, Any], progress: Progress | None = None
     ) -> dict[str, Any]:
         """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before)."""
-        if not isinstance(metadata, dict):
-            raise InvalidInput("metadata must be a JSON object")
+        check_metadata(metadata)
         embeddings = self._embeddings()
 
         def ingest() -> dict[str, Any]:

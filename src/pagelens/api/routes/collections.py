@@ -3,14 +3,13 @@ collection service's (pagelens.service.collections); these routes parse and shap
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from pagelens.api.protocol import CreateCollectionRequest, SearchRequest
 from pagelens.api.routes.common import CollectionsService, request_timings
-from pagelens.errors import InvalidInput
+from pagelens.codecs.metadata import parse_metadata
 
 router = APIRouter(prefix="/collections", tags=["collections"])
 
@@ -47,12 +46,7 @@ async def add_document(
     metadata: Annotated[str | None, Form()] = None,
 ):
     """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content."""
-    try:
-        meta = json.loads(metadata) if metadata else {}
-    except ValueError as error:
-        raise InvalidInput(f"metadata is not valid JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise InvalidInput("metadata must be a JSON object")
+    meta = parse_metadata(metadata)  # before the file is read: bad metadata costs nothing
     data = await file.read()
     request_timings(request)
     return await collections.add_document(name, data, filename=file.filename or "", metadata=meta)
