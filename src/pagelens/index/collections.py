@@ -238,7 +238,7 @@ class Collections:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not NAME_PATTERN.match(name or ""):
+        if not NAME_PATTERN.fullmatch(name or ""):  # `match` lets "$" accept a trailing newline
             raise InvalidInput(f"collection name {name!r} must be 1-64 letters, digits, '_', '-' or '.'")
 
     # ------------------------------------------------- where the stores are
