@@ -143,9 +143,12 @@ def serve(
             "\n%s\nNO API KEY while listening on %s: anyone who can reach this port can use the model.\n"
             "Set --api-key, PAGELENS_API_KEY or SERVICE_API_KEY.\n%s", "!" * 72, settings.host, "!" * 72,
         )  # fmt: skip
+    # uvicorn reads request headers with no time limit of its own (h11 and httptools alike); it closes idle
+    # keep-alive connections, and on shutdown gives requests in flight a bounded time to finish
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
-    )
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds, timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )  # fmt: skip
 
 
 @app.command("make-tiny")

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     port: int = 8000
     api_key: str | None = Field(default=None, validation_alias=AliasChoices("PAGELENS_API_KEY", "SERVICE_API_KEY"))
     log_level: str = "info"
+    # slow clients: a request body that stops arriving for this long is a 408; an idle keep-alive
+    # connection closes after keep_alive_seconds; on shutdown, requests in flight get this long to finish
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, gt=0)
+    shutdown_timeout_seconds: int = Field(default=30, gt=0)
 
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
     data_dir: str = ""

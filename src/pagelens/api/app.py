@@ -51,7 +51,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
     # added last = outermost: observe -> auth -> body limit -> routes
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_error=metrics.on_error)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
+        on_error=metrics.on_error,
+    )  # fmt: skip
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key, on_error=metrics.on_error)
     app.add_middleware(Observe, on_request=metrics.on_request)
