@@ -35,6 +35,7 @@ async def openai_embeddings(body: OpenAIEmbeddingsRequest, request: Request, ser
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
         raise InvalidInput("input is empty")
+    service.check_input_count(len(inputs))  # images and queries share the limit
     image_positions = [i for i, value in enumerate(inputs) if is_image_data_uri(value)]
     text_positions = [i for i, value in enumerate(inputs) if not is_image_data_uri(value)]
     dtype = body.embed_dtype

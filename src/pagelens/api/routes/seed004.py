@@ -25,6 +25,7 @@ async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
     rounding), `false` returns the model output as is.
     """
     timings = request_timings(request)
+    service.check_input_count(len(body.images) + len(body.texts))  # images and texts share the limit
     images = await service.embed_images(body.images, timings=timings) if body.images else []
     texts = await service.embed_queries(body.texts, timings=timings) if body.texts else []
     with timing_encode(timings):
