@@ -144,7 +144,7 @@ def test_full_queue_is_429_with_retry_after():
     release = threading.Event()
     backend = FakeBackend(on_forward=lambda batch: release.wait(10))
     config = EngineConfig(max_queued_items=2, max_batch_queries=1, max_wait_ms=0)
-    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None))
+    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None, no_auth=True))
     app = create_app(runtime=service)
     with TestClient(app, headers=AUTH) as client:
         futures = service.engine.submit_queries(["a", "b"])
@@ -159,7 +159,7 @@ def test_full_queue_is_429_with_retry_after():
 
 
 def test_dead_engine_makes_health_503_and_routes_503():
-    service = fake_runtime(settings=Settings(model="fake"))
+    service = fake_runtime(settings=Settings(model="fake", api_key=None, no_auth=True))
     app = create_app(runtime=service)
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200

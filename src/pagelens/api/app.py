@@ -13,6 +13,7 @@ from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
 from pagelens.api.routes import collections, morphik, openai, score, seed004, system
+from pagelens.api.security import check_auth, open_paths
 from pagelens.service import Runtime
 from pagelens.settings import Settings
 
@@ -20,8 +21,10 @@ from pagelens.settings import Settings
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The pagelens ASGI app. With `runtime`, it serves that one (tests, Modal, embedding in another
     app; its owner closes it); without, it builds one from `settings`, loads the model at start-up
-    and closes it at shutdown."""
+    and closes it at shutdown. Refuses (`AuthNotConfigured`) settings with no API key unless `no_auth` is set.
+    """
     settings = runtime.settings if runtime is not None else (settings or Settings())
+    check_auth(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         on_error=metrics.on_error,
     )  # fmt: skip
     if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, on_error=metrics.on_error)
+        app.add_middleware(
+            ApiKeyAuth, api_key=settings.api_key, open_paths=open_paths(settings), on_error=metrics.on_error
+        )
     app.add_middleware(Observe, on_request=metrics.on_request)
     return app
