@@ -1,4 +1,5 @@
-"""The FastAPI app factory: routers, error handlers, middleware, and the runtime's lifecycle."""
+"""The FastAPI app factory: routers, error handlers, middleware, the OpenAPI document, and the
+runtime's lifecycle."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pagelens import __version__
 from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
+from pagelens.api.openapi import install_openapi
 from pagelens.api.routes import collections, morphik, openai, score, seed004, system
-from pagelens.api.security import check_auth, open_paths
+from pagelens.api.security import OPENAPI_PATH, check_auth, open_paths
 from pagelens.service import Runtime
 from pagelens.settings import Settings
 
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description="ColPali-family embeddings: morphik-core, seed 004 and OpenAI-style routes.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        openapi_url=OPENAPI_PATH,
         swagger_ui_parameters={"syntaxHighlight": False},  # huge embedding payloads freeze highlighting
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
@@ -53,14 +56,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
+    unauthenticated = open_paths(settings)
+    install_openapi(app, settings, unauthenticated)
     # added last = outermost: observe -> auth -> body limit -> routes
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
         on_error=metrics.on_error,
     )  # fmt: skip
     if settings.api_key:
-        app.add_middleware(
-            ApiKeyAuth, api_key=settings.api_key, open_paths=open_paths(settings), on_error=metrics.on_error
-        )
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error)
     app.add_middleware(Observe, on_request=metrics.on_request)
     return app
