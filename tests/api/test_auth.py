@@ -49,3 +49,20 @@ def test_with_a_key_only_health_is_open():
         assert client.post("/embeddings", json=TEXT, headers={"Authorization": "Bearer "}).status_code == 401
         assert client.get("/openapi.json", headers={"Authorization": "Bearer secret"}).status_code == 200
     runtime.close()
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_public_docs_open_the_docs_page_and_document_only(monkeypatch, public):
+    if public:
+        monkeypatch.setenv("PAGELENS_PUBLIC_DOCS", "1")
+    runtime = fake_runtime(settings=Settings(model="fake", api_key="secret"))
+    docs = ("/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/favicon.png", "/openapi.json")
+    with TestClient(create_app(runtime=runtime)) as client:
+        for path in docs:
+            assert client.get(path).status_code == (200 if public else 401), path
+        document = client.get("/openapi.json", headers={"Authorization": "Bearer secret"}).json()
+        assert document["paths"]["/score"]["post"]["security"] == [{"bearer": []}]
+        for path in ("/", "/metrics", "/collections", "/docs/nope"):
+            assert client.get(path).status_code == 401, path
+        assert client.post("/embeddings", json=TEXT).status_code == 401
+    runtime.close()

@@ -1,7 +1,10 @@
 """The OpenAPI document is a contract: the Bearer scheme, a body or media type for every success,
-the error body on every error; the real bodies validate against the declared models."""
+the error body on every error; the real bodies validate against the declared models; /docs loads
+nothing from outside the server."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -129,3 +132,22 @@ def test_the_bodies_of_the_collection_routes_validate_against_their_models(tmp_p
         validates(protocol.Deleted, client.delete(f"/collections/c/documents/{added.json()['id']}"))
         validates(protocol.Deleted, client.delete("/collections/c"))
     runtime.close()
+
+
+def test_docs_load_nothing_from_outside_the_server(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    outside = [url for url in re.findall(r"https?://[^\s\"'<>)]+", html) if not url.startswith(str(client.base_url))]
+    assert outside == [], outside
+    local = re.findall(r"(?:src|href)=\"([^\"]+)\"", html) + re.findall(r"url: '([^']+)'", html)
+    assert {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/openapi.json"} <= set(local)
+    for url in local:
+        assert url.startswith("/"), url
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    assert client.get("/docs/swagger-ui-bundle.js").headers["content-type"].startswith("text/javascript")
+    assert '"validatorUrl": null' in html  # no badge fetched from validator.swagger.io
+    assert client.get("/docs/../pyproject.toml").status_code == 404
+    assert client.get("/docs/redoc.standalone.js").status_code == 404
+    assert client.get("/redoc").status_code == 404

@@ -1,5 +1,5 @@
-"""The FastAPI app factory: routers, error handlers, middleware, the OpenAPI document, and the
-runtime's lifecycle."""
+"""The FastAPI app factory: routers, error handlers, middleware, the OpenAPI document and docs page,
+and the runtime's lifecycle."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from pagelens import __version__
+from pagelens.api.docs import ASSET_PATHS, install_docs
 from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
         openapi_url=OPENAPI_PATH,
-        swagger_ui_parameters={"syntaxHighlight": False},  # huge embedding payloads freeze highlighting
+        docs_url=None,  # served by api/docs.py from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
     app.state.settings = settings
@@ -56,7 +58,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
-    unauthenticated = open_paths(settings)
+    install_docs(app)
+    unauthenticated = open_paths(settings, ASSET_PATHS)
     install_openapi(app, settings, unauthenticated)
     # added last = outermost: observe -> auth -> body limit -> routes
     app.add_middleware(
