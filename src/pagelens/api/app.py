@@ -24,8 +24,8 @@ from pagelens.settings import Settings
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The pagelens ASGI app. With `runtime`, it serves that one (tests, Modal, embedding in another
     app; its owner closes it); without, it builds one from `settings`, loads the model at start-up
-    and closes it at shutdown. Refuses (`AuthNotConfigured`) settings with no API key unless `no_auth` is set.
-    """
+    and closes it at shutdown. Settings with no API key are refused (`AuthNotConfigured`) unless
+    `no_auth` is set."""
     settings = runtime.settings if runtime is not None else (settings or Settings())
     check_auth(settings)
 
