@@ -7,7 +7,7 @@ IMAGE ?=
 QUERY ?=
 OUT ?= embeddings.npz
 
-API_KEY ?= $(PAGELENS_API_KEY)
+API_KEY ?= $(or $(PAGELENS_API_KEY),$(SERVICE_API_KEY))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -25,9 +25,10 @@ lint: install
 	$(UV) run --frozen ruff check --fix src tests
 	$(UV) run --frozen ruff format src tests
 
+# Without API_KEY (or PAGELENS_API_KEY / SERVICE_API_KEY) it serves with no key (--no-auth), warning in the log.
 serve: install
 	$(UV) run --frozen pagelens serve --model "$(MODEL)" --host "$(HOST)" --port "$(PORT)" \
-		$(if $(API_KEY),--api-key "$(API_KEY)")
+		$(if $(API_KEY),--api-key "$(API_KEY)",--no-auth)
 
 embed: install
 	$(UV) run --frozen pagelens embed --model "$(MODEL)" $(if $(IMAGE),--image "$(IMAGE)") \

@@ -81,7 +81,7 @@ def test_429_is_retried_after_retry_after_until_it_succeeds():
     release = threading.Event()
     backend = FakeBackend(on_forward=lambda batch: release.wait(10))
     config = EngineConfig(max_queued_items=1, max_batch_queries=1, max_wait_ms=0)
-    service = fake_runtime(backend, config, settings=Settings(model="fake"))
+    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None, no_auth=True))
     with uvicorn_in_thread(create_app(runtime=service)) as url:
         blocker = service.engine.submit_queries(["fills the queue"])
         threading.Timer(0.5, release.set).start()

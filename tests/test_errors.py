@@ -12,6 +12,7 @@ WIRE = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "conflict": 409,
     "model_mismatch": 409,
     "payload_too_large": 413,

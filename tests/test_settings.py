@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ def _value(field: str, position: int):
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in {n for names in ALIASED.values() for n in names} | {"PAGELENS_HF_TOKEN"}:
+    for name in {n for names in ALIASED.values() for n in names} | {"PAGELENS_HF_TOKEN", "PAGELENS_NO_AUTH"}:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -87,18 +89,81 @@ def test_loopback_detection():
     assert not Settings(host="0.0.0.0").loopback_only
 
 
-def test_serving_without_a_key_on_a_public_address_warns_loudly(monkeypatch, caplog):
-    started = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.append(kwargs))
+@pytest.fixture
+def started(monkeypatch):
+    """The keyword arguments of every uvicorn.run the serve command reaches."""
+    runs = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: runs.append(kwargs))
+    return runs
+
+
+def serve(*args: str):
+    return CliRunner().invoke(app, ["serve", "--model", "some/model", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "variables"),
+    [
+        (["--api-key", ""], {}),
+        (["--api-key", "  "], {}),
+        ([], {"PAGELENS_API_KEY": " "}),
+        ([], {"PAGELENS_API_KEY": "\t", "SERVICE_API_KEY": "key-2"}),  # a blank name still shadows the next one
+        ([], {"SERVICE_API_KEY": " \n"}),
+    ],
+)
+def test_a_blank_key_is_refused_at_start_up_in_one_line(monkeypatch, started, args, variables):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = serve(*args)
+    assert result.exit_code == 2 and not started
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: setting ") and "empty or only whitespace" in line and "--no-auth" in line
+
+
+def test_no_key_and_no_no_auth_refuses_to_start(monkeypatch, started):
+    monkeypatch.setenv("PAGELENS_API_KEY", "")  # empty counts as unset
+    result = serve()
+    assert result.exit_code == 2 and not started
+    (line,) = result.output.strip().splitlines()
+    assert "no API key" in line and "--api-key" in line and "PAGELENS_API_KEY" in line and "--no-auth" in line
+    both = serve("--api-key", "k", "--no-auth")
+    assert both.exit_code == 2 and "drop one" in both.output and not started
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_no_auth_serves_keyless_with_a_warning_on_any_host(monkeypatch, started, caplog, how):
+    if how == "variable":
+        monkeypatch.setenv("PAGELENS_NO_AUTH", "1")
+    no_auth = ["--no-auth"] if how == "flag" else []
     with caplog.at_level(logging.WARNING):
-        result = CliRunner().invoke(app, ["serve", "--model", "some/model", "--host", "0.0.0.0"])
+        result = serve(*no_auth)
     assert result.exit_code == 0, result.output
-    assert "NO API KEY" in caplog.text and started[0]["host"] == "0.0.0.0"
+    assert "WITHOUT an API key" in caplog.text and started[0]["host"] == "127.0.0.1"
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        CliRunner().invoke(app, ["serve", "--model", "some/model", "--host", "0.0.0.0", "--api-key", "k"])
-        CliRunner().invoke(app, ["serve", "--model", "some/model"])
-    assert "NO API KEY" not in caplog.text
+        result = serve("--host", "0.0.0.0", *no_auth)
+    assert result.exit_code == 0, result.output
+    assert "NO API KEY" in caplog.text and "0.0.0.0" in caplog.text and started[1]["host"] == "0.0.0.0"
+    caplog.clear()
+    monkeypatch.delenv("PAGELENS_NO_AUTH", raising=False)
+    with caplog.at_level(logging.WARNING):
+        assert serve("--host", "0.0.0.0", "--api-key", "k").exit_code == 0
+    assert "API KEY" not in caplog.text.upper() and len(started) == 3
+
+
+def test_make_serve_passes_the_key_or_no_auth():
+    root = Path(pagelens.__file__).parents[2]
+    environment = {name: value for name, value in os.environ.items() if not name.endswith("API_KEY")}
+
+    def serve_line(*args: str) -> str:
+        dry = subprocess.run(["make", "-n", "serve", *args], cwd=root, env=environment, capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr
+        return next(line for line in dry.stdout.replace("\\\n", " ").splitlines() if "pagelens serve" in line)
+
+    assert "--no-auth" in serve_line() and "--api-key" not in serve_line()
+    assert '--api-key "k1"' in serve_line("API_KEY=k1") and "--no-auth" not in serve_line("API_KEY=k1")
+    environment["SERVICE_API_KEY"] = "k2"
+    assert '--api-key "k2"' in serve_line()
 
 
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version", "ignore:Api key is used with an insecure")
@@ -112,7 +177,7 @@ def test_qdrant_url_flag_and_key_variable_choose_the_server_backend(monkeypatch,
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: started.append(app))
     monkeypatch.setenv("PAGELENS_QDRANT_API_KEY", "qdrant-secret")
     monkeypatch.setenv("PAGELENS_DATA_DIR", str(tmp_path))
-    result = CliRunner().invoke(app, ["serve", "--model", "some/model", "--qdrant-url", url])
+    result = CliRunner().invoke(app, ["serve", "--model", "some/model", "--api-key", "k", "--qdrant-url", url])
     assert result.exit_code == 0, result.output
     settings = started[0].state.settings
     assert (settings.qdrant_url, settings.qdrant_api_key, settings.qdrant_prefix) == (url, "qdrant-secret", "pagelens_")

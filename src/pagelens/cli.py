@@ -109,6 +109,9 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(help="Bearer key (default: PAGELENS_API_KEY or SERVICE_API_KEY).")
     ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve with no key at all (PAGELENS_NO_AUTH=1); without a key, required.")
+    ] = False,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     attn: AttnOption = None,
@@ -126,26 +129,31 @@ def serve(
         str | None, typer.Option(help="Where collections live (default: PAGELENS_DATA_DIR or the user's data dir).")
     ] = None,
 ) -> None:
-    """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score)."""
+    """Serve the model over HTTP (morphik-core /embeddings, seed 004 /embed, /v1/embeddings, /score).
+    Refuses to start without an API key unless --no-auth is given."""
     import uvicorn
 
     from pagelens.api import create_app
+    from pagelens.api.security import AuthNotConfigured
 
     settings = settings_from_options(
-        model=model, host=host, port=port, api_key=api_key, device=device, dtype=dtype, attn=attn, family=family,
-        threads=threads, pool_factor=pool_factor, quantize=quantize, compile=compile, log_level=log_level,
-        qdrant_url=qdrant_url, data_dir=data_dir,
+        model=model, host=host, port=port, api_key=api_key, no_auth=no_auth or None, device=device, dtype=dtype,
+        attn=attn, family=family, threads=threads, pool_factor=pool_factor, quantize=quantize, compile=compile,
+        log_level=log_level, qdrant_url=qdrant_url, data_dir=data_dir,
     )  # fmt: skip
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.api_key and not settings.loopback_only:
-        logging.getLogger("pagelens").warning(
-            "\n%s\nNO API KEY while listening on %s: anyone who can reach this port can use the model.\n"
-            "Set --api-key, PAGELENS_API_KEY or SERVICE_API_KEY.\n%s", "!" * 72, settings.host, "!" * 72,
-        )  # fmt: skip
+    try:
+        asgi_app = create_app(settings)
+    except AuthNotConfigured as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    # uvicorn reads request headers with no time limit of its own (h11 and httptools alike); it closes idle
+    # keep-alive connections, and on shutdown gives requests in flight a bounded time to finish
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
-    )
+        asgi_app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+        timeout_keep_alive=settings.keep_alive_seconds, timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+    )  # fmt: skip
 
 
 @app.command("make-tiny")

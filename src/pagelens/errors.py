@@ -5,6 +5,7 @@
     ├── Unauthorized               401  missing or wrong API key
     ├── NotFound                   404  unknown route, collection, document
     ├── MethodNotAllowed           405  a route that exists, called with another method
+    ├── RequestTimeout             408  a request body that stopped arriving (PAGELENS_BODY_TIMEOUT_SECONDS)
     ├── Conflict                   409  a collection of that name already exists, or is open in another process
     │   └── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
@@ -73,6 +74,11 @@ class NotFound(PagelensError):
 class MethodNotAllowed(PagelensError):
     http_status = 405
     error_type = "method_not_allowed"
+
+
+class RequestTimeout(PagelensError):
+    http_status = 408
+    error_type = "request_timeout"
 
 
 class Conflict(PagelensError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
@@ -62,7 +62,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = Field(default=None, validation_alias=AliasChoices("PAGELENS_API_KEY", "SERVICE_API_KEY"))
+    # serve with no key at all: the app refuses to start without a key unless this says so
+    no_auth: bool = False
+    # /docs and /openapi.json readable without the key (the API itself still needs it)
+    public_docs: bool = False
     log_level: str = "info"
+    # slow clients: a request body that stops arriving for this long is a 408; an idle keep-alive
+    # connection closes after keep_alive_seconds; on shutdown, requests in flight get this long to finish
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, gt=0)
+    shutdown_timeout_seconds: int = Field(default=30, gt=0)
 
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
     data_dir: str = ""
@@ -85,6 +94,13 @@ class Settings(BaseSettings):
     max_wait_ms: float = EngineConfig.max_wait_ms
     max_queued_items: int = EngineConfig.max_queued_items
     retry_after_seconds: int = 1
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, key: str | None) -> str | None:
+        if key is not None and not key.strip():
+            raise ValueError("the API key is empty or only whitespace; give a real one (or --no-auth to serve without)")
+        return key
 
     @model_validator(mode="after")
     def _default_data_dir(self) -> Settings:

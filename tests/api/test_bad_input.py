@@ -8,13 +8,14 @@ import struct
 import threading
 import zlib
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from pagelens.api import create_app
 from pagelens.engine import EngineConfig
 from pagelens.settings import Settings
-from pagelens.testing.fake import FakeBackend
+from pagelens.testing.fake import FakeBackend, embed_alone
 from tests.api.conftest import AUTH, b64_page, fake_runtime
 from tests.conftest import encode, make_page
 
@@ -111,11 +112,39 @@ def test_too_many_inputs_and_oversized_bodies_are_413(client):
     assert client.post("/embeddings", json={"input_type": "text", "inputs": ["fine"]}).status_code == 200
 
 
+def test_images_and_texts_of_one_request_count_together_against_the_limit(client):
+    image = b64_page(40, 40)
+    for path, body in [
+        ("/embed", {"images": [image] * 9, "texts": ["q"] * 8}),
+        ("/v1/embeddings", {"input": ["data:image/png;base64," + image] * 9 + ["q"] * 8}),
+    ]:
+        refused = client.post(path, json=body)
+        assert refused.status_code == 413, (path, refused.text)
+        assert "17 inputs" in refused.json()["error"]["message"] and "limit of 16" in refused.json()["error"]["message"]
+    assert client.post("/embed", json={"images": [image] * 8, "texts": ["q"] * 8}).status_code == 200
+    mixed = {"input": ["data:image/png;base64," + image] * 8 + ["q"] * 8}
+    assert client.post("/v1/embeddings", json=mixed).status_code == 200
+
+
+def test_score_refuses_pages_it_cannot_score(client, backend):
+    page = np.ones((3, backend.dim), dtype=np.float32)
+    too_many = client.post("/score", json={"query": "q", "embeddings": [page.tolist()] * 17})
+    assert too_many.status_code == 413 and "limit of 16" in too_many.json()["error"]["message"]
+    query = embed_alone(backend, "query", "q")
+    huge = (3e38 * query / np.abs(query).max(axis=1, keepdims=True)).tolist()  # finite, each dot product >= 3e38
+    response = client.post("/score", json={"query": "q", "embeddings": [page.tolist(), huge]})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_input" and error["index"] == 1 and "inf" in error["message"]
+    fine = client.post("/score", json={"query": "q", "embeddings": [page.tolist()] * 16})
+    assert fine.status_code == 200 and None not in fine.json()["scores"]
+
+
 def test_full_queue_is_429_with_retry_after():
     release = threading.Event()
     backend = FakeBackend(on_forward=lambda batch: release.wait(10))
     config = EngineConfig(max_queued_items=2, max_batch_queries=1, max_wait_ms=0)
-    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None))
+    service = fake_runtime(backend, config, settings=Settings(model="fake", api_key=None, no_auth=True))
     app = create_app(runtime=service)
     with TestClient(app, headers=AUTH) as client:
         futures = service.engine.submit_queries(["a", "b"])
@@ -130,7 +159,7 @@ def test_full_queue_is_429_with_retry_after():
 
 
 def test_dead_engine_makes_health_503_and_routes_503():
-    service = fake_runtime(settings=Settings(model="fake"))
+    service = fake_runtime(settings=Settings(model="fake", api_key=None, no_auth=True))
     app = create_app(runtime=service)
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200

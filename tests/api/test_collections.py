@@ -115,6 +115,10 @@ def test_bad_uploads_and_requests(client):
     assert client.get("/collections/c").json()["documents"] == 1, "a failed upload stored something"
     assert upload(client, "missing", make_pdf(1)).status_code == 404
     assert client.post("/collections", json={"name": "../escape"}).status_code == 400
+    for name in ("abc\n", "abc\r\n", "\nabc", "a" * 65):
+        refused = client.post("/collections", json={"name": name})
+        assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_input", repr(name)
+    assert client.get("/collections/abc%0A").status_code == 400
     assert client.post("/collections/c/search", json={"query": "q", "k": 0}).status_code == 400
     unknown = client.post("/collections/c/search", json={"query": "q", "filter": {"colour": "red"}})
     assert unknown.status_code == 400 and "'colour'" in unknown.json()["error"]["message"]

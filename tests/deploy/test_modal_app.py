@@ -31,7 +31,7 @@ def test_module_imports_without_modal_credentials(tmp_path):
 def test_its_asgi_app_has_exactly_the_routes_of_pagelens_serve():
     from pagelens.deploy import modal_app
 
-    settings = Settings(model="fake/model")
+    settings = Settings(model="fake/model", api_key="k")
     runtime = fake_runtime(settings=settings)
     container = modal_app.Pagelens._get_user_cls().__new__(modal_app.Pagelens._get_user_cls())
     container.runtime = runtime

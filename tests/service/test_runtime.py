@@ -67,7 +67,7 @@ def test_serve_loads_the_model_with_every_setting(loads, monkeypatch):
             served.append((runtime.engine.config.max_batch_images, runtime.engine.config.max_wait_ms))
 
     monkeypatch.setattr("uvicorn.run", run_lifespan)
-    result = CliRunner().invoke(app, ["serve", "--model", "served/model"])
+    result = CliRunner().invoke(app, ["serve", "--model", "served/model", "--api-key", "k"])
     assert result.exit_code == 0, result.output
     assert_every_setting_reached(loads, "served/model")
     assert served == [(3, 2.5)]

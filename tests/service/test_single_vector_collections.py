@@ -40,7 +40,7 @@ def colpali_engine_embed(family_name: str, checkpoint, images: list[Image.Image]
 def test_a_bi_collection_ranks_pages_by_colpali_engine_dot_products(family, tmp_path):
     checkpoint = build_tiny_checkpoint(family, tmp_path / family)
     settings = Settings(model=str(checkpoint), device="cpu", dtype="float32", data_dir=str(tmp_path / "data"),
-                        pdf_dpi=36, api_key=None)  # fmt: skip
+                        pdf_dpi=36, api_key=None, no_auth=True)  # fmt: skip
     runtime = Runtime(settings)
     with TestClient(create_app(runtime=runtime)) as client:
         runtime.start()

@@ -1,4 +1,5 @@
-"""The FastAPI app factory: routers, error handlers, middleware, and the runtime's lifecycle."""
+"""The FastAPI app factory: routers, error handlers, middleware, the OpenAPI document and docs page,
+and the runtime's lifecycle."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
 from pagelens import __version__
+from pagelens.api.docs import ASSET_PATHS, install_docs
 from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
+from pagelens.api.openapi import install_openapi
 from pagelens.api.routes import collections, morphik, openai, score, seed004, system
+from pagelens.api.security import OPENAPI_PATH, check_auth, open_paths
 from pagelens.service import Runtime
 from pagelens.settings import Settings
 
@@ -20,8 +24,10 @@ from pagelens.settings import Settings
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The pagelens ASGI app. With `runtime`, it serves that one (tests, Modal, embedding in another
     app; its owner closes it); without, it builds one from `settings`, loads the model at start-up
-    and closes it at shutdown."""
+    and closes it at shutdown. Settings with no API key are refused (`AuthNotConfigured`) unless
+    `no_auth` is set."""
     settings = runtime.settings if runtime is not None else (settings or Settings())
+    check_auth(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -41,7 +47,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description="ColPali-family embeddings: morphik-core, seed 004 and OpenAI-style routes.",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
-        swagger_ui_parameters={"syntaxHighlight": False},  # huge embedding payloads freeze highlighting
+        openapi_url=OPENAPI_PATH,
+        docs_url=None,  # served by api/docs.py from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
     app.state.settings = settings
@@ -50,9 +58,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, score, collections, system):
         app.include_router(module.router)
+    install_docs(app)
+    unauthenticated = open_paths(settings, ASSET_PATHS)
+    install_openapi(app, settings, unauthenticated)
     # added last = outermost: observe -> auth -> body limit -> routes
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_error=metrics.on_error)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
+        on_error=metrics.on_error,
+    )  # fmt: skip
     if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, on_error=metrics.on_error)
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error)
     app.add_middleware(Observe, on_request=metrics.on_request)
     return app

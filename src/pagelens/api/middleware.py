@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: API-key auth, request-body limit, and per-request logs + metrics.
+"""Pure ASGI middleware: API-key auth, request-body size and time limits, and per-request logs + metrics.
 
 Order (outermost first): observe -> auth -> body limit -> app, so a request without a valid key is
 refused before its body is read, and every response, refusals included, is counted and logged.
@@ -7,6 +7,7 @@ Refusals are typed errors rendered by `render_error`, like the app's own, and co
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -47,11 +48,13 @@ class ApiKeyAuth:
 
 
 class BodyLimit:
-    """Refuse bodies over `max_bytes`: at once from Content-Length, else while the body streams in."""
+    """Refuse bodies over `max_bytes` (at once from Content-Length, else while the body streams in)
+    with a 413, and bodies that stop arriving for `timeout_seconds` with a 408 that closes the connection."""
 
-    def __init__(self, app, max_bytes: int, on_error: OnError | None = None) -> None:
+    def __init__(self, app, max_bytes: int, timeout_seconds: float = 60.0, on_error: OnError | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_seconds = timeout_seconds
         self.on_error = on_error
 
     def _check_declared(self, scope) -> InvalidInput | PayloadTooLarge | None:
@@ -74,19 +77,30 @@ class BodyLimit:
         if refusal is not None:
             return await render_error(refusal, on_error=self.on_error)(scope, receive, send)
         received = 0
+        body_done = False
 
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI's body parsing turns any other exception into a 400; an HTTPException passes
-                    # through unchanged, and the app's handler renders its 413 as PayloadTooLarge.
-                    raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes; split it")
+        # FastAPI's body parsing turns any other exception than an HTTPException into a 400; an HTTPException
+        # passes through unchanged, and the app's handler renders it as the typed error of its status.
+        async def guarded_receive():
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the disconnect, however long the response takes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    message = await receive()
+            except TimeoutError:
+                message = f"the request body stopped arriving for {self.timeout_seconds:g} s"
+                raise HTTPException(408, message, headers={"Connection": "close"}) from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes; split it")
+            body_done = not message.get("more_body", False)
             return message
 
-        return await self.app(scope, counting_receive, send)
+        return await self.app(scope, guarded_receive, send)
 
 
 class Observe:

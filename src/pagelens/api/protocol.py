@@ -1,4 +1,9 @@
-"""Request bodies of every route (pydantic models only; no serving logic)."""
+"""Request and response bodies of every route (pydantic models only; no serving logic).
+
+The response models declare the bodies in the OpenAPI document; the routes build their bodies
+themselves (big embedding arrays would be slow through pydantic), and the tests check that the
+bodies validate against these models.
+"""
 
 from __future__ import annotations
 
@@ -56,3 +61,171 @@ class SearchRequest(BaseModel):
     mode: Literal["exact", "fast"] = "exact"
     prefetch: int | None = Field(default=None, ge=1, le=10_000)
     filter: dict[str, str | int | bool] | None = None
+
+
+# ---------------------------------------------------------------- responses
+
+Vectors = list[list[float]] | list[float]
+"""One input's embedding: `(n_tokens, dim)` rows (multi-vector models) or one `(dim,)` vector (Bi* models)."""
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="The error's type in the one table, e.g. invalid_input, payload_too_large")
+    message: str
+    index: int | None = Field(default=None, description="Position of the input to blame in its list, if one is")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response: 4xx and 5xx alike."""
+
+    error: ErrorDetail
+
+
+class MorphikEmbeddingsJSON(BaseModel):
+    """`/embeddings` with `Accept: application/json` (seed 001's shape)."""
+
+    embeddings: list[Vectors]
+
+
+class Seed004EmbedResponse(BaseModel):
+    embeddings: list[Vectors] = Field(description="Images first, then texts, each in input order")
+    dimension: int
+    multi_vector: bool
+    image_count: int
+    text_count: int
+    shapes: list[list[int]]
+    normalized: bool
+    model: str
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: Vectors | str = Field(description="Nested lists; with encoding_format base64, the raw buffer in base64")
+    shape: list[int]
+    dtype: str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class ScoreItem(BaseModel):
+    object: Literal["score"]
+    index: int
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    method: Literal["maxsim", "dot"]
+    scores: list[float] = Field(description="One per page, in input order")
+    data: list[ScoreItem]
+
+
+class ModelBindingInfo(BaseModel):
+    """The model a collection was filled by."""
+
+    model: str
+    revision: str | None
+    family: str
+    multi_vector: bool
+    dim: int
+    pool_factor: int | None = None
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    documents: int
+    pages: int
+    model: ModelBindingInfo | None = Field(description="None: no model has filled or searched it yet")
+    compatible: bool = Field(description="Whether the model this server runs can search and fill it")
+    mismatch: str | None = Field(description="Why not, when it cannot")
+
+
+class UnreadableCollection(BaseModel):
+    """A listed collection that could not be opened."""
+
+    name: str
+    error: ErrorDetail
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo | UnreadableCollection]
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class DocumentAdded(BaseModel):
+    id: str
+    pages: int
+    created: bool = Field(description="False when the same bytes were stored before (nothing new stored)")
+
+
+class DocumentInfo(BaseModel):
+    id: str
+    name: str
+    pages: int
+    metadata: dict[str, Any]
+    kind: str | None = None
+    dpi: int | None = None
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentInfo]
+
+
+class SearchResult(BaseModel):
+    document_id: str
+    page: int = Field(description="1-based page number")
+    score: float
+    name: str
+    metadata: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult] = Field(description="Best first")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+    queue_depth: int
+
+
+class HealthUnavailable(BaseModel):
+    status: Literal["unavailable"]
+    model_loaded: bool
+
+
+class ModelInfo(BaseModel):
+    model: str
+    family: str
+    dim: int
+    multi_vector: bool
+    device: str
+    dtype: str
+    attention: str
+    pool_factor: int | None = None
+    quantize: str | None = None
+    compiled: bool | None = None
+    revision: str | None = None
+
+
+class ServerInfo(BaseModel):
+    name: str
+    version: str
+    ready: bool
+    model: ModelInfo | None = Field(description="None while the model loads")
+    routes: list[str]

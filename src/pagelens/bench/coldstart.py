@@ -53,7 +53,8 @@ def floor_seconds(model: str) -> float:
 def served_seconds(model: str, device: str) -> float:
     """A fresh `pagelens serve`: process start until the first /embeddings answer arrives."""
     port = free_port()
-    command = [sys.executable, "-m", "pagelens.cli", "serve", "--model", model, "--port", str(port), "--device", device]
+    command = [sys.executable, "-m", "pagelens.cli", "serve", "--model", model, "--port", str(port), "--device", device,
+               "--no-auth"]  # fmt: skip
     started = time.time()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     try:

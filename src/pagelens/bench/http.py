@@ -76,7 +76,8 @@ def http_run(setup: Any, clients: int) -> Run:
     embedder = setup.embedder
     page_bodies = [{"input_type": "image", "inputs": [_png_base64(image)]} for image in setup.images]
     query_bodies = [{"input_type": "text", "inputs": [text]} for text in setup.texts]
-    runtime = Runtime(Settings(model="bench")).start(embedder)  # the engine as `pagelens serve` configures it
+    # the engine as `pagelens serve` configures it; no key, as the clients send none
+    runtime = Runtime(Settings(model="bench", api_key=None, no_auth=True)).start(embedder)
     run = Run()
     try:
         with (

@@ -8,6 +8,7 @@ the input index in every error), the engine call and the stage timings.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ class EmbeddingService:
     def ready(self) -> bool:
         return self.engine.alive
 
-    def _check_count(self, count: int) -> None:
+    def check_input_count(self, count: int) -> None:
+        """Refuse a request of `count` inputs over the limit (413), whatever their types; 503 if not ready."""
         if not self.ready:
             raise ModelNotReady("the embedding engine is not running")
         if count > self.max_inputs_per_request:
@@ -63,7 +65,7 @@ class EmbeddingService:
     ) -> list[np.ndarray]:
         """Decode base64/data-URI images (errors name the index) and embed them, in order."""
         timings = timings if timings is not None else StageTimings()
-        self._check_count(len(values))
+        self.check_input_count(len(values))
         started = time.perf_counter()
 
         def decode_and_submit():
@@ -79,7 +81,7 @@ class EmbeddingService:
     ) -> list[np.ndarray]:
         """Embed query texts (errors name the index), in order."""
         timings = timings if timings is not None else StageTimings()
-        self._check_count(len(values))
+        self.check_input_count(len(values))
         futures = self.engine.submit_queries(values)  # type: ignore[arg-type]
         return await self._gather(futures, dtype, timings)
 
@@ -103,18 +105,26 @@ class EmbeddingService:
     ) -> list[float]:
         """Late-interaction scores of `query` against page images or given page embeddings, in order.
 
-        Multi-vector models score with MaxSim; single-vector models with the dot product.
+        Multi-vector models score with MaxSim; single-vector models with the dot product. A score
+        that is not finite (values so large that float32 overflows) is an `InvalidInput` naming the page.
         """
         if (images is None) == (embeddings is None):
             raise InvalidInput("give exactly one of 'images' or 'embeddings' to score against")
+        if embeddings is not None:
+            self.check_input_count(len(embeddings))
         (query_vectors,) = await self.embed_queries([query], timings=timings)
         if images is not None:
             pages = await self.embed_images(images, timings=timings)
         else:
             pages = [self._as_page_embedding(value, index) for index, value in enumerate(embeddings or [])]
         if self.info.multi_vector:
-            return [maxsim(query_vectors, page) for page in pages]
-        return [float(np.dot(query_vectors, page)) for page in pages]
+            scores = [maxsim(query_vectors, page) for page in pages]
+        else:
+            scores = [float(np.dot(query_vectors, page)) for page in pages]
+        for index, value in enumerate(scores):
+            if not math.isfinite(value):
+                raise InvalidInput(f"its score is {value}: its values are too large to score in float32", index=index)
+        return scores
 
     def _as_page_embedding(self, value: object, index: int) -> np.ndarray:
         try:

@@ -7,37 +7,61 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
-from pagelens.api.protocol import CreateCollectionRequest, SearchRequest
+from pagelens.api.openapi import BINARY, BODY_ERRORS, error_responses
+from pagelens.api.protocol import (
+    CollectionInfo,
+    CollectionList,
+    CreateCollectionRequest,
+    Deleted,
+    DocumentAdded,
+    DocumentList,
+    SearchRequest,
+    SearchResponse,
+)
 from pagelens.api.routes.common import CollectionsService, request_timings
 from pagelens.codecs.metadata import parse_metadata
 
-router = APIRouter(prefix="/collections", tags=["collections"])
+router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses())
+# a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
+NAMED = (400, 404, 409)
 
 
-@router.post("", status_code=201)
+def declared(model: type | None = None, *statuses: int, status: int = 200) -> dict:
+    """The `responses=` of a route: its body's model and its error statuses."""
+    body = {status: {"model": model}} if model is not None else {}
+    return {**body, **error_responses(*statuses)}
+
+
+@router.post(
+    "", status_code=201, response_model=None, responses=declared(CollectionInfo, 400, 409, *BODY_ERRORS, status=201)
+)
 async def create_collection(body: CreateCollectionRequest, collections: CollectionsService):
     """Create a collection bound to the model this server runs; 409 if the name is taken."""
     return await collections.create(body.name)
 
 
-@router.get("")
+@router.get("", response_model=None, responses=declared(CollectionList))
 async def list_collections(collections: CollectionsService):
     """Every collection with its model binding; `compatible` false where this server's model cannot use it."""
     return {"collections": await collections.list()}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=None, responses=declared(CollectionInfo, *NAMED))
 async def get_collection(name: str, collections: CollectionsService):
     return await collections.info(name)
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", response_model=None, responses=declared(Deleted, *NAMED))
 async def delete_collection(name: str, collections: CollectionsService):
     await collections.delete(name)
     return {"deleted": name}
 
 
-@router.post("/{name}/documents")
+@router.post(
+    "/{name}/documents",
+    response_model=None,
+    responses=declared(DocumentAdded, *NAMED, *BODY_ERRORS, 415, 422, 429, 503),
+)
 async def add_document(
     name: str,
     request: Request,
@@ -52,23 +76,34 @@ async def add_document(
     return await collections.add_document(name, data, filename=file.filename or "", metadata=meta)
 
 
-@router.get("/{name}/documents")
+@router.get("/{name}/documents", response_model=None, responses=declared(DocumentList, *NAMED))
 async def list_documents(name: str, collections: CollectionsService):
     return {"documents": await collections.documents(name)}
 
 
-@router.delete("/{name}/documents/{document_id}")
+@router.delete("/{name}/documents/{document_id}", response_model=None, responses=declared(Deleted, *NAMED))
 async def delete_document(name: str, document_id: str, collections: CollectionsService):
     await collections.delete_document(name, document_id)
     return {"deleted": document_id}
 
 
-@router.get("/{name}/documents/{document_id}/pages/{page}", response_class=Response)
+@router.get(
+    "/{name}/documents/{document_id}/pages/{page}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": BINARY}, "description": "The page rendered again, as PNG"},
+        **error_responses(*NAMED),
+    },
+)
 async def page_image(name: str, document_id: str, page: int, collections: CollectionsService) -> Response:
     return Response(await collections.page_png(name, document_id, page), media_type="image/png")
 
 
-@router.post("/{name}/search")
+@router.post(
+    "/{name}/search",
+    response_model=None,
+    responses=declared(SearchResponse, *NAMED, *BODY_ERRORS, 429, 503),
+)
 async def search(name: str, body: SearchRequest, request: Request, collections: CollectionsService):
     hits = await collections.search(
         name, body.query, k=body.k, mode=body.mode, prefetch=body.prefetch, filter=body.filter,

@@ -11,17 +11,24 @@ from typing import Literal
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from pagelens.api.protocol import MorphikEmbeddingsRequest
+from pagelens.api.openapi import BINARY, EMBEDDING_ERRORS, error_responses
+from pagelens.api.protocol import MorphikEmbeddingsJSON, MorphikEmbeddingsRequest
 from pagelens.api.routes.common import Service, request_timings, timing_encode
 from pagelens.codecs.outputs import JSON_MEDIA, NPZ_MEDIA, encode_npz, to_nested_lists, wants_json
 
-router = APIRouter(tags=["morphik-core"])
+router = APIRouter(tags=["morphik-core"], responses=error_responses(*EMBEDDING_ERRORS))
 
 
 @router.post(
     "/embeddings",
     response_class=Response,
-    responses={200: {"content": {NPZ_MEDIA: {}, JSON_MEDIA: {}}, "description": "npz by default, JSON on request"}},
+    responses={
+        200: {
+            "model": MorphikEmbeddingsJSON,
+            "content": {NPZ_MEDIA: BINARY},
+            "description": "npz (`count`, `input_type`, `emb_0..`) by default; JSON with `Accept: application/json`",
+        }
+    },
 )
 async def morphik_embeddings(
     body: MorphikEmbeddingsRequest,

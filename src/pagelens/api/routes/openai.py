@@ -10,13 +10,14 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from pagelens.api.protocol import OpenAIEmbeddingsRequest
+from pagelens.api.openapi import EMBEDDING_ERRORS, error_responses
+from pagelens.api.protocol import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
 from pagelens.api.routes.common import Service, request_timings, timing_encode
 from pagelens.codecs.outputs import encode_base64_array, to_nested_lists
 from pagelens.codecs.payloads import is_image_data_uri
 from pagelens.errors import InvalidInput, PagelensError
 
-router = APIRouter(tags=["OpenAI-style"])
+router = APIRouter(tags=["OpenAI-style"], responses=error_responses(*EMBEDDING_ERRORS))
 
 
 async def _embed_subset(coroutine, positions: list[int]):
@@ -29,12 +30,13 @@ async def _embed_subset(coroutine, positions: list[int]):
         raise
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", response_model=None, responses={200: {"model": OpenAIEmbeddingsResponse}})
 async def openai_embeddings(body: OpenAIEmbeddingsRequest, request: Request, service: Service):
     timings = request_timings(request)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
         raise InvalidInput("input is empty")
+    service.check_input_count(len(inputs))  # images and queries share the limit
     image_positions = [i for i, value in enumerate(inputs) if is_image_data_uri(value)]
     text_positions = [i for i, value in enumerate(inputs) if not is_image_data_uri(value)]
     dtype = body.embed_dtype

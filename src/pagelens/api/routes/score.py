@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from pagelens.api.protocol import ScoreRequest
+from pagelens.api.openapi import EMBEDDING_ERRORS, error_responses
+from pagelens.api.protocol import ScoreRequest, ScoreResponse
 from pagelens.api.routes.common import Service, request_timings
 
-router = APIRouter(tags=["scoring"])
+router = APIRouter(tags=["scoring"], responses=error_responses(*EMBEDDING_ERRORS))
 
 
-@router.post("/score")
+@router.post("/score", response_model=None, responses={200: {"model": ScoreResponse}})
 async def score(body: ScoreRequest, request: Request, service: Service):
     """Scores of `query` against `images` (base64 / data URI) or `embeddings`, in input order."""
     timings = request_timings(request)

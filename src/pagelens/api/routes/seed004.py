@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 
-from pagelens.api.protocol import Seed004EmbedRequest
+from pagelens.api.openapi import EMBEDDING_ERRORS, error_responses
+from pagelens.api.protocol import Seed004EmbedRequest, Seed004EmbedResponse
 from pagelens.api.routes.common import Service, request_timings, timing_encode
 from pagelens.codecs.outputs import to_nested_lists
 
-router = APIRouter(tags=["seed 004"])
+router = APIRouter(tags=["seed 004"], responses=error_responses(*EMBEDDING_ERRORS))
 
 
 def _unit_rows(array: np.ndarray) -> np.ndarray:
@@ -17,7 +18,7 @@ def _unit_rows(array: np.ndarray) -> np.ndarray:
     return array / np.maximum(norms, 1e-12)
 
 
-@router.post("/embed")
+@router.post("/embed", response_model=None, responses={200: {"model": Seed004EmbedResponse}})
 async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
     """Embeddings of `images` (base64) then `texts` (queries), in that order.
 
@@ -25,6 +26,7 @@ async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
     rounding), `false` returns the model output as is.
     """
     timings = request_timings(request)
+    service.check_input_count(len(body.images) + len(body.texts))  # images and texts share the limit
     images = await service.embed_images(body.images, timings=timings) if body.images else []
     texts = await service.embed_queries(body.texts, timings=timings) if body.texts else []
     with timing_encode(timings):

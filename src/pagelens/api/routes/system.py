@@ -7,12 +7,18 @@ from fastapi.responses import ORJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pagelens import __version__
+from pagelens.api.openapi import error_responses
+from pagelens.api.protocol import Health, HealthUnavailable, ServerInfo
 from pagelens.api.routes.common import get_runtime
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses=error_responses())
 
 
-@router.get("/health")
+@router.get(
+    "/health",
+    response_model=None,
+    responses={200: {"model": Health}, 503: {"model": HealthUnavailable, "description": "model not loaded"}},
+)
 async def health(request: Request):
     """200 when the model is loaded and the engine alive, else 503."""
     runtime = get_runtime(request)
@@ -21,7 +27,7 @@ async def health(request: Request):
     return {"status": "ok", "model": runtime.info.model, "queue_depth": runtime.engine.queue_depth}
 
 
-@router.get("/")
+@router.get("/", response_model=None, responses={200: {"model": ServerInfo}})
 async def server_info(request: Request):
     runtime = get_runtime(request)
     return {
@@ -33,6 +39,10 @@ async def server_info(request: Request):
     }
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,  # a text/plain response class would declare the error bodies as text/plain too
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
