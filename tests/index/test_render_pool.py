@@ -12,8 +12,10 @@ import time
 import pytest
 
 from pagelens.errors import UnprocessableDocument
+from pagelens.index.collections import Collections
 from pagelens.index.pdf import RenderCancelled, RenderPool, count_pages, open_document, render_pages
 from tests.index.hostile_pdfs import broken_page_trees, slow_pdf
+from tests.index.test_collection import embed
 from tests.index.test_pdf import make_pdf
 
 LIMIT = 1.5  # seconds a page; the slow PDF's page 2 needs ~45 s
@@ -99,6 +101,26 @@ def test_a_cancelled_render_stops_at_once_and_kills_its_worker():
         assert worker.process.poll() == -signal.SIGKILL
         with pytest.raises(RenderCancelled):
             next(document.batches(dpi=36, cancel=cancel))  # a set event stops the next page before it starts
+
+
+def test_abandoning_an_ingest_mid_page_stops_it_and_stores_nothing(tmp_path):
+    cancel = threading.Event()
+    pool = RenderPool(workers=2, page_timeout=60)
+    collections = Collections(tmp_path / "data", renderer=pool)
+    collection = collections.create("c")
+    try:
+        add = lambda: collection.add(slow_pdf(), name="slow.pdf", metadata={}, embed=embed, dpi=36, cancel=cancel)  # noqa: E731
+        thread, outcome = in_thread(add)
+        time.sleep(1.0)  # page 1 stored, page 2 rendering
+        cancel.set()
+        thread.join(timeout=5)
+        assert isinstance(outcome.get("error"), RenderCancelled)
+        assert collection.documents() == [] and collection.store.page_count() == 0
+        assert list(collection.files.iterdir()) == []
+        assert all(not worker.documents for worker in workers(pool)), "the document stays open in a worker"
+    finally:
+        collections.close()
+        pool.close()
 
 
 def test_closing_a_render_generator_closes_its_document_in_the_workers(pool):
