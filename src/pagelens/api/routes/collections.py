@@ -3,7 +3,9 @@ collection service's (pagelens.service.collections); these routes parse and shap
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -13,6 +15,9 @@ from pagelens.api.routes.common import CollectionsService, request_timings
 from pagelens.errors import InvalidInput
 
 router = APIRouter(prefix="/collections", tags=["collections"])
+
+DISCONNECT_POLL_SECONDS = 0.25  # how soon an upload whose client left stops its ingest
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it: logged, never read (nobody is listening)
 
 
 @router.post("", status_code=201)
@@ -46,7 +51,8 @@ async def add_document(
     file: Annotated[UploadFile, File()],
     metadata: Annotated[str | None, Form()] = None,
 ):
-    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content."""
+    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content.
+    The ingest stops (storing nothing) when the client disconnects before it ends."""
     try:
         meta = json.loads(metadata) if metadata else {}
     except ValueError as error:
@@ -55,7 +61,26 @@ async def add_document(
         raise InvalidInput("metadata must be a JSON object")
     data = await file.read()
     request_timings(request)
-    return await collections.add_document(name, data, filename=file.filename or "", metadata=meta)
+    cancel = threading.Event()
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
+    try:
+        return await collections.add_document(name, data, filename=file.filename or "", metadata=meta, cancel=cancel)
+    except asyncio.CancelledError:
+        cancel.set()  # this request's task was cancelled: stop the ingest it waits for
+        raise
+    except Exception:
+        if not cancel.is_set():
+            raise
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the ingest stopped because the client left
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set `cancel` once the client has disconnected (the ingest runs on a thread, so it is polled)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+    cancel.set()
 
 
 @router.get("/{name}/documents")
