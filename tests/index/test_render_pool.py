@@ -131,6 +131,15 @@ def test_closing_a_render_generator_closes_its_document_in_the_workers(pool):
     assert all(not worker.documents for worker in workers(pool))
 
 
+def test_a_document_closed_inside_the_pool_lock_is_dropped_later_without_deadlock(pool):
+    document = open_document(make_pdf(1), renderer=pool)
+    with pool._changed:  # a finalizer closing a dropped render generator on a thread inside the pool
+        document.close()
+    assert sum(len(worker.documents) for worker in workers(pool)) == 1
+    assert count_pages(make_pdf(2), renderer=pool) == 2  # the next call settles it
+    assert all(not worker.documents for worker in workers(pool))
+
+
 def test_two_documents_render_side_by_side(pool):
     with open_document(slow_pdf(), renderer=pool) as slow, open_document(make_pdf(8), renderer=pool) as quick:
         thread, outcome = in_thread(lambda: slow.page_image(2, dpi=36))

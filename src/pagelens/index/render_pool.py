@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,9 @@ class RenderPool:
         self._idle: list[_Worker | None] = [None] * workers  # None: a worker to start when needed
         self._busy: set[_Worker] = set()
         self._starting = 0  # spares being started in the background
-        self._changed = threading.Condition()
+        self._forgotten: deque[int] = deque()  # closed documents' tokens, not yet taken from the workers
+        # not re-entrant: `forget`, run by a finalizer on a thread inside the lock, must not change the state under it
+        self._changed = threading.Condition(threading.Lock())
         self._tokens = itertools.count(1)
         self._closed = False
 
@@ -193,18 +195,21 @@ class RenderPool:
         return Image.frombuffer("RGB", (width, height), pixels, "raw", "RGB", stride, 1)
 
     def forget(self, token: int) -> None:
-        """Close document `token` in the workers holding it: now if idle, else with their next request."""
-        now: list[tuple[_Worker, list[int]]] = []
-        with self._changed:
-            for worker in (*self._idle, *self._busy):
-                if worker is not None and token in worker.documents:
-                    del worker.documents[token]
-                    worker.to_drop.append(token)
-                    if worker in self._idle:
-                        self._idle.remove(worker)
-                        self._busy.add(worker)
-                        now.append((worker, worker.to_drop))
-                        worker.to_drop = []
+        """Close document `token` in the workers holding it: now if idle, else with their next request.
+        Safe from any thread at any moment (a garbage-collected render generator closes its document)."""
+        self._forgotten.append(token)
+        if not self._changed.acquire(blocking=False):
+            return  # the thread holding the lock (maybe this one, interrupted by a finalizer) settles it
+        try:
+            self._settle_forgotten()
+            now = []
+            for worker in [w for w in self._idle if w is not None and w.to_drop]:
+                self._idle.remove(worker)
+                self._busy.add(worker)
+                now.append((worker, worker.to_drop))
+                worker.to_drop = []
+        finally:
+            self._changed.release()
         for worker, drops in now:
             try:
                 worker.send({"op": "drop", "drop": drops})
@@ -212,6 +217,15 @@ class RenderPool:
                 self._release(worker, dead=True)
             else:
                 self._release(worker)
+
+    def _settle_forgotten(self) -> None:
+        """With the lock held: move forgotten tokens to the drop lists of the workers holding them."""
+        while self._forgotten:
+            token = self._forgotten.popleft()
+            for worker in (*self._idle, *self._busy):
+                if worker is not None and token in worker.documents:
+                    del worker.documents[token]
+                    worker.to_drop.append(token)
 
     # ------------------------------------------------------------------ workers
     def _call(
@@ -223,6 +237,7 @@ class RenderPool:
         dead = True
         try:
             with self._changed:
+                self._settle_forgotten()
                 payload = b"" if token in worker.documents else data
                 if payload and len(worker.documents) >= DOCUMENTS_PER_WORKER:
                     oldest, _ = worker.documents.popitem(last=False)
@@ -315,6 +330,7 @@ class RenderPool:
         if dead:
             worker.kill()  # killed mid-request: its state is unknown
         with self._changed:
+            self._settle_forgotten()
             self._busy.discard(worker)
             closed = self._closed
             if not closed:
