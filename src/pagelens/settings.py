@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
     data_dir: str = ""
     pdf_dpi: int = 150
+    # PDF pages render in this many worker processes (two ingests and a page image at once), each
+    # page within the time limit: a slower one is refused (422 naming it) and its worker killed
+    pdf_workers: int = Field(default=3, ge=1)
+    pdf_page_timeout_seconds: float = Field(default=30.0, gt=0)
     # a Qdrant server or cluster for the pages instead of Edge (collection c is `<prefix>c` there)
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

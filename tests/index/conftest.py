@@ -1,5 +1,5 @@
 """The `store` fixture (every store test runs against each backend of tests/index/backends.py) and
-`pdf_opens` (counts PDF openings)."""
+`pdf_opens` (counts PDF openings in the render workers)."""
 
 from __future__ import annotations
 
@@ -22,17 +22,20 @@ def store(backend, tmp_path):
     close_store(opened, drop=backend == "qdrant-server")
 
 
+class _Opens:
+    """How many documents the shared render pool sent to a worker to open since it was made."""
+
+    def __init__(self) -> None:
+        from pagelens.index.pdf import default_pool
+
+        self.pool = default_pool()
+        self.start = self.pool.opened
+
+    def __len__(self) -> int:
+        return self.pool.opened - self.start
+
+
 @pytest.fixture
-def pdf_opens(monkeypatch) -> list[int]:
-    """Counts PDFium document opens (one entry per `pypdfium2.PdfDocument` made)."""
-    import pypdfium2
-
-    opens: list[int] = []
-    original = pypdfium2.PdfDocument
-
-    def counting(*args, **kwargs):
-        opens.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pypdfium2, "PdfDocument", counting)
-    return opens
+def pdf_opens() -> _Opens:
+    """Counts PDF openings in the shared render pool's workers (`len(pdf_opens)`)."""
+    return _Opens()

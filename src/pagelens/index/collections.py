@@ -57,7 +57,7 @@ from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
 from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
 from pagelens.index.edge_store import open_edge_store
 from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore, SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, open_document
+from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ class Collection:
     Every operation runs `in_use()`; `stop()` refuses new ones, makes ingests in flight give up at
     their next page, and waits until none runs (a collection delete)."""
 
-    def __init__(self, directory: Path, store: PageStore, binding: ModelBinding | None = None) -> None:
+    def __init__(
+        self, directory: Path, store: PageStore, binding: ModelBinding | None = None, renderer: RenderPool | None = None
+    ) -> None:
         self.name = directory.name
         self.directory = directory
         self.files = directory / "files"
@@ -137,6 +139,7 @@ class Collection:
         self.stopping = False
         for temporary in self.files.glob(".*.tmp"):  # a write interrupted before its rename
             temporary.unlink(missing_ok=True)
+        self.renderer = renderer or default_pool()  # the PDF render workers (index/render_pool.py)
         for record in self.files.glob("*.json"):  # files of ingests that never completed
             document_id = record.stem
             if self.store.page_count(document_id) == 0:
@@ -197,6 +200,7 @@ class Collection:
         embed: EmbedPages,
         dpi: int = DEFAULT_DPI,
         progress: Progress | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
         document is opened once, for its kind, page count and every batch of pages. `metadata` is
@@ -204,12 +208,28 @@ class Collection:
 
         `progress(done, total)` is called with 0 before the first batch and after each batch's pages
         are stored, ending at (total, total) just before the document is marked complete; not at all
-        when the document is already stored. An exception it raises aborts the ingest."""
+        when the document is already stored. An exception it raises aborts the ingest.
+
+        A page that outlasts the render time limit or crashes the renderer is `UnprocessableDocument`
+        (422) naming it. Once `cancel` is set (the client left), rendering stops within a fraction of a
+        second and `RenderCancelled` aborts the ingest."""
         check_metadata(metadata)
         document_id = hashlib.sha256(data).hexdigest()[:32]
-        with self.in_use(), open_document(data) as document, self._documents.hold(document_id):
+        with (
+            self.in_use(),
+            open_document(data, renderer=self.renderer, cancel=cancel) as document,
+            self._documents.hold(document_id),
+        ):
             return self._add_opened(
-                data, document_id, document, name=name, metadata=metadata, embed=embed, dpi=dpi, progress=progress
+                data,
+                document_id,
+                document,
+                name=name,
+                metadata=metadata,
+                embed=embed,
+                dpi=dpi,
+                progress=progress,
+                cancel=cancel,
             )
 
     def _add_opened(
@@ -223,6 +243,7 @@ class Collection:
         embed: EmbedPages,
         dpi: int,
         progress: Progress | None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         kind, pages = document.kind, document.pages
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
@@ -236,7 +257,7 @@ class Collection:
             done = 0
             if progress is not None:
                 progress(0, pages)
-            for batch in document.batches(dpi=dpi):
+            for batch in document.batches(dpi=dpi, cancel=cancel):
                 for vectors in embed(batch):
                     if self.stopping:
                         raise NotFound(f"collection {self.name!r} was deleted during the upload")
@@ -271,7 +292,7 @@ class Collection:
             if not 1 <= page <= record["pages"]:
                 raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
             data = (self.files / document_id).read_bytes()
-        with open_document(data) as document:
+        with open_document(data, renderer=self.renderer) as document:
             return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
 
     def search(
@@ -302,16 +323,24 @@ class Collection:
 
 class Collections:
     """The collections, opened on first use and kept open: Qdrant Edge shards under `data_dir`, or
-    collections named `<prefix><name>` on the Qdrant server `qdrant` talks to."""
+    collections named `<prefix><name>` on the Qdrant server `qdrant` talks to. PDFs render in
+    `renderer` (None: the process's shared pool, `pagelens.index.pdf.default_pool`)."""
 
     def __init__(
-        self, data_dir: str | Path, *, qdrant: QdrantClient | None = None, prefix: str = DEFAULT_PREFIX
+        self,
+        data_dir: str | Path,
+        *,
+        qdrant: QdrantClient | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        renderer: RenderPool | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.qdrant = qdrant
         self.prefix = prefix
         self._owns_client = False
+        self.renderer = renderer
+        self._owns_renderer = False
         self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
         if qdrant is not None:
@@ -329,14 +358,18 @@ class Collections:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Collections:
-        """Edge under `settings.data_dir`, or the Qdrant server at `settings.qdrant_url` when set."""
+        """Edge under `settings.data_dir`, or the Qdrant server at `settings.qdrant_url` when set;
+        PDFs render in a pool of `settings.pdf_workers` processes, `settings.pdf_page_timeout_seconds` a page."""
+        renderer = RenderPool(workers=settings.pdf_workers, page_timeout=settings.pdf_page_timeout_seconds)
         if not settings.qdrant_url:
-            return cls(settings.data_dir)
-        from qdrant_client import QdrantClient
+            collections = cls(settings.data_dir, renderer=renderer)
+        else:
+            from qdrant_client import QdrantClient
 
-        client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
-        collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix)
-        collections._owns_client = True
+            client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
+            collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix, renderer=renderer)
+            collections._owns_client = True
+        collections._owns_renderer = True
         return collections
 
     @staticmethod
@@ -359,7 +392,7 @@ class Collections:
         else:
             store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
         try:
-            return Collection(directory, store, self._read_binding(name))
+            return Collection(directory, store, self._read_binding(name), renderer=self.renderer)
         except BaseException:
             store.close()
             raise
@@ -468,3 +501,5 @@ class Collections:
             self._open.clear()
             if self._owns_client and self.qdrant is not None:
                 self.qdrant.close()
+            if self._owns_renderer and self.renderer is not None:
+                self.renderer.close()

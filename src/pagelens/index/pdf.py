@@ -2,15 +2,23 @@
 
 `open_document` opens an upload once: its kind, its page count and its page images, rendered in
 order `batch_pages` pages per batch, all come from one opened PDF, closed when the `with` block
-ends. PDFs are rendered with pypdfium2 at `dpi` (150 by default), so a 500-page PDF never sits in
-memory whole: only the batch being rendered (each page is closed once it is an image). A page
-whose rendering would exceed `max_pixels` is rendered at the largest scale that fits. PDFium is not
-thread-safe: every call into it (open, render, close) holds one lock, which is released between
-batches, so a long ingest does not block other uploads while its pages are embedded.
+ends. PDFs are rendered with pypdfium2 at `dpi` (150 by default) in the worker processes of a
+`RenderPool` (index/render_pool.py), a page at a time, so a 500-page PDF never sits in memory
+whole: only the batch being built. A page whose rendering would exceed `max_pixels` is rendered
+at the largest scale that fits. Each page has the pool's time limit: a page that outlasts it, or
+crashes PDFium, is refused with `UnprocessableDocument` (422) naming it. This process never calls
+PDFium itself, so no lock is held while a page renders and documents render side by side.
+
+A `cancel` event (threading.Event), when given, is looked at between pages and while a page
+renders: once set, the page's worker is killed and `RenderCancelled` raised.
+
+Without a `renderer`, documents render in one pool per process (`default_pool`, default limits:
+3 workers, 30 s a page); the service passes a pool built from its settings.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from typing import Literal
@@ -18,15 +26,39 @@ from typing import Literal
 from PIL import Image
 
 from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS, SUPPORTED_FORMATS, decode_image, sniff_image_format
-from pagelens.errors import UnprocessableDocument, UnsupportedMediaType
+from pagelens.errors import UnsupportedMediaType
+from pagelens.index.render_pool import RenderCancelled, RenderPool
+
+__all__ = [
+    "DEFAULT_BATCH_PAGES",
+    "DEFAULT_DPI",
+    "OpenedDocument",
+    "RenderCancelled",
+    "RenderPool",
+    "count_pages",
+    "default_pool",
+    "open_document",
+    "render_pages",
+    "sniff_document",
+]
 
 DEFAULT_DPI = 150
 DEFAULT_BATCH_PAGES = 8
-# Re-entrant: a render_pages generator dropped half-way may be finalized (closing its document)
-# by the garbage collector while this thread is between two pages of another render.
-_PDFIUM_LOCK = threading.RLock()
 
 DocumentKind = Literal["pdf", "image"]
+
+_default_pool: RenderPool | None = None
+_default_pool_lock = threading.Lock()
+
+
+def default_pool() -> RenderPool:
+    """The process's shared render pool (default limits), started on first use, stopped at exit."""
+    global _default_pool
+    with _default_pool_lock:
+        if _default_pool is None:
+            _default_pool = RenderPool()
+            atexit.register(_default_pool.close)
+        return _default_pool
 
 
 def sniff_document(data: bytes) -> DocumentKind:
@@ -38,69 +70,80 @@ def sniff_document(data: bytes) -> DocumentKind:
     raise UnsupportedMediaType(f"the upload is neither a PDF nor an image ({SUPPORTED_FORMATS})")
 
 
-def _open_pdf(data: bytes, password: str | None):
-    import pypdfium2 as pdfium
-
-    try:
-        return pdfium.PdfDocument(data, password=password)
-    except pdfium.PdfiumError as error:
-        reason = str(error)
-        if "password" in reason.lower():
-            raise UnprocessableDocument("the PDF is encrypted: it needs a password") from None
-        # PDFium refuses a PDF without pages as it refuses a broken one (its error code is not reliable then).
-        raise UnprocessableDocument(f"the PDF is corrupt or has no pages: {reason}") from None
-
-
 class OpenedDocument:
-    """An upload opened once (sniffed, and for a PDF parsed by PDFium): `kind`, `pages` (>= 1), and
-    its page images as RGB PIL images. Close it (or use it as a context manager) when done.
+    """An upload opened once (sniffed, and for a PDF opened by a render worker): `kind`, `pages`
+    (>= 1), and its page images as RGB PIL images. Close it (or use it as a context manager) when done.
 
     Not for concurrent use: one ingest or one page render at a time per object.
     """
 
-    def __init__(self, data: bytes, *, password: str | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        password: str | None = None,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        renderer: RenderPool | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
         self.kind: DocumentKind = sniff_document(data)
         self.max_pixels = max_pixels
         self._data = data
-        self._pdf = None
+        self._password = password
+        self._renderer: RenderPool | None = None
         if self.kind == "image":
             self.pages = 1
             return
-        with _PDFIUM_LOCK:
-            self._pdf = _open_pdf(data, password)
-            self.pages = len(self._pdf)
-        if self.pages == 0:
+        renderer = renderer or default_pool()
+        self._token = renderer.new_token()
+        self._renderer = renderer
+        try:
+            self.pages = renderer.count_pages(self._token, data, password=password, cancel=cancel)
+        except BaseException:
             self.close()
-            raise UnprocessableDocument("the PDF has no pages")
+            raise
 
     def batches(
-        self, *, dpi: int = DEFAULT_DPI, batch_pages: int = DEFAULT_BATCH_PAGES, start_page: int = 0
+        self,
+        *,
+        dpi: int = DEFAULT_DPI,
+        batch_pages: int = DEFAULT_BATCH_PAGES,
+        start_page: int = 0,
+        cancel: threading.Event | None = None,
     ) -> Iterator[list[Image.Image]]:
         """Page images in order, in batches of at most `batch_pages`, from page `start_page` (0-based) on.
-        Only the batch being yielded is in memory."""
-        if self._pdf is None:
-            if self.kind == "image" and start_page == 0:
+        Only the batch being yielded is in memory. `RenderCancelled` once `cancel` is set."""
+        if self.kind == "image":
+            if start_page == 0:
                 yield [decode_image(self._data, max_pixels=self.max_pixels)]
             return
         for first in range(start_page, self.pages, batch_pages):
-            with _PDFIUM_LOCK:
-                if self._pdf is None:
-                    raise ValueError("the document was closed while its pages were being rendered")
-                last = min(first + batch_pages, self.pages)
-                batch = [_render(self._pdf[number], dpi, self.max_pixels, number) for number in range(first, last)]
+            batch = []
+            for number in range(first, min(first + batch_pages, self.pages)):
+                if cancel is not None and cancel.is_set():
+                    raise RenderCancelled("cancelled between pages")
+                batch.append(self._render(number, dpi, cancel))
             yield batch
 
-    def page_image(self, number: int, *, dpi: int = DEFAULT_DPI) -> Image.Image:
+    def page_image(self, number: int, *, dpi: int = DEFAULT_DPI, cancel: threading.Event | None = None) -> Image.Image:
         """Page `number` (1-based) as an RGB image."""
         if not 1 <= number <= self.pages:
             raise ValueError(f"the document has pages 1..{self.pages}, not {number}")
-        return next(self.batches(dpi=dpi, batch_pages=1, start_page=number - 1))[0]
+        return next(self.batches(dpi=dpi, batch_pages=1, start_page=number - 1, cancel=cancel))[0]
+
+    def _render(self, number: int, dpi: int, cancel: threading.Event | None) -> Image.Image:
+        if self._renderer is None:
+            raise ValueError("the document was closed while its pages were being rendered")
+        return self._renderer.render_page(
+            self._token, self._data, number, dpi=dpi, max_pixels=self.max_pixels, password=self._password,
+            cancel=cancel,
+        )  # fmt: skip
 
     def close(self) -> None:
-        if self._pdf is not None:
-            with _PDFIUM_LOCK:
-                self._pdf.close()
-            self._pdf = None
+        """Close the document in the workers (idempotent)."""
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.forget(self._token)
 
     def __enter__(self) -> OpenedDocument:
         return self
@@ -110,16 +153,22 @@ class OpenedDocument:
 
 
 def open_document(
-    data: bytes, *, password: str | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    data: bytes,
+    *,
+    password: str | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    renderer: RenderPool | None = None,
+    cancel: threading.Event | None = None,
 ) -> OpenedDocument:
     """Open an upload once for its kind, page count and pages: UnsupportedMediaType for neither a PDF
-    nor an image, UnprocessableDocument for an encrypted, corrupt or empty PDF."""
-    return OpenedDocument(data, password=password, max_pixels=max_pixels)
+    nor an image, UnprocessableDocument for an encrypted, corrupt or empty PDF (or one that outlasts
+    the page time limit to open)."""
+    return OpenedDocument(data, password=password, max_pixels=max_pixels, renderer=renderer, cancel=cancel)
 
 
-def count_pages(data: bytes, *, password: str | None = None) -> int:
+def count_pages(data: bytes, *, password: str | None = None, renderer: RenderPool | None = None) -> int:
     """Pages in a PDF (1 for an image); UnprocessableDocument for a PDF with none."""
-    with open_document(data, password=password) as document:
+    with open_document(data, password=password, renderer=renderer) as document:
         return document.pages
 
 
@@ -131,22 +180,10 @@ def render_pages(
     start_page: int = 0,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     password: str | None = None,
+    renderer: RenderPool | None = None,
+    cancel: threading.Event | None = None,
 ) -> Iterator[list[Image.Image]]:
     """Yield RGB page images in batches of at most `batch_pages`, from page `start_page` (0-based) on,
     from one opening of the document (closed when the generator ends or is closed)."""
-    with open_document(data, password=password, max_pixels=max_pixels) as document:
-        yield from document.batches(dpi=dpi, batch_pages=batch_pages, start_page=start_page)
-
-
-def _render(page, dpi: int, max_pixels: int, number: int) -> Image.Image:
-    width_pt, height_pt = page.get_size()
-    scale = dpi / 72
-    if width_pt * height_pt * scale * scale > max_pixels:
-        scale = (max_pixels / (width_pt * height_pt)) ** 0.5
-    try:
-        image = page.render(scale=scale).to_pil().convert("RGB")
-    except Exception as error:  # PDFium raises its own error types per failure
-        raise UnprocessableDocument(f"page {number + 1} could not be rendered: {error}") from None
-    finally:
-        page.close()
-    return image
+    with open_document(data, password=password, max_pixels=max_pixels, renderer=renderer, cancel=cancel) as document:
+        yield from document.batches(dpi=dpi, batch_pages=batch_pages, start_page=start_page, cancel=cancel)

@@ -185,9 +185,17 @@ class CollectionService:
 
     # ------------------------------------------------------------------ documents
     async def add_document(
-        self, name: str, data: bytes, *, filename: str, metadata: dict[str, Any], progress: Progress | None = None
+        self,
+        name: str,
+        data: bytes,
+        *,
+        filename: str,
+        metadata: dict[str, Any],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before)."""
+        """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before).
+        Setting `cancel` (its client left) stops the ingest between pages or mid-render: nothing is stored."""
         check_metadata(metadata)
         embeddings = self._embeddings()
 
@@ -195,7 +203,7 @@ class CollectionService:
             collection = self.bound(name, for_ingest=True)
             record = collection.add(
                 data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
-                dpi=self.settings.pdf_dpi, progress=progress,
+                dpi=self.settings.pdf_dpi, progress=progress, cancel=cancel,
             )  # fmt: skip
             return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
 

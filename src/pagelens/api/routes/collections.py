@@ -3,6 +3,8 @@ collection service's (pagelens.service.collections); these routes parse and shap
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -24,6 +26,9 @@ from pagelens.codecs.metadata import parse_metadata
 router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses())
 # a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
 NAMED = (400, 404, 409)
+
+DISCONNECT_POLL_SECONDS = 0.25  # how soon an upload whose client left stops its ingest
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for it: logged, never read (nobody is listening)
 
 
 def declared(model: type | None = None, *statuses: int, status: int = 200) -> dict:
@@ -69,11 +74,31 @@ async def add_document(
     file: Annotated[UploadFile, File()],
     metadata: Annotated[str | None, Form()] = None,
 ):
-    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content."""
+    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content.
+    The ingest stops (storing nothing) when the client disconnects before it ends."""
     meta = parse_metadata(metadata)  # before the file is read: bad metadata costs nothing
     data = await file.read()
     request_timings(request)
-    return await collections.add_document(name, data, filename=file.filename or "", metadata=meta)
+    cancel = threading.Event()
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
+    try:
+        return await collections.add_document(name, data, filename=file.filename or "", metadata=meta, cancel=cancel)
+    except asyncio.CancelledError:
+        cancel.set()  # this request's task was cancelled: stop the ingest it waits for
+        raise
+    except Exception:
+        if not cancel.is_set():
+            raise
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the ingest stopped because the client left
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """Set `cancel` once the client has disconnected (the ingest runs on a thread, so it is polled)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+    cancel.set()
 
 
 @router.get("/{name}/documents", response_model=None, responses=declared(DocumentList, *NAMED))

@@ -1,0 +1,188 @@
+"""The PDFium worker process: opens PDFs from bytes and renders their pages, one request at a time.
+
+PDFium cannot be interrupted inside a call, so it runs here, in a process of its own that the
+parent (index/render_pool.py) can kill when a page takes too long or its ingest is abandoned, and
+whose crash on a hostile PDF costs only this process. The parent starts it as
+
+    python -c "...; from pagelens.index.render_worker import main; main(<parent pid>)"
+
+(a fresh interpreter, never a fork of a process running torch threads) and talks to it over its
+stdin and stdout in frames: two 8-byte big-endian lengths, a JSON object of that first length and
+a payload of the second (no pickle: a worker that a hostile PDF took over can send the parent
+only JSON and bytes). Requests (parent -> worker) and their replies:
+
+    {"op": "open", "token", "password"} + the PDF's bytes       -> {"reply": "opened", "pages"}
+    {"op": "render", "token", "page", "dpi", "max_pixels",
+     "password"?} + the PDF's bytes or nothing                  -> {"reply": "page", "width", "height",
+                                                                    "stride"} + rgb
+    {"op": "drop"}                                              -> no reply
+    a request that fails                                        -> {"reply": "error", "message", "held"}
+
+Every request carries `drop`, tokens of documents to close first. `token` names a document the
+parent opened here; its bytes come with the first request for it (a render request with no
+payload uses the document already open). `page` is 0-based; `rgb` is the page's pixels,
+`height` rows of `stride` bytes (>= width * 3, rows padded to 4 bytes), each `width` uint8 RGB
+triples. `held`: whether the document stays open after
+the error. The worker writes {"reply": "ready"} once it can take requests and exits when its
+stdin closes or its parent dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import threading
+import time
+from typing import Any
+
+PREFIX = struct.Struct("!QQ")
+MAX_HEADER = 1 << 16
+
+
+def write_frame(fd: int, header: dict[str, Any], payload: bytes = b"") -> None:
+    """Write one frame (a JSON-able `header` and raw `payload`) to file descriptor `fd`."""
+    encoded = json.dumps(header).encode()
+    for part in (PREFIX.pack(len(encoded), len(payload)) + encoded, payload):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def read_exactly(fd: int, size: int) -> bytearray:
+    """`size` bytes from `fd`, read into one buffer; EOFError when it closes first."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        count = os.readv(fd, [view[got:]])
+        if not count:
+            raise EOFError("the other end closed the pipe")
+        got += count
+    return buffer
+
+
+def read_frame(fd: int, *, max_payload: int | None = None) -> tuple[dict[str, Any], bytearray]:
+    """The next frame from `fd`: (header, payload). EOFError when it closes; ValueError for a frame
+    over the limits (a header over 64 KiB, a payload over `max_payload` bytes) or not JSON."""
+    header_size, payload_size = PREFIX.unpack(read_exactly(fd, PREFIX.size))
+    if header_size > MAX_HEADER or (max_payload is not None and payload_size > max_payload):
+        raise ValueError(f"a frame of {header_size} + {payload_size} bytes is over the limits")
+    header = json.loads(read_exactly(fd, header_size))
+    if not isinstance(header, dict):
+        raise ValueError("a frame's header is not a JSON object")
+    return header, read_exactly(fd, payload_size)
+
+
+def page_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int) -> float:
+    """Pixels per point for `dpi`, lowered so the page stays within `max_pixels`."""
+    scale = dpi / 72
+    if width_pt * height_pt * scale * scale > max_pixels:
+        scale = (max_pixels / (width_pt * height_pt)) ** 0.5
+    return scale
+
+
+class _Refused(Exception):
+    """A document or page PDFium cannot use; the message is the parent's 422."""
+
+
+class _Documents:
+    """The PDFs this worker holds open, by the parent's token."""
+
+    def __init__(self) -> None:
+        import pypdfium2
+
+        self.pdfium = pypdfium2
+        self.open: dict[int, Any] = {}
+
+    def drop(self, tokens: list[int]) -> None:
+        for token in tokens:
+            document = self.open.pop(token, None)
+            if document is not None:
+                document.close()
+
+    def opened(self, request: dict[str, Any], data: bytearray):
+        token = request["token"]
+        if token not in self.open:
+            if not data:
+                raise ValueError(f"document {token} is not open in this worker")
+            self.open[token] = self._open(bytes(data), request.get("password"))
+        return self.open[token]
+
+    def _open(self, data: bytes, password: str | None):
+        try:
+            return self.pdfium.PdfDocument(data, password=password)
+        except self.pdfium.PdfiumError as error:
+            reason = str(error)
+            if "password" in reason.lower():
+                raise _Refused("the PDF is encrypted: it needs a password") from None
+            # PDFium refuses a PDF without pages as it refuses a broken one (its error code is not reliable then).
+            raise _Refused(f"the PDF is corrupt or has no pages: {reason}") from None
+
+    def render(self, request: dict[str, Any], data: bytearray) -> tuple[dict[str, Any], bytes]:
+        document, number = self.opened(request, data), request["page"]
+        try:
+            page = document[number]
+        except Exception as error:  # a page-tree entry that is no page, a /Count that lies
+            raise _Refused(f"page {number + 1} could not be loaded ({error}); the PDF's page tree is broken") from None
+        try:
+            width_pt, height_pt = page.get_size()
+            scale = page_scale(width_pt, height_pt, request["dpi"], request["max_pixels"])
+            bitmap = page.render(scale=scale, rev_byteorder=True)  # RGB rows, `stride` bytes apart
+            if bitmap.mode == "RGB":
+                pixels, stride = bytes(bitmap.buffer), bitmap.stride
+            else:  # not with the default options; kept should they change
+                image = bitmap.to_pil().convert("RGB")
+                pixels, stride = image.tobytes(), image.width * 3
+        except Exception as error:  # PDFium raises its own error types per failure
+            raise _Refused(f"page {number + 1} could not be rendered: {error}") from None
+        finally:
+            page.close()
+        return {"reply": "page", "width": bitmap.width, "height": bitmap.height, "stride": stride}, pixels
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit once `parent` is gone (this process re-parented), even in the middle of a render:
+    PDFium releases the GIL while it draws, so this thread runs."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def main(parent: int) -> None:
+    """Serve requests on stdin/stdout until stdin closes or process `parent` dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server; it stops its workers
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on a hostile PDF leaves no core file
+    except (ImportError, ValueError, OSError):
+        pass
+    _watch_parent(parent)
+    replies = os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the frames
+    documents = _Documents()
+    write_frame(replies, {"reply": "ready"})
+    while True:
+        try:
+            request, data = read_frame(0)
+        except EOFError:
+            return
+        documents.drop(request.get("drop", []))
+        payload = b""
+        try:
+            if request["op"] == "drop":
+                continue
+            if request["op"] == "open":
+                reply: dict[str, Any] = {"reply": "opened", "pages": len(documents.opened(request, data))}
+            else:
+                reply, payload = documents.render(request, data)
+        except Exception as error:  # never leave the parent without an answer
+            message = str(error) if isinstance(error, _Refused) else f"{type(error).__name__}: {error}"
+            reply = {"reply": "error", "message": message, "held": request.get("token") in documents.open}
+        del data
+        write_frame(replies, reply, payload)
