@@ -197,3 +197,25 @@ def test_a_sigkill_during_a_collection_delete_leaves_it_whole_or_gone(tiny_model
             assert info.status_code == 404
             assert get(url, "/collections").json()["collections"] == []
         assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".deleted-")] == []
+
+
+def test_a_burst_of_uploads_leaves_health_and_search_answering(server):
+    """Uploads run on their own pool, so they cannot starve searches and reads of threads; /health
+    never waits on either."""
+    if get(server, "/collections/busy").status_code == 404:
+        create(server, "busy")
+    assert upload(server, make_pdf(1), "seed.pdf", collection="busy").status_code == 200
+    with ThreadPoolExecutor(8) as pool:
+        uploads = [pool.submit(upload, server, make_pdf(30 + n), f"u{n}.pdf", None, "busy") for n in range(8)]
+        time.sleep(0.5)
+        health, searches = [], []
+        while not all(job.done() for job in uploads):
+            started = time.perf_counter()
+            assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+            health.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert search(server, {"query": "q", "k": 3}, collection="busy").status_code == 200
+            searches.append(time.perf_counter() - started)
+        assert [job.result().status_code for job in uploads] == [200] * 8
+    assert max(health) < 1.0, health
+    assert len(searches) >= 3 and max(searches) < 5.0, searches
