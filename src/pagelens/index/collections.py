@@ -35,29 +35,23 @@ whole or gone; tombstones are removed when the data directory is next opened.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
-from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
 from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
+from pagelens.index.collection import Collection, EmbedPages, Progress
 from pagelens.index.edge_store import open_edge_store
-from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore, SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
+from pagelens.index.files import write_atomically
+from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore
+from pagelens.index.pdf import RenderPool
 from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
 
 if TYPE_CHECKING:
@@ -65,260 +59,14 @@ if TYPE_CHECKING:
 
     from pagelens.settings import Settings
 
+__all__ = ["Collection", "Collections", "EmbedPages", "Progress"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 TOMBSTONE_PREFIX = ".deleted-"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always fullmatch
-DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
-EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
-Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` through a temporary file of its own (fsynced, then renamed over
-    `path`, then the directory fsynced): a reader or a crash sees the old bytes or the new ones."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-class KeyedLocks:
-    """A lock per key (a document id), existing while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
-
-    @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        with self._guard:
-            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
-            users[0] += 1
-        try:
-            with lock:
-                yield
-        finally:
-            with self._guard:
-                users[0] -= 1
-                if users[0] == 0:
-                    del self._locks[key]
-
-
-class Collection:
-    """One collection: its page store and, under `directory/files`, the uploaded files and records.
-
-    Every operation runs `in_use()`; `stop()` refuses new ones, makes ingests in flight give up at
-    their next page, and waits until none runs (a collection delete)."""
-
-    def __init__(
-        self, directory: Path, store: PageStore, binding: ModelBinding | None = None, renderer: RenderPool | None = None
-    ) -> None:
-        self.name = directory.name
-        self.directory = directory
-        self.files = directory / "files"
-        self.files.mkdir(parents=True, exist_ok=True)
-        self.store = store
-        self.binding = binding  # the model that fills it (None: a collection from before bindings)
-        self._documents = KeyedLocks()
-        self._users = 0
-        self._state = threading.Condition()
-        self.stopping = False
-        for temporary in self.files.glob(".*.tmp"):  # a write interrupted before its rename
-            temporary.unlink(missing_ok=True)
-        self.renderer = renderer or default_pool()  # the PDF render workers (index/render_pool.py)
-        for record in self.files.glob("*.json"):  # files of ingests that never completed
-            document_id = record.stem
-            if self.store.page_count(document_id) == 0:
-                record.unlink(missing_ok=True)
-                (self.files / document_id).unlink(missing_ok=True)
-
-    @contextmanager
-    def in_use(self) -> Iterator[None]:
-        """Hold the collection open for one operation; `NotFound` once it is being deleted."""
-        with self._state:
-            if self.stopping:
-                raise NotFound(f"collection {self.name!r} was deleted")
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._state:
-                self._users -= 1
-                self._state.notify_all()
-
-    def stop(self) -> None:
-        """Refuse new operations and wait for those running (ingests stop at their next page)."""
-        with self._state:
-            self.stopping = True
-            self._state.wait_for(lambda: self._users == 0)
-
-    @property
-    def schema(self) -> PageSchema:
-        """What each page's embedding is: `(n_tokens, 128)` multi-vectors or single `(dim,)` vectors."""
-        return self.store.schema
-
-    def _record(self, document_id: str) -> dict[str, Any]:
-        if not isinstance(document_id, str) or not DOCUMENT_ID.fullmatch(document_id):
-            raise NotFound(f"no document {document_id!r} in collection {self.name!r} (ids are 32 hex digits)")
-        path = self.files / f"{document_id}.json"
-        if not path.exists() or self.store.page_count(document_id) == 0:
-            raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
-        return json.loads(path.read_text())
-
-    def documents(self) -> list[dict[str, Any]]:
-        with self.in_use():
-            records = []
-            for path in sorted(self.files.glob("*.json")):
-                if self.store.page_count(path.stem) > 0:
-                    try:
-                        records.append(json.loads(path.read_text()))
-                    except (OSError, ValueError) as error:
-                        log.error("collection %r: document record %s is unreadable (%s); not listed", self.name,
-                                  path, error)  # fmt: skip
-            return records
-
-    def add(
-        self,
-        data: bytes,
-        *,
-        name: str,
-        metadata: dict[str, Any],
-        embed: EmbedPages,
-        dpi: int = DEFAULT_DPI,
-        progress: Progress | None = None,
-        cancel: threading.Event | None = None,
-    ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
-        document is opened once, for its kind, page count and every batch of pages. `metadata` is
-        checked first (codecs/metadata.py); nothing is written for bad metadata.
-
-        `progress(done, total)` is called with 0 before the first batch and after each batch's pages
-        are stored, ending at (total, total) just before the document is marked complete; not at all
-        when the document is already stored. An exception it raises aborts the ingest.
-
-        A page that outlasts the render time limit or crashes the renderer is `UnprocessableDocument`
-        (422) naming it. Once `cancel` is set (the client left), rendering stops within a fraction of a
-        second and `RenderCancelled` aborts the ingest."""
-        check_metadata(metadata)
-        document_id = hashlib.sha256(data).hexdigest()[:32]
-        with (
-            self.in_use(),
-            open_document(data, renderer=self.renderer, cancel=cancel) as document,
-            self._documents.hold(document_id),
-        ):
-            return self._add_opened(
-                data,
-                document_id,
-                document,
-                name=name,
-                metadata=metadata,
-                embed=embed,
-                dpi=dpi,
-                progress=progress,
-                cancel=cancel,
-            )
-
-    def _add_opened(
-        self,
-        data: bytes,
-        document_id: str,
-        document: OpenedDocument,
-        *,
-        name: str,
-        metadata: dict[str, Any],
-        embed: EmbedPages,
-        dpi: int,
-        progress: Progress | None,
-        cancel: threading.Event | None = None,
-    ) -> dict[str, Any]:
-        kind, pages = document.kind, document.pages
-        stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
-        if stored and self.store.page_count(document_id) == pages:
-            return self._record(document_id) | {"created": False}
-        record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi}
-        _write_atomically(self.files / document_id, data)
-        _write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
-
-        def page_vectors():
-            done = 0
-            if progress is not None:
-                progress(0, pages)
-            for batch in document.batches(dpi=dpi, cancel=cancel):
-                for vectors in embed(batch):
-                    if self.stopping:
-                        raise NotFound(f"collection {self.name!r} was deleted during the upload")
-                    yield vectors
-                    done += 1  # the store asks for the next page once it has written this one
-                if progress is not None:
-                    progress(done, pages)
-
-        try:
-            self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
-        except BaseException:
-            self._remove(document_id)  # nothing half-stored stays behind
-            raise
-        return record | {"created": True}
-
-    def _remove(self, document_id: str) -> None:
-        """Delete a document's pages, then its record and file (the caller holds its lock)."""
-        self.store.delete_document(document_id)
-        (self.files / f"{document_id}.json").unlink(missing_ok=True)
-        (self.files / document_id).unlink(missing_ok=True)
-
-    def delete(self, document_id: str) -> None:
-        with self.in_use():
-            self._record(document_id)
-            with self._documents.hold(document_id):
-                self._record(document_id)  # still there once any ingest of it has finished
-                self._remove(document_id)
-
-    def page_image(self, document_id: str, page: int) -> Image.Image:
-        with self.in_use():
-            record = self._record(document_id)
-            if not 1 <= page <= record["pages"]:
-                raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
-            data = (self.files / document_id).read_bytes()
-        with open_document(data, renderer=self.renderer) as document:
-            return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
-
-    def search(
-        self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
-    ) -> list[SearchHit]:
-        """Top-k pages for a query of the schema's shape; `filter` keys must be metadata fields some
-        stored document has. `prefetch`: how many candidate pages the fast mode rescores (at least k;
-        None: the store's `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge,
-        QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server); exact mode ignores it."""
-        check_filter(filter)
-        if filter:
-            known = {key for record in self.documents() for key in record.get("metadata", {})}
-            unknown = sorted(set(filter) - known)
-            if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
-                unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
-            if unknown:
-                raise InvalidInput(
-                    f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
-                    f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
-                )
-        prefetch = self.store.default_prefetch if prefetch is None else prefetch
-        with self.in_use():
-            return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.store.close()
 
 
 class Collections:
@@ -349,7 +97,7 @@ class Collections:
             self.files_root.mkdir(exist_ok=True)
             owner = self.files_root / "owner"  # marks this data directory's ingests on the shared server
             if not owner.exists():
-                _write_atomically(owner, uuid.uuid4().hex.encode())
+                write_atomically(owner, uuid.uuid4().hex.encode())
             self.owner = owner.read_text().strip()
         else:
             self.files_root = self.data_dir
@@ -413,7 +161,7 @@ class Collections:
 
     def _write_binding(self, name: str, binding: ModelBinding) -> None:
         if self.qdrant is None:
-            _write_atomically(self.data_dir / name / BINDING_FILE, json.dumps(binding.to_dict()).encode())
+            write_atomically(self.data_dir / name / BINDING_FILE, json.dumps(binding.to_dict()).encode())
             return
         with qdrant_errors(self.where, name):
             self.qdrant.update_collection(self.prefix + name, metadata={METADATA_KEY: binding.to_dict()})
