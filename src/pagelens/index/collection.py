@@ -7,9 +7,11 @@ again), with one JSON record per document (layout and guarantees: index/collecti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +35,44 @@ log = logging.getLogger(__name__)
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
+
+
+def rendered_ahead(batches: Iterator[list[Image.Image]]) -> Iterator[list[Image.Image]]:
+    """`batches` with the next batch rendered in a thread while the caller embeds the current one
+    (the render workers are other processes, so rendering and embedding overlap). At most one
+    batch waits; when the caller stops early, the producer is closed before this returns."""
+    ready: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            ready.put(error)
+
+    producer = threading.Thread(target=produce, name="pagelens-render-ahead", daemon=True)
+    producer.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a put, let the thread finish its page
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        batches.close()
 
 
 class Collection:
@@ -166,15 +206,17 @@ class Collection:
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
         if stored and self.store.page_count(document_id) == pages:
             return self._record(document_id) | {"created": False}
+        first_page = self.store.stored_pages(document_id) + 1  # > 1: an interrupted ingest to resume
         record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi}
         write_atomically(self.files / document_id, data)
         write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
         def page_vectors():
-            done = 0
+            done = first_page - 1
             if progress is not None:
-                progress(0, pages)
-            for batch in document.batches(dpi=dpi, cancel=cancel):
+                progress(done, pages)
+            batches = document.batches(dpi=dpi, start_page=first_page - 1, cancel=cancel)
+            for batch in rendered_ahead(batches):
                 for vectors in embed(batch):
                     if self.stopping:
                         raise NotFound(f"collection {self.name!r} was deleted during the upload")
@@ -184,7 +226,7 @@ class Collection:
                     progress(done, pages)
 
         try:
-            self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata)
+            self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata, first_page=first_page)
         except BaseException:
             self._remove(document_id)  # nothing half-stored stays behind
             raise

@@ -42,6 +42,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,8 +82,10 @@ class Collections:
         qdrant: QdrantClient | None = None,
         prefix: str = DEFAULT_PREFIX,
         renderer: RenderPool | None = None,
+        resumable: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.resumable = resumable or (lambda name: ())  # collection -> documents whose ingest will resume
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.qdrant = qdrant
         self.prefix = prefix
@@ -105,17 +108,22 @@ class Collections:
             shutil.rmtree(tombstone, ignore_errors=True)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Collections:
+    def from_settings(
+        cls, settings: Settings, *, resumable: Callable[[str], Iterable[str]] | None = None
+    ) -> Collections:
         """Edge under `settings.data_dir`, or the Qdrant server at `settings.qdrant_url` when set;
-        PDFs render in a pool of `settings.pdf_workers` processes, `settings.pdf_page_timeout_seconds` a page."""
+        PDFs render in a pool of `settings.pdf_workers` processes, `settings.pdf_page_timeout_seconds` a page.
+        `resumable(collection)` names the documents whose interrupted ingests will resume: their
+        stored pages are kept when the collection opens."""
         renderer = RenderPool(workers=settings.pdf_workers, page_timeout=settings.pdf_page_timeout_seconds)
         if not settings.qdrant_url:
-            collections = cls(settings.data_dir, renderer=renderer)
+            collections = cls(settings.data_dir, renderer=renderer, resumable=resumable)
         else:
             from qdrant_client import QdrantClient
 
             client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
-            collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix, renderer=renderer)
+            collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix, renderer=renderer,
+                              resumable=resumable)  # fmt: skip
             collections._owns_client = True
         collections._owns_renderer = True
         return collections
@@ -135,10 +143,12 @@ class Collections:
     def _open_collection(self, name: str, schema: PageSchema | None = None) -> Collection:
         """Open collection `name` with its stored schema (created with `schema` when new)."""
         directory = self.files_root / name
+        keep = set(self.resumable(name))
         if self.qdrant is None:
-            store: PageStore = open_edge_store(directory / "store", schema=schema)
+            store: PageStore = open_edge_store(directory / "store", schema=schema, keep_incomplete=keep)
         else:
-            store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
+            store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema,
+                                    keep_incomplete=keep)  # fmt: skip
         try:
             return Collection(directory, store, self._read_binding(name), renderer=self.renderer)
         except BaseException:

@@ -96,7 +96,9 @@ class EdgeShardStore:
     multi_vector: ClassVar[bool]
     default_prefetch = EDGE_DEFAULT_PREFETCH
 
-    def __init__(self, directory: str | Path, *, schema: PageSchema | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, *, schema: PageSchema | None = None, keep_incomplete: Iterable[str] = ()
+    ) -> None:
         import qdrant_edge
 
         self._q = qdrant_edge
@@ -120,7 +122,7 @@ class EdgeShardStore:
                 self._shard.update(
                     qdrant_edge.UpdateOperation.create_field_index(name, qdrant_edge.PayloadSchemaType.Keyword)
                 )
-        self.purged_on_open = self.purge_incomplete()
+        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete)
 
     def _load_shard(self):
         """The existing shard; `Conflict` when another process has it open (its write-ahead log is
@@ -205,6 +207,11 @@ class EdgeShardStore:
         """Called under the lock once a document is complete and flushed, with each page's point id
         and the fields `_stage` gave it, in page order."""
 
+    def _restage(self, point: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Called under the lock for each page an earlier, interrupted ingest stored, when an ingest
+        of its document resumes: the fields `_stage` gave it (to publish with the new pages)."""
+        return {}
+
     def _forget(self, points: list[int]) -> None:
         """Called under the lock after these points were deleted and the deletion flushed."""
 
@@ -216,16 +223,19 @@ class EdgeShardStore:
         *,
         name: str = "",
         metadata: dict[str, Any] | None = None,
+        first_page: int = 1,
     ) -> int:
         """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
         the page count.
 
         `pages` may be a generator: pages are written as they come, then the document is marked
-        complete in one update and flushed.
+        complete in one update and flushed. With `first_page` > 1, `pages` starts there: pages
+        1..first_page-1 are those an interrupted ingest of this document already stored
+        (`stored_pages`), and the document completes with them.
         """
         q = self._q
-        written: list[tuple[int, dict[str, Any]]] = []
-        for number, vectors in enumerate(pages, start=1):
+        written = self._stored_prefix(document_id, first_page)
+        for number, vectors in enumerate(pages, start=first_page):
             named = self._named_vectors(number, vectors)
             payload = page_payload(document_id, number, name, metadata)
             with self._lock:
@@ -247,6 +257,26 @@ class EdgeShardStore:
             self._publish(document_id, written)
         return len(written)
 
+    def _stored_prefix(self, document_id: str, first_page: int) -> list[tuple[int, dict[str, Any]]]:
+        """`(point, staged fields)` of pages 1..first_page-1 of `document_id`, which must be stored."""
+        if first_page <= 1:
+            return []
+        with self._lock:
+            records = self._scroll(self._q.Filter(must=[self._match("document_id", document_id)]), with_payload=True)
+            by_page = {int(record.payload["page"]): record for record in records}
+            if any(page not in by_page for page in range(1, first_page)):
+                stored = sorted(by_page)
+                raise ValueError(f"document {document_id!r} has pages {stored} stored, not 1..{first_page - 1}")
+            return [(by_page[page].id, self._restage(by_page[page].id, by_page[page].payload))
+                    for page in range(1, first_page)]  # fmt: skip
+
+    def stored_pages(self, document_id: str) -> int:
+        """How many pages of `document_id` are stored, complete or not (an ingest writes them in
+        order, so an interrupted one stored pages 1..n)."""
+        q = self._q
+        with self._lock:
+            return self._shard.count(q.CountRequest(filter=q.Filter(must=[self._match("document_id", document_id)])))
+
     def delete_document(self, document_id: str) -> int:
         """Remove a document's pages; return how many there were."""
         q = self._q
@@ -258,10 +288,14 @@ class EdgeShardStore:
             self._forget(points)
         return len(points)
 
-    def purge_incomplete(self) -> int:
-        """Delete the pages of documents whose ingest never completed; return how many."""
+    def purge_incomplete(self, keep: Iterable[str] = ()) -> int:
+        """Delete the pages of documents whose ingest never completed, but for the documents in
+        `keep` (ingests that will resume); return how many pages went."""
         q = self._q
-        incomplete = q.Filter(must=[self._match("status", INGESTING)])
+        incomplete = q.Filter(
+            must=[self._match("status", INGESTING)],
+            must_not=[self._match("document_id", document_id) for document_id in keep],
+        )
         with self._lock:
             pages = self._shard.count(q.CountRequest(filter=incomplete))
             if pages:

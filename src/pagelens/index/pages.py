@@ -195,18 +195,30 @@ class PageStore(Protocol):
     recovered: str | None
 
     def add_document(
-        self, document_id: str, pages: Iterable[np.ndarray], *, name: str = "", metadata: dict[str, Any] | None = None
+        self,
+        document_id: str,
+        pages: Iterable[np.ndarray],
+        *,
+        name: str = "",
+        metadata: dict[str, Any] | None = None,
+        first_page: int = 1,
     ) -> int:
-        """Store a document's pages (in page order; may be a generator) atomically, replacing an
-        earlier version; return the page count."""
+        """Store a document's pages (in page order from `first_page`; may be a generator) atomically,
+        replacing an earlier version; return the page count. Pages before `first_page` are those an
+        interrupted ingest of the document stored (`stored_pages`)."""
+        ...
+
+    def stored_pages(self, document_id: str) -> int:
+        """Pages of `document_id` stored, complete or not (pages 1..n: ingests write in order)."""
         ...
 
     def delete_document(self, document_id: str) -> int:
         """Remove a document's pages; return how many there were."""
         ...
 
-    def purge_incomplete(self) -> int:
-        """Delete the pages of ingests that never completed; return how many."""
+    def purge_incomplete(self, keep: Iterable[str] = ()) -> int:
+        """Delete the pages of ingests that never completed, but of the documents in `keep` (to be
+        resumed); return how many."""
         ...
 
     def page_count(self, document_id: str | None = None) -> int:

@@ -154,7 +154,13 @@ class QdrantPageStore:
     recovered = None  # the server recovers its own write-ahead log
 
     def __init__(
-        self, client: QdrantClient, collection: str, *, owner: str = "", schema: PageSchema | None = None
+        self,
+        client: QdrantClient,
+        collection: str,
+        *,
+        owner: str = "",
+        schema: PageSchema | None = None,
+        keep_incomplete: Iterable[str] = (),
     ) -> None:
         from qdrant_client import models
 
@@ -169,7 +175,7 @@ class QdrantPageStore:
             self.schema = resolve_schema(f"the Qdrant collection {collection!r} at {self.where}", stored, schema)
             if stored is None:
                 create_collection(client, collection, self.schema)
-        self.purged_on_open = self.purge_incomplete()
+        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete)
 
     @contextmanager
     def _calls(self) -> Iterator[None]:
@@ -188,16 +194,18 @@ class QdrantPageStore:
         *,
         name: str = "",
         metadata: dict[str, Any] | None = None,
+        first_page: int = 1,
     ) -> int:
         """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
         the page count.
 
         `pages` may be a generator: each page is upserted as it comes, then the document is marked
-        complete in one update.
+        complete in one update. With `first_page` > 1, `pages` starts there, after the pages an
+        interrupted ingest of this document stored (`stored_pages`).
         """
         m = self._m
-        count = 0
-        for number, vectors in enumerate(pages, start=1):
+        count = first_page - 1
+        for number, vectors in enumerate(pages, start=first_page):
             payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
             named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
             point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
@@ -219,9 +227,20 @@ class QdrantPageStore:
             self.client.delete(self.collection, self._m.FilterSelector(filter=document), wait=True)
         return pages
 
-    def purge_incomplete(self) -> int:
-        """Delete the pages this owner's unfinished ingests left; return how many."""
+    def stored_pages(self, document_id: str) -> int:
+        """How many pages of `document_id` are stored, complete or not (written in page order)."""
+        with self._calls():
+            return self.client.count(self.collection, count_filter=self._filter(("document_id", document_id)),
+                                     exact=True).count  # fmt: skip
+
+    def purge_incomplete(self, keep: Iterable[str] = ()) -> int:
+        """Delete the pages this owner's unfinished ingests left, but for documents in `keep` (ingests
+        that will resume); return how many."""
+        m = self._m
         incomplete = self._filter(("status", INGESTING), ("owner", self.owner))
+        keep = list(keep)
+        if keep:
+            incomplete.must_not = [m.FieldCondition(key="document_id", match=m.MatchAny(any=keep))]
         with self._calls():
             pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
             if pages:
