@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # collections (Qdrant Edge shards and uploaded files); default: the per-user data directory
     data_dir: str = ""
     pdf_dpi: int = 150
+    # uploads (`POST /collections/{c}/documents`): their own body limit (not max_body_bytes), a page
+    # limit checked before any page renders, this many ingest jobs at once, finished jobs kept this long
+    max_document_bytes: int = Field(default=1 << 30, ge=1)
+    max_document_pages: int = Field(default=5000, ge=1)
+    ingest_workers: int = Field(default=2, ge=1)
+    job_retention_hours: float = Field(default=168.0, gt=0)
     # PDF pages render in this many worker processes (two ingests and a page image at once), each
     # page within the time limit: a slower one is refused (422 naming it) and its worker killed
     pdf_workers: int = Field(default=3, ge=1)

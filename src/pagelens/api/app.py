@@ -15,7 +15,7 @@ from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
 from pagelens.api.openapi import install_openapi
-from pagelens.api.routes import collections, morphik, openai, score, seed004, system
+from pagelens.api.routes import collections, jobs, morphik, openai, score, seed004, system
 from pagelens.api.security import OPENAPI_PATH, check_auth, open_paths
 from pagelens.service import Runtime
 from pagelens.settings import Settings
@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = None
         if runtime is None:
             owned = app.state.runtime
+            jobs = owned.jobs  # before any collection opens: interrupted jobs keep their pages
             await asyncio.to_thread(owned.start)
+            jobs.start()  # resume them, now that the model runs
         try:
             yield
         finally:
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     metrics = Metrics(lambda: app.state.runtime.engine)
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
-    for module in (morphik, seed004, openai, score, collections, system):
+    for module in (morphik, seed004, openai, score, collections, jobs, system):
         app.include_router(module.router)
     install_docs(app)
     unauthenticated = open_paths(settings, ASSET_PATHS)
@@ -64,7 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # added last = outermost: observe -> auth -> body limit -> routes
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
-        on_error=metrics.on_error,
+        on_error=metrics.on_error, max_document_bytes=settings.max_document_bytes,
     )  # fmt: skip
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error)

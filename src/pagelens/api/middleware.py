@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -47,33 +48,52 @@ class ApiKeyAuth:
         return await self.app(scope, receive, send)
 
 
+UPLOAD_PATH = re.compile(r"/collections/[^/]+/documents")  # POST: a document upload
+
+
 class BodyLimit:
     """Refuse bodies over `max_bytes` (at once from Content-Length, else while the body streams in)
-    with a 413, and bodies that stop arriving for `timeout_seconds` with a 408 that closes the connection."""
+    with a 413, and bodies that stop arriving for `timeout_seconds` with a 408 that closes the connection.
+    Document uploads have their own limit, `max_document_bytes` (their files go to disk as they arrive)."""
 
-    def __init__(self, app, max_bytes: int, timeout_seconds: float = 60.0, on_error: OnError | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        timeout_seconds: float = 60.0,
+        on_error: OnError | None = None,
+        max_document_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_document_bytes = max_document_bytes or max_bytes
         self.timeout_seconds = timeout_seconds
         self.on_error = on_error
 
-    def _check_declared(self, scope) -> InvalidInput | PayloadTooLarge | None:
+    def _limit(self, scope) -> tuple[int, str]:
+        """The body limit of this request, and what to say when it is over."""
+        if scope["method"] == "POST" and UPLOAD_PATH.fullmatch(scope["path"]):
+            return self.max_document_bytes, "a document upload (PAGELENS_MAX_DOCUMENT_BYTES)"
+        return self.max_bytes, "a request body; split the batch"
+
+    def _check_declared(self, scope, limit: int, what: str) -> InvalidInput | PayloadTooLarge | None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     return InvalidInput("Content-Length is not a number")
-                if declared > self.max_bytes:
+                if declared > limit:
                     return PayloadTooLarge(
-                        f"request body of {declared:,} bytes is over the limit of {self.max_bytes:,}; split the batch"
+                        f"request body of {declared:,} bytes is over the limit of {limit:,} for {what}"
                     )
         return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        refusal = self._check_declared(scope)
+        limit, what = self._limit(scope)
+        refusal = self._check_declared(scope, limit, what)
         if refusal is not None:
             return await render_error(refusal, on_error=self.on_error)(scope, receive, send)
         received = 0
@@ -95,8 +115,8 @@ class BodyLimit:
                 body_done = True
                 return message
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, f"request body is over the limit of {self.max_bytes:,} bytes; split it")
+            if received > limit:
+                raise HTTPException(413, f"request body is over the limit of {limit:,} bytes for {what}")
             body_done = not message.get("more_body", False)
             return message
 

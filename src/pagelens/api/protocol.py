@@ -173,6 +173,40 @@ class DocumentAdded(BaseModel):
     created: bool = Field(description="False when the same bytes were stored before (nothing new stored)")
 
 
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobInfo(BaseModel):
+    """An ingest job (`GET /jobs/{id}`): one upload rendered, embedded and stored in the background."""
+
+    id: str
+    collection: str
+    filename: str
+    state: JobState
+    pages_done: int
+    pages_total: int | None
+    document_id: str = Field(description="The document the upload becomes (the first 32 hex digits of its SHA-256)")
+    created: bool | None = Field(description="Once done: false when the same bytes were stored before")
+    error: JobError | None
+    created_at: str
+    finished_at: str | None
+
+
+class JobAccepted(JobInfo):
+    """`wait=false`: the job is queued (202); follow it at `GET /jobs/{job_id}` or `/jobs/{job_id}/events`."""
+
+    job_id: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobInfo]
+
+
 class DocumentInfo(BaseModel):
     id: str
     name: str

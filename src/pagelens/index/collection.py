@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from pagelens.codecs.metadata import check_filter, check_metadata
-from pagelens.errors import InvalidInput, NotFound
+from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
+
+
+def check_page_count(pages: int, max_pages: int | None) -> None:
+    if max_pages is not None and pages > max_pages:
+        raise PayloadTooLarge(
+            f"the document has {pages} pages, over the limit of {max_pages} (PAGELENS_MAX_DOCUMENT_PAGES)"
+        )
 
 
 def rendered_ahead(batches: Iterator[list[Image.Image]]) -> Iterator[list[Image.Image]]:
@@ -158,14 +165,21 @@ class Collection:
         dpi: int = DEFAULT_DPI,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        max_pages: int | None = None,
+        password: str | None = None,
+        keep_partial: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
         document is opened once, for its kind, page count and every batch of pages. `metadata` is
         checked first (codecs/metadata.py); nothing is written for bad metadata.
 
-        `progress(done, total)` is called with 0 before the first batch and after each batch's pages
-        are stored, ending at (total, total) just before the document is marked complete; not at all
-        when the document is already stored. An exception it raises aborts the ingest.
+        `progress(done, total)` is called with the pages already stored (0, or those of an
+        interrupted ingest it resumes) before the first batch and after each batch's pages are
+        stored, ending at (total, total) just before the document is marked complete; not at all
+        when the document is already stored. An exception it raises aborts the ingest. A document
+        over `max_pages` is `PayloadTooLarge` (413) before any page renders. An ingest that fails
+        removes what it stored, unless `keep_partial()` says to keep it (a server shutting down
+        suspends an ingest job, to resume it from its first page not stored).
 
         A page that outlasts the render time limit or crashes the renderer is `UnprocessableDocument`
         (422) naming it. Once `cancel` is set (the client left), rendering stops within a fraction of a
@@ -174,9 +188,10 @@ class Collection:
         document_id = hashlib.sha256(data).hexdigest()[:32]
         with (
             self.in_use(),
-            open_document(data, renderer=self.renderer, cancel=cancel) as document,
+            open_document(data, password=password, renderer=self.renderer, cancel=cancel) as document,
             self._documents.hold(document_id),
         ):
+            check_page_count(document.pages, max_pages)
             return self._add_opened(
                 data,
                 document_id,
@@ -187,7 +202,15 @@ class Collection:
                 dpi=dpi,
                 progress=progress,
                 cancel=cancel,
+                keep_partial=keep_partial,
             )
+
+    def inspect(self, data: bytes, *, max_pages: int | None = None, password: str | None = None) -> tuple[str, int]:
+        """`(kind, pages)` of an upload, opened (sniffed, counted) but not rendered: what `add` would
+        refuse at once (415, 422, 413 over `max_pages`) it refuses here."""
+        with self.in_use(), open_document(data, password=password, renderer=self.renderer) as document:
+            check_page_count(document.pages, max_pages)
+            return document.kind, document.pages
 
     def _add_opened(
         self,
@@ -201,6 +224,7 @@ class Collection:
         dpi: int,
         progress: Progress | None,
         cancel: threading.Event | None = None,
+        keep_partial: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         kind, pages = document.kind, document.pages
         stored = (self.files / f"{document_id}.json").exists()  # not so when another server stored it
@@ -228,7 +252,8 @@ class Collection:
         try:
             self.store.add_document(document_id, page_vectors(), name=name, metadata=metadata, first_page=first_page)
         except BaseException:
-            self._remove(document_id)  # nothing half-stored stays behind
+            if keep_partial is None or not keep_partial():
+                self._remove(document_id)  # nothing half-stored stays behind
             raise
         return record | {"created": True}
 

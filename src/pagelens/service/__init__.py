@@ -3,6 +3,7 @@
     Runtime            settings -> model + engine + collections, one lifecycle (runtime.py)
     EmbeddingService   base64 images and queries -> vectors, within the request limits (embeddings.py)
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
+    JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
 
 Entry points import this package (and settings, errors, codecs), never `pagelens.index` or
 `pagelens.engine` directly. Names load on first use, so `pagelens --help` does not import torch.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
+    from pagelens.service.jobs import JobService, raise_job_error
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 _WHERE = {
@@ -25,6 +27,8 @@ _WHERE = {
     "EmbeddingService": "embeddings",
     "OutputDtype": "embeddings",
     "StageTimings": "embeddings",
+    "JobService": "jobs",
+    "raise_job_error": "jobs",
     "Runtime": "runtime",
     "fetch_model": "runtime",
     "load": "runtime",
@@ -34,6 +38,7 @@ __all__ = [
     "MAX_PREFETCH",
     "CollectionService",
     "EmbeddingService",
+    "JobService",
     "OutputDtype",
     "Runtime",
     "SearchHit",
@@ -41,6 +46,7 @@ __all__ = [
     "fetch_model",
     "load",
     "load_embedder",
+    "raise_job_error",
 ]
 
 

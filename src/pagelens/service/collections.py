@@ -41,7 +41,6 @@ __all__ = ["MAX_PREFETCH", "CollectionService", "SearchHit", "binding_of"]
 log = logging.getLogger(__name__)
 
 READ_WORKERS = 4  # opening collections, searches, lists, page images, deletes
-INGEST_WORKERS = 2  # document ingests (each renders, embeds and stores one document)
 
 
 def binding_of(info: EmbedderInfo) -> ModelBinding:
@@ -67,8 +66,10 @@ class CollectionService:
         self._embeddings = embeddings
         self._collections = collections
         self._open_lock = threading.Lock()
+        self.on_delete: Callable[[str], None] = lambda name: None
+        self.resumable: Callable[[str], set[str]] = lambda name: set()  # documents whose ingests will resume
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
-        self._ingests = ThreadPoolExecutor(INGEST_WORKERS, thread_name_prefix="pagelens-ingest")
+        self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
 
     # ------------------------------------------------------------------ plumbing
     def index(self) -> Collections:
@@ -77,7 +78,7 @@ class CollectionService:
             if self._collections is None:
                 from pagelens.index.collections import Collections
 
-                self._collections = Collections.from_settings(self.settings)
+                self._collections = Collections.from_settings(self.settings, resumable=lambda c: self.resumable(c))
             return self._collections
 
     async def _run(self, function: Callable[..., Any], *args: Any, ingest: bool = False, **kwargs: Any) -> Any:
@@ -181,6 +182,8 @@ class CollectionService:
         return await self._run(lambda: self._summary(self.index().get(name)))
 
     async def delete(self, name: str) -> None:
+        """Delete a collection; `on_delete(name)` runs first (the job service cancels its jobs)."""
+        self.on_delete(name)
         await self._run(self.index().delete, name)
 
     # ------------------------------------------------------------------ documents
@@ -197,17 +200,42 @@ class CollectionService:
         """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before).
         Setting `cancel` (its client left) stops the ingest between pages or mid-render: nothing is stored."""
         check_metadata(metadata)
+        self._embeddings()
+        return await self._run(
+            self.ingest, name, data, filename=filename, metadata=metadata, progress=progress, cancel=cancel,
+            ingest=True,
+        )  # fmt: skip
+
+    def ingest(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        filename: str,
+        metadata: dict[str, Any],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        password: str | None = None,
+        keep_partial: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """`add_document`, blocking (an ingest job's thread, or the service's ingest pool).
+        `keep_partial()` true when the ingest stops: its stored pages stay, to be resumed."""
         embeddings = self._embeddings()
+        collection = self.bound(name, for_ingest=True)
+        record = collection.add(
+            data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images, dpi=self.settings.pdf_dpi,
+            progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages, password=password,
+            keep_partial=keep_partial,
+        )  # fmt: skip
+        return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
 
-        def ingest() -> dict[str, Any]:
-            collection = self.bound(name, for_ingest=True)
-            record = collection.add(
-                data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
-                dpi=self.settings.pdf_dpi, progress=progress, cancel=cancel,
-            )  # fmt: skip
-            return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
-
-        return await self._run(ingest, ingest=True)
+    def inspect(self, name: str, data: bytes, *, password: str | None = None) -> tuple[str, int]:
+        """`(kind, pages)` of an upload for collection `name`, checked as an ingest would check it
+        (the collection exists and takes this model's pages; a PDF or image; readable; within the
+        page limit), without rendering a page. Blocking."""
+        self._embeddings()
+        collection = self.bound(name, for_ingest=True)
+        return collection.inspect(data, max_pages=self.settings.max_document_pages, password=password)
 
     async def documents(self, name: str) -> list[dict[str, Any]]:
         return await self._run(lambda: self.index().get(name).documents())

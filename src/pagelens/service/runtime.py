@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pagelens.engine import Engine, EngineConfig
     from pagelens.index.collections import Collections
     from pagelens.models.embedder import EmbedderInfo
+    from pagelens.service.jobs import JobService
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,17 @@ class Runtime:
         self.engine: Engine | None = None
         self.embeddings: EmbeddingService | None = None
         self.collections = CollectionService(self.settings, self.ready_embeddings, collections=collections)
+        self._jobs: JobService | None = None
+
+    @property
+    def jobs(self) -> JobService:
+        """The ingest jobs (service/jobs.py), set up on first use: before any collection opens, so
+        that the pages of interrupted jobs are kept for them to resume."""
+        if self._jobs is None:
+            from pagelens.service.jobs import JobService
+
+            self._jobs = JobService(self.settings, self.collections)
+        return self._jobs
 
     # ------------------------------------------------------------------ lifecycle
     def load_model(self) -> Any:
@@ -98,7 +110,9 @@ class Runtime:
         return self
 
     def close(self) -> None:
-        """Stop the engine and close the collections (idempotent)."""
+        """Suspend the ingest jobs, stop the engine and close the collections (idempotent)."""
+        if self._jobs is not None:
+            self._jobs.close()
         if self.engine is not None:
             self.engine.close()
         self.collections.close()

@@ -4,10 +4,11 @@ collection service's (pagelens.service.collections); these routes parse and shap
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
 
 from pagelens.api.openapi import BINARY, BODY_ERRORS, error_responses
 from pagelens.api.protocol import (
@@ -17,11 +18,14 @@ from pagelens.api.protocol import (
     Deleted,
     DocumentAdded,
     DocumentList,
+    JobAccepted,
     SearchRequest,
     SearchResponse,
 )
-from pagelens.api.routes.common import CollectionsService, request_timings
+from pagelens.api.routes.common import CollectionsService, Jobs, request_timings
 from pagelens.codecs.metadata import parse_metadata
+from pagelens.errors import PagelensError
+from pagelens.service import JobService, raise_job_error
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses())
 # a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
@@ -65,40 +69,53 @@ async def delete_collection(name: str, collections: CollectionsService):
 @router.post(
     "/{name}/documents",
     response_model=None,
-    responses=declared(DocumentAdded, *NAMED, *BODY_ERRORS, 415, 422, 429, 503),
+    responses={
+        **declared(DocumentAdded, *NAMED, *BODY_ERRORS, 415, 422, 429, 503),
+        202: {"model": JobAccepted, "description": "`wait=false`: the ingest job is queued"},
+    },
 )
 async def add_document(
     name: str,
     request: Request,
-    collections: CollectionsService,
+    jobs: Jobs,
     file: Annotated[UploadFile, File()],
     metadata: Annotated[str | None, Form()] = None,
+    wait_field: Annotated[bool | None, Form(alias="wait")] = None,
+    wait: Annotated[bool | None, Query(description="false: answer 202 with the ingest job at once")] = None,
 ):
-    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content.
-    The ingest stops (storing nothing) when the client disconnects before it ends."""
+    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by
+    content. Every upload is an ingest job (`/jobs`). By default (`wait=true`, a query parameter or
+    form field) the answer comes once the document is stored, and a client that disconnects first
+    cancels it; with `wait=false` the answer is 202 with the job at once, and the job survives a
+    restart of the server. What cannot be ingested is refused before either (404, 409, 413, 415, 422)."""
     meta = parse_metadata(metadata)  # before the file is read: bad metadata costs nothing
-    data = await file.read()
+    waiting = wait if wait is not None else wait_field if wait_field is not None else True
     request_timings(request)
-    cancel = threading.Event()
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
+    job = await jobs.submit(name, file.file, filename=file.filename or "", metadata=meta, durable=not waiting)
+    if not waiting:
+        return JSONResponse({"job_id": job.id, **job.public()}, status_code=202)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, jobs, job.id))
     try:
-        return await collections.add_document(name, data, filename=file.filename or "", metadata=meta, cancel=cancel)
+        job = await jobs.wait(job.id)
     except asyncio.CancelledError:
-        cancel.set()  # this request's task was cancelled: stop the ingest it waits for
+        jobs.cancel(job.id, reason="the request was cancelled")  # this request's task was cancelled
         raise
-    except Exception:
-        if not cancel.is_set():
-            raise
-        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the ingest stopped because the client left
     finally:
         watcher.cancel()
+    if job.state == "done":
+        return {"id": job.document_id, "pages": job.pages_total, "created": job.created}
+    if watcher.done() and not watcher.cancelled() and watcher.result():
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # the ingest stopped because the client left
+    raise_job_error(job)
 
 
-async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
-    """Set `cancel` once the client has disconnected (the ingest runs on a thread, so it is polled)."""
+async def _cancel_on_disconnect(request: Request, jobs: JobService, job_id: str) -> bool:
+    """Cancel the job once the client has disconnected (polled: the ingest runs on a thread); True then."""
     while not await request.is_disconnected():
         await asyncio.sleep(DISCONNECT_POLL_SECONDS)
-    cancel.set()
+    with contextlib.suppress(PagelensError):  # it may have ended meanwhile
+        jobs.cancel(job_id, reason="the client disconnected before the document was stored")
+    return True
 
 
 @router.get("/{name}/documents", response_model=None, responses=declared(DocumentList, *NAMED))

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from pagelens.service import CollectionService, EmbeddingService, Runtime, StageTimings
+from pagelens.service import CollectionService, EmbeddingService, JobService, Runtime, StageTimings
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -25,7 +25,12 @@ def get_collections(request: Request) -> CollectionService:
     return get_runtime(request).collections
 
 
+def get_jobs(request: Request) -> JobService:
+    return get_runtime(request).jobs
+
+
 Service = Annotated[EmbeddingService, Depends(get_service)]
+Jobs = Annotated[JobService, Depends(get_jobs)]
 CollectionsService = Annotated[CollectionService, Depends(get_collections)]
 
 
