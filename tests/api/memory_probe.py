@@ -1,0 +1,220 @@
+"""Measure a live server's memory and /health latency while it handles adversarial bodies.
+
+    ./scripts/uv.sh run --frozen python -m tests.api.memory_probe MODEL_DIR [case ...]
+
+Cases, each on a fresh server: `bilevel` (one request of 1, 4, then 8 bilevel 8000x8000 PNGs, each
+~256 MB once decoded to RGB), `json60` (~60 MB of base64 strings that are no images), `valid60`
+(~60 MB of 600x800 noise PNGs), `score60` (~60 MB of page embeddings as nested lists to /score).
+Prints, per case, the server's RSS before, its peak (VmHWM, reset before the case), its RSS after
+the burst, and the slowest /health answer seen meanwhile. The regression tests in
+tests/api/test_memory_bounds.py use the same helpers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+MB = 1024 * 1024
+
+
+def memory_of(pid: int) -> dict[str, int]:
+    """`{"rss": VmRSS, "hwm": VmHWM}` of process `pid`, in bytes (Linux /proc)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found["rss" if key == "VmRSS" else "hwm"] = int(value.split()[0]) * 1024
+    return found
+
+
+def reset_peak(pid: int) -> None:
+    """Reset VmHWM of `pid` to its current RSS (writing 5 to /proc/<pid>/clear_refs; same user)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A mode "1" PNG of width x height: a few KB compressed, width * height * 4 bytes once decoded to RGB."""
+    image = Image.new("1", (width, height), 1)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class HealthWatch:
+    """Polls `/health` from a thread until stopped; records the slowest answer (seconds) and failures."""
+
+    base_url: str
+    slowest: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> HealthWatch:
+        def poll():
+            with httpx.Client(base_url=self.base_url, timeout=10) as client:
+                while not self._stop.is_set():
+                    started = time.perf_counter()
+                    try:
+                        status = client.get("/health").status_code
+                        if status != 200:
+                            self.failures.append(f"status {status}")
+                    except httpx.HTTPError as error:
+                        self.failures.append(repr(error))
+                    self.slowest = max(self.slowest, time.perf_counter() - started)
+                    self._stop.wait(0.05)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(15)
+
+
+@dataclass
+class Burst:
+    """What one case did to the server: statuses, RSS before/peak/after (bytes), slowest /health (s)."""
+
+    statuses: list[int]
+    before: int
+    peak: int
+    after: int
+    slowest_health: float
+    health_failures: list[str]
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name}: statuses={self.statuses} rss_before={self.before / MB:.0f}MB peak={self.peak / MB:.0f}MB "
+            f"rss_after={self.after / MB:.0f}MB slowest_health={self.slowest_health * 1000:.0f}ms"
+            + (f" health_failures={self.health_failures[:3]}" if self.health_failures else "")
+        )
+
+
+def burst(pid: int, base_url: str, send, *, settle: float = 1.0) -> Burst:
+    """Run `send(client) -> [status, ...]` against the server `pid` serves at `base_url`, watching its memory."""
+    before = memory_of(pid)["rss"]
+    reset_peak(pid)
+    with HealthWatch(base_url) as watch, httpx.Client(base_url=base_url, timeout=300) as client:
+        statuses = send(client)
+    time.sleep(settle)
+    memory = memory_of(pid)
+    return Burst(statuses, before, memory["hwm"], memory["rss"], watch.slowest, watch.failures)
+
+
+def bilevel_request(headers: dict, *, count: int, side: int = 8000):
+    """A sender posting `count` side x side bilevel PNGs in one morphik request."""
+    inputs = [base64.b64encode(bilevel_png(side, side)).decode()] * count
+
+    def send(client: httpx.Client) -> list[int]:
+        return [client.post("/embeddings", json={"input_type": "image", "inputs": inputs}, headers=headers).status_code]
+
+    return send
+
+
+def json_request(headers: dict, *, total_bytes: int = 60 * MB, count: int = 256, valid_first: bool = False):
+    """A sender posting ~`total_bytes` of JSON: `count` base64 strings of random bytes (not images: a 400)."""
+    import os
+
+    each = total_bytes * 3 // 4 // count
+    inputs = [base64.b64encode(os.urandom(each)).decode() for _ in range(count)]
+    body = ('{"input_type": "image", "inputs": ["' + '", "'.join(inputs) + '"]}').encode()
+
+    def send(client: httpx.Client) -> list[int]:
+        return [
+            client.post(
+                "/embeddings", content=body, headers={**headers, "Content-Type": "application/json"}
+            ).status_code
+        ]
+
+    return send
+
+
+def score_request(headers: dict, *, total_bytes: int = 60 * MB, dim: int = 128):
+    """A sender posting ~`total_bytes` of JSON to /score: page embeddings as nested float lists."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    row = "[" + ",".join(f"{value:.6f}" for value in rng.standard_normal(dim)) + "]"
+    rows_per_page = 700
+    page = "[" + ",".join([row] * rows_per_page) + "]"
+    pages = max(1, total_bytes // len(page))
+    body = ('{"query": "revenue", "embeddings": [' + ",".join([page] * pages) + "]}").encode()
+
+    def send(client: httpx.Client) -> list[int]:
+        return [
+            client.post("/score", content=body, headers={**headers, "Content-Type": "application/json"}).status_code
+        ]
+
+    return send
+
+
+def valid_images_request(headers: dict, *, total_bytes: int = 60 * MB):
+    """A sender posting ~`total_bytes` of JSON: noise PNGs of 600x800 (each ~1.4 MB), all valid."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray(rng.integers(0, 256, size=(800, 600, 3), dtype=np.uint8), "RGB")
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    one = base64.b64encode(buffer.getvalue()).decode()
+    inputs = [one] * max(1, total_bytes // len(one))
+
+    def send(client: httpx.Client) -> list[int]:
+        return [client.post("/embeddings", json={"input_type": "image", "inputs": inputs}, headers=headers).status_code]
+
+    return send
+
+
+def main(argv: list[str]) -> None:
+    from tests.api.server import start_server
+
+    model_dir = Path(argv[0])
+    cases = argv[1:] or ["bilevel", "json60"]
+    key = "probe-key"
+    headers = {"Authorization": f"Bearer {key}"}
+    with tempfile.TemporaryDirectory() as scratch:
+        log_path = Path(scratch) / "server.log"
+        for case in cases:  # a fresh server per case: freed-but-kept memory of one case hides the next's
+            process, base_url = start_server(
+                model_dir, api_key=key, log_path=log_path, extra_args=("--log-level", "warning")
+            )
+            print(f"idle server: {memory_of(process.pid)['rss'] / MB:.0f}MB", flush=True)
+            try:
+                if case == "bilevel":
+                    for count in (1, 4, 8):
+                        result = burst(process.pid, base_url, bilevel_request(headers, count=count))
+                        print(result.line(f"bilevel x{count} (8000x8000)"), flush=True)
+                elif case == "json60":
+                    for _ in range(2):
+                        result = burst(process.pid, base_url, json_request(headers))
+                        print(result.line("json 60 MB of base64 (not images)"), flush=True)
+                elif case == "valid60":
+                    for _ in range(2):
+                        result = burst(process.pid, base_url, valid_images_request(headers))
+                        print(result.line("json 60 MB of 600x800 noise PNGs"), flush=True)
+                elif case == "score60":
+                    for _ in range(2):
+                        result = burst(process.pid, base_url, score_request(headers))
+                        print(result.line("json 60 MB of /score embeddings"), flush=True)
+                else:
+                    raise SystemExit(f"unknown case {case!r}")
+            finally:
+                process.terminate()
+                process.wait(30)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
