@@ -2,9 +2,11 @@
 
     ./scripts/uv.sh run --frozen python -m tests.api.memory_probe MODEL_DIR [case ...]
 
-Cases, each on a fresh server: `bilevel` (one request of 1, 4, then 8 bilevel 8000x8000 PNGs, each
-~256 MB once decoded to RGB), `json60` (~60 MB of base64 strings that are no images), `valid60`
-(~60 MB of 600x800 noise PNGs), `score60` (~60 MB of page embeddings as nested lists to /score).
+Cases, each on a fresh server: `bilevel` (requests of bilevel PNGs, an 8000x8000 one ~256 MB once
+decoded to RGB: 1, 2 (128 Mpx), 6 of 5000x5000 (150 Mpx), 8 (512 Mpx), 2 from 4 clients at once),
+`json60` (~60 MB of base64 strings that are no images), `valid60` (~60 MB of 600x800 noise PNGs),
+`score60` (~60 MB of page embeddings as nested lists to /score). `PROBE_SERVER_ENV="A=1 B=2"` sets
+variables of the server (e.g. MALLOC_ARENA_MAX=2).
 Prints, per case, the server's RSS before, its peak (VmHWM, reset before the case), its RSS after
 the burst, and the slowest /health answer seen meanwhile. The regression tests in
 tests/api/test_memory_bounds.py use the same helpers.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import sys
 import tempfile
 import threading
@@ -124,6 +127,22 @@ def bilevel_request(headers: dict, *, count: int, side: int = 8000):
     return send
 
 
+def concurrently(send, clients: int):
+    """A sender running `send` from `clients` threads at once (each with its own connection)."""
+
+    def send_all(client: httpx.Client) -> list[int]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(_):
+            with httpx.Client(base_url=client.base_url, timeout=300) as own:
+                return send(own)
+
+        with ThreadPoolExecutor(clients) as pool:
+            return [status for statuses in pool.map(one, range(clients)) for status in statuses]
+
+    return send_all
+
+
 def json_request(headers: dict, *, total_bytes: int = 60 * MB, count: int = 256, valid_first: bool = False):
     """A sender posting ~`total_bytes` of JSON: `count` base64 strings of random bytes (not images: a 400)."""
     import os
@@ -188,15 +207,18 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         log_path = Path(scratch) / "server.log"
         for case in cases:  # a fresh server per case: freed-but-kept memory of one case hides the next's
+            env = dict(item.split("=", 1) for item in os.environ.get("PROBE_SERVER_ENV", "").split() if item)
             process, base_url = start_server(
-                model_dir, api_key=key, log_path=log_path, extra_args=("--log-level", "warning")
+                model_dir, api_key=key, log_path=log_path, extra_args=("--log-level", "warning"), env=env
             )
             print(f"idle server: {memory_of(process.pid)['rss'] / MB:.0f}MB", flush=True)
             try:
                 if case == "bilevel":
-                    for count in (1, 4, 8):
-                        result = burst(process.pid, base_url, bilevel_request(headers, count=count))
-                        print(result.line(f"bilevel x{count} (8000x8000)"), flush=True)
+                    for count, side in ((1, 8000), (2, 8000), (6, 5000), (8, 8000)):
+                        result = burst(process.pid, base_url, bilevel_request(headers, count=count, side=side))
+                        print(result.line(f"bilevel x{count} ({side}x{side})"), flush=True)
+                    result = burst(process.pid, base_url, concurrently(bilevel_request(headers, count=2), 4))
+                    print(result.line("bilevel x2 (8000x8000) from 4 clients at once"), flush=True)
                 elif case == "json60":
                     for _ in range(2):
                         result = burst(process.pid, base_url, json_request(headers))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 
+from pagelens.api.json_body import json_body, openapi_body
 from pagelens.api.protocol import ScoreRequest
 from pagelens.api.routes.common import Service, request_timings
 
 router = APIRouter(tags=["scoring"])
 
 
-@router.post("/score")
-async def score(body: ScoreRequest, request: Request, service: Service):
+@router.post("/score", openapi_extra=openapi_body(ScoreRequest))
+async def score(body: Annotated[ScoreRequest, json_body(ScoreRequest)], request: Request, service: Service):
     """Scores of `query` against `images` (base64 / data URI) or `embeddings`, in input order."""
     timings = request_timings(request)
     scores = await service.score(body.query, images=body.images, embeddings=body.embeddings, timings=timings)
