@@ -118,3 +118,19 @@ def test_preprocessing_runs_at_most_two_batches_ahead_and_queries_still_pass():
         assert engine.embed_queries(["does a query still pass?"])[0].shape == (15, 16)
         release.set()
         assert all(future.result(10).shape[1] == 16 for future in futures)
+
+
+def test_freed_heap_goes_back_to_the_os_after_an_image_burst_not_after_queries(monkeypatch):
+    from pagelens.engine.heap import release_free_heap
+
+    assert release_free_heap() is True  # glibc here
+    calls = []
+    monkeypatch.setattr(batcher_module, "release_free_heap", lambda: calls.append(1))
+    with Engine(FakeBackend(), EngineConfig(max_batch_images=1, max_wait_ms=0)) as engine:
+        engine.embed_queries(["no images here"])
+        assert not calls
+        engine.embed_images([encode(make_page(90, 60, seed)) for seed in range(3)])
+        deadline = time.monotonic() + 2
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert 1 <= len(calls) <= 3

@@ -39,13 +39,9 @@ from pagelens.codecs.images import check_image, decode_image, probe_image, reduc
 from pagelens.codecs.text import check_query
 from pagelens.engine.admission import Admission
 from pagelens.engine.config import EngineConfig, EngineStats, Kind
+from pagelens.engine.heap import release_free_heap
 from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect
-from pagelens.errors import (
-    BackendFailure,
-    InvalidInput,
-    ModelNotReady,
-    PagelensError,
-)
+from pagelens.errors import BackendFailure, InvalidInput, ModelNotReady, PagelensError
 from pagelens.models.embedder import Prepared
 
 log = logging.getLogger(__name__)
@@ -302,6 +298,8 @@ class Engine:
                 if batch is None:
                     return
                 self._run(batch)
+                if batch and batch[0].kind == "image" and self._images_idle():
+                    release_free_heap()  # the burst's decoded pages and processor outputs are freed
         except BaseException as error:
             log.exception("engine worker stopped")
             self._closing = True
@@ -327,6 +325,11 @@ class Engine:
                     break
                 self._ready.wait(remaining)
             return self._take(lane, limit)
+
+    def _images_idle(self) -> bool:
+        """True when no image is pending, being prepared, or ready (the end of a burst)."""
+        with self._ready:
+            return not (self._pending["image"] or self._preparing_images or self._lanes["image"])
 
     def _take(self, lane: deque[_Work], limit: int) -> list[_Work]:
         batch: list[_Work] = []
