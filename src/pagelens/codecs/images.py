@@ -24,6 +24,8 @@ DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # a letter page at 600 DPI is ~34 Mpx
 # Gemma3 896x896, ColModernVBert/ColIdefics3 to a longest edge of 2048), so reducing a larger image
 # to it first changes what the model sees very little and keeps the processor's float copies small.
 DEFAULT_MAX_DECODED_PIXELS = 16_000_000
+# Page images served for viewing are downscaled to this unless the full size is asked for.
+PAGE_IMAGE_MAX_PIXELS = 4_000_000
 
 # Magic bytes of the formats we accept, as (format name for PIL, prefix, offset) triples.
 _SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
