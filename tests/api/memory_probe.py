@@ -40,9 +40,13 @@ def memory_of(pid: int) -> dict[str, int]:
     return found
 
 
-def reset_peak(pid: int) -> None:
-    """Reset VmHWM of `pid` to its current RSS (writing 5 to /proc/<pid>/clear_refs; same user)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+def reset_peak(pid: int) -> bool:
+    """Reset VmHWM of `pid` to its current RSS (writing 5 to /proc/<pid>/clear_refs); False if not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def bilevel_png(width: int, height: int) -> bytes:
@@ -55,15 +59,23 @@ def bilevel_png(width: int, height: int) -> bytes:
 
 @dataclass
 class HealthWatch:
-    """Polls `/health` from a thread until stopped; records the slowest answer (seconds) and failures."""
+    """Polls `/health` from a thread until stopped, recording the slowest answer (seconds) and
+    failures; samples the RSS of process `pid` every 20 ms meanwhile (its max in `max_rss`)."""
 
     base_url: str
+    pid: int
     slowest: float = 0.0
     failures: list[str] = field(default_factory=list)
+    max_rss: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def __enter__(self) -> HealthWatch:
+        def sample():
+            while not self._stop.is_set():
+                self.max_rss = max(self.max_rss, memory_of(self.pid)["rss"])
+                self._stop.wait(0.02)
+
         def poll():
             with httpx.Client(base_url=self.base_url, timeout=10) as client:
                 while not self._stop.is_set():
@@ -77,14 +89,15 @@ class HealthWatch:
                     self.slowest = max(self.slowest, time.perf_counter() - started)
                     self._stop.wait(0.05)
 
-        self._thread = threading.Thread(target=poll, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=target, daemon=True) for target in (poll, sample)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        assert self._thread is not None
-        self._thread.join(15)
+        for thread in self._threads:
+            thread.join(15)
 
 
 @dataclass
@@ -109,12 +122,13 @@ class Burst:
 def burst(pid: int, base_url: str, send, *, settle: float = 1.0) -> Burst:
     """Run `send(client) -> [status, ...]` against the server `pid` serves at `base_url`, watching its memory."""
     before = memory_of(pid)["rss"]
-    reset_peak(pid)
-    with HealthWatch(base_url) as watch, httpx.Client(base_url=base_url, timeout=300) as client:
+    exact_peak = reset_peak(pid)
+    with HealthWatch(base_url, pid) as watch, httpx.Client(base_url=base_url, timeout=300) as client:
         statuses = send(client)
     time.sleep(settle)
     memory = memory_of(pid)
-    return Burst(statuses, before, memory["hwm"], memory["rss"], watch.slowest, watch.failures)
+    peak = max(memory["hwm"] if exact_peak else 0, watch.max_rss)
+    return Burst(statuses, before, peak, memory["rss"], watch.slowest, watch.failures)
 
 
 def bilevel_request(headers: dict, *, count: int, side: int = 8000):
