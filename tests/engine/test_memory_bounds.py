@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from pagelens.engine import Engine, EngineConfig
 from pagelens.engine import batcher as batcher_module
+from pagelens.engine import inputs as inputs_module
 from pagelens.errors import InvalidInput, Overloaded, PayloadTooLarge
 from pagelens.testing.fake import FakeBackend, embed_alone
 from tests.api.memory_probe import bilevel_png
@@ -34,13 +36,13 @@ class RecordingBackend(FakeBackend):
 
 def test_image_bytes_are_decoded_by_the_preprocessing_thread_not_by_submit(monkeypatch):
     decoding_threads = []
-    decode = batcher_module.decode_image
+    decode = inputs_module.decode_image
 
     def recording_decode(data, **kwargs):
         decoding_threads.append(threading.current_thread().name)
         return decode(data, **kwargs)
 
-    monkeypatch.setattr(batcher_module, "decode_image", recording_decode)
+    monkeypatch.setattr(inputs_module, "decode_image", recording_decode)
     huge = bilevel_png(8000, 8000)  # 64 Mpx: ~256 MB once decoded to RGB
     with Engine(FakeBackend(), EngineConfig(max_wait_ms=0)) as engine:
         started = time.perf_counter()
@@ -134,3 +136,41 @@ def test_freed_heap_goes_back_to_the_os_after_an_image_burst_not_after_queries(m
         while not calls and time.monotonic() < deadline:
             time.sleep(0.01)
     assert 1 <= len(calls) <= 3
+
+
+def test_in_process_callers_wait_for_room_in_runs_instead_of_being_refused():
+    """Ingest and library calls (`embed_images`) are split into runs within the capacities and wait
+    for room, so a 300-DPI PDF batch or a busy HTTP queue never fails an ingest."""
+    in_flight = []
+    release = threading.Event()
+
+    def hook(batch):
+        in_flight.append(engine.queued_pixels)
+        if batch[0].kind == "image":
+            release.wait(10)
+
+    backend = FakeBackend(on_forward=hook)
+    config = EngineConfig(max_queued_pixels=100_000, max_batch_images=1, max_wait_ms=0)
+    pages = [encode(make_page(200, 200, seed)) for seed in range(7)]  # 40,000 pixels each: 280,000 in all
+    with Engine(backend, config) as engine:
+        blocker = engine.submit_images(pages[:2])  # 80,000 in flight: the queue is nearly full
+        with pytest.raises(Overloaded):
+            engine.submit_images(pages[:1])  # the HTTP path is refused at once
+        caller = ThreadPoolExecutor(1).submit(engine.embed_images, pages)
+        time.sleep(0.2)
+        assert not caller.done(), "the in-process call did not wait for room"
+        release.set()
+        results = caller.result(10)
+        assert [f.result(5).shape for f in blocker] and len(results) == 7
+        assert engine.queued_pixels == 0 and engine.queue_depth == 0
+    assert max(in_flight) <= 100_000
+    for page, got in zip(pages, results, strict=True):
+        np.testing.assert_array_equal(got, embed_alone(FakeBackend(), "image", Image.open(io.BytesIO(page))))
+
+
+def test_admission_splits_a_call_into_runs_within_both_capacities():
+    from pagelens.engine.admission import Admission
+
+    admission = Admission(max_items=3, max_pixels=100)
+    assert admission.split([40, 40, 40, 10, 10, 10, 10, 500, 5]) == [(0, 2), (2, 5), (5, 7), (7, 8), (8, 9)]
+    assert admission.split([]) == []

@@ -35,18 +35,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pagelens.codecs.images import check_image, decode_image, probe_image, reduce_image
 from pagelens.codecs.text import check_query
-from pagelens.engine.admission import Admission
+from pagelens.engine.admission import IN_PROCESS_WAIT, Admission
 from pagelens.engine.config import EngineConfig, EngineStats, Kind
 from pagelens.engine.heap import release_free_heap
+from pagelens.engine.inputs import ImageInput, decoded, pixels_of
 from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect
 from pagelens.errors import BackendFailure, InvalidInput, ModelNotReady, PagelensError
 from pagelens.models.embedder import Prepared
 
 log = logging.getLogger(__name__)
-
-ImageInput = Image.Image | bytes | bytearray | memoryview
 
 
 class Backend(Protocol):
@@ -153,17 +151,34 @@ class Engine:
         return self.admission.pixels
 
     # ---------------------------------------------------------------- submission
-    def submit_images(self, images: Sequence[ImageInput]) -> list[Future]:
+    def submit_images(self, images: Sequence[ImageInput], *, wait: float = 0.0) -> list[Future]:
         """Check every image from its header (format, size, pixel limit; bytes are not decoded
         here), admit their pixels together, then enqueue them all.
 
         Raises InvalidInput naming the first bad input's index before anything is enqueued, and
-        PayloadTooLarge / Overloaded when the call does not fit. Pixel data that turns out corrupt
-        when the preprocessing thread decodes it fails that item's future (InvalidInput, its index).
-        Each future resolves to a float32 array.
+        PayloadTooLarge / Overloaded when the call does not fit. With `wait` (seconds), the call is
+        instead enqueued in runs that fit, each waiting for room (engine/admission.py). Pixel data
+        that turns out corrupt when the preprocessing thread decodes it fails that item's future
+        (InvalidInput, its index). Each future resolves to a float32 array.
         """
-        checked = [self._check_image(image, index) for index, image in enumerate(images)]
-        return self._enqueue("image", [payload for payload, _ in checked], [pixels for _, pixels in checked])
+        pixels = []
+        for index, image in enumerate(images):
+            try:
+                pixels.append(pixels_of(image, max_pixels=self.config.max_image_pixels))
+            except PagelensError as error:
+                raise error.with_index(index) from None
+        payloads = list(images)
+        if not wait:
+            return self._enqueue("image", payloads, pixels)
+        futures: list[Future] = []
+        try:
+            for start, end in self.admission.split(pixels):
+                futures += self._enqueue("image", payloads[start:end], pixels[start:end], first=start, wait=wait)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return futures
 
     def submit_queries(self, texts: Sequence[str]) -> list[Future]:
         """Check every query, then enqueue them all (InvalidInput names the first bad index)."""
@@ -181,8 +196,9 @@ class Engine:
         """Embed page images: one `(n_tokens, dim)` (or `(dim,)`) array per image, in input order.
 
         With `return_exceptions`, a failed item's slot holds its error instead of raising the first.
+        A call over the queue's capacities, or meeting a full queue, waits for room in runs.
         """
-        return collect(self.submit_images(images), dtype, return_exceptions)
+        return collect(self.submit_images(images, wait=IN_PROCESS_WAIT), dtype, return_exceptions)
 
     def embed_queries(
         self, texts: Sequence[str], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
@@ -193,8 +209,8 @@ class Engine:
     async def aembed_images(
         self, images: Sequence[ImageInput], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
     ) -> list[Any]:
-        """Async `embed_images`: decoding runs in a thread, so the event loop never blocks."""
-        futures = await asyncio.to_thread(self.submit_images, images)
+        """Async `embed_images`: header checks (and waits for room) run in a thread, never on the event loop."""
+        futures = await asyncio.to_thread(lambda: self.submit_images(images, wait=IN_PROCESS_WAIT))
         return await acollect(futures, dtype, return_exceptions)
 
     async def aembed_queries(
@@ -208,23 +224,16 @@ class Engine:
         """Await submitted futures (from `submit_*`) in order; cancels them all if the caller is cancelled."""
         return await acollect(futures, dtype, return_exceptions)
 
-    def _check_image(self, image: ImageInput, index: int) -> tuple[ImageInput, int]:
-        """`(payload, pixels)`: the image (PIL) or its bytes, unchanged, and its pixel count."""
-        try:
-            if isinstance(image, Image.Image):
-                check_image(image, max_pixels=self.config.max_image_pixels)
-                return image, image.width * image.height
-            return image, probe_image(image, max_pixels=self.config.max_image_pixels).pixels
-        except PagelensError as error:
-            raise error.with_index(index) from None
-
-    def _enqueue(self, kind: Kind, payloads: list[Any], pixels: list[int] | None = None) -> list[Future]:
+    def _enqueue(
+        self, kind: Kind, payloads: list[Any], pixels: list[int] | None = None, *, first: int = 0, wait: float = 0.0
+    ) -> list[Future]:
+        """Admit and queue `payloads` (the call's items `first`, `first + 1`, ...)."""
         if not self.alive:
             raise ModelNotReady("the embedding engine is not running")
         pixels = pixels or [0] * len(payloads)
-        self.admission.admit(len(payloads), sum(pixels))
+        self.admission.admit(len(payloads), sum(pixels), wait=wait, alive=lambda: self.alive)
         works = []
-        for index, (payload, item_pixels) in enumerate(zip(payloads, pixels, strict=True)):
+        for index, (payload, item_pixels) in enumerate(zip(payloads, pixels, strict=True), start=first):
             future: Future = Future()
             future.add_done_callback(lambda _f, p=item_pixels: self.admission.release(1, p))
             works.append(_Work(kind, payload, index, future, item_pixels))
@@ -273,22 +282,18 @@ class Engine:
             if work.kind == "query":
                 work.prepared = self.backend.prepare_query(work.payload)
                 return
-            image = self._decoded(work.payload)
-            work.payload = None  # the compressed bytes are no longer needed
+            config = self.config
+            image = decoded(
+                work.payload, max_pixels=config.max_image_pixels, max_decoded_pixels=config.max_decoded_pixels
+            )
+            work.payload = None  # the bytes are no longer needed; the image goes when this returns
             work.prepared = self.backend.prepare_image(image)
         except PagelensError as error:
             self._fail(work, error.with_index(work.index))
         except Exception as error:
             self._fail(work, InvalidInput(f"preprocessing failed: {error}", index=work.index))
         finally:
-            work.payload = None  # nor the decoded image
-
-    def _decoded(self, payload: ImageInput) -> Image.Image:
-        """An RGB image of at most `max_decoded_pixels` from an image or its bytes (decoded here)."""
-        limit = self.config.max_decoded_pixels
-        if isinstance(payload, Image.Image):
-            return reduce_image(payload, limit)
-        return decode_image(payload, max_pixels=self.config.max_image_pixels, max_decoded_pixels=limit)
+            work.payload = None  # on failure too
 
     # ---------------------------------------------------------------- batching + forward
     def _worker_loop(self, kinds: tuple[Kind, ...]) -> None:
