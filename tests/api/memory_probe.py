@@ -5,6 +5,7 @@
 Cases, each on a fresh server: `bilevel` (requests of bilevel PNGs, an 8000x8000 one ~256 MB once
 decoded to RGB: 1, 2 (128 Mpx), 6 of 5000x5000 (150 Mpx), 8 (512 Mpx), 2 from 4 clients at once),
 `json60` (~60 MB of base64 strings that are no images), `valid60` (~60 MB of 600x800 noise PNGs),
+`one60` (one ~60 MB base64 noise PNG),
 `score60` (~60 MB of page embeddings as nested lists to /score). `PROBE_SERVER_ENV="A=1 B=2"` sets
 variables of the server (e.g. MALLOC_ARENA_MAX=2).
 Prints, per case, the server's RSS before, its peak (VmHWM, reset before the case), its RSS after
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 from PIL import Image
 
 MB = 1024 * 1024
@@ -131,14 +133,23 @@ def burst(pid: int, base_url: str, send, *, settle: float = 1.0) -> Burst:
     return Burst(statuses, before, peak, memory["rss"], watch.slowest, watch.failures)
 
 
+def images_sender(headers: dict, inputs: list[str]):
+    """A sender posting `inputs` as one morphik image request. The body is encoded here, once: encoding
+    60 MB while sending would hold this process's GIL and delay its own /health polls."""
+    body = orjson.dumps({"input_type": "image", "inputs": inputs})
+    headers = {**headers, "Content-Type": "application/json"}
+
+    def send(client: httpx.Client) -> list[int]:
+        return [client.post("/embeddings", content=body, headers=headers).status_code]
+
+    return send
+
+
 def bilevel_request(headers: dict, *, count: int, side: int = 8000):
     """A sender posting `count` side x side bilevel PNGs in one morphik request."""
     inputs = [base64.b64encode(bilevel_png(side, side)).decode()] * count
 
-    def send(client: httpx.Client) -> list[int]:
-        return [client.post("/embeddings", json={"input_type": "image", "inputs": inputs}, headers=headers).status_code]
-
-    return send
+    return images_sender(headers, inputs)
 
 
 def concurrently(send, clients: int):
@@ -205,10 +216,20 @@ def valid_images_request(headers: dict, *, total_bytes: int = 60 * MB):
     one = base64.b64encode(buffer.getvalue()).decode()
     inputs = [one] * max(1, total_bytes // len(one))
 
-    def send(client: httpx.Client) -> list[int]:
-        return [client.post("/embeddings", json={"input_type": "image", "inputs": inputs}, headers=headers).status_code]
+    return images_sender(headers, inputs)
 
-    return send
+
+def one_big_image_request(headers: dict, *, total_bytes: int = 60 * MB):
+    """A sender posting one noise PNG whose base64 is ~`total_bytes` (~15 Mpx of RGB noise for 60 MB)."""
+    import numpy as np
+
+    side = int((total_bytes * 3 / 4 / 3) ** 0.5)
+    noise = np.random.default_rng(0).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise, "RGB").save(buffer, format="PNG", compress_level=1)
+    inputs = [base64.b64encode(buffer.getvalue()).decode()]
+
+    return images_sender(headers, inputs)
 
 
 def main(argv: list[str]) -> None:
@@ -241,6 +262,10 @@ def main(argv: list[str]) -> None:
                     for _ in range(2):
                         result = burst(process.pid, base_url, valid_images_request(headers))
                         print(result.line("json 60 MB of 600x800 noise PNGs"), flush=True)
+                elif case == "one60":
+                    for _ in range(2):
+                        result = burst(process.pid, base_url, one_big_image_request(headers))
+                        print(result.line("json 60 MB: one noise PNG"), flush=True)
                 elif case == "score60":
                     for _ in range(2):
                         result = burst(process.pid, base_url, score_request(headers))

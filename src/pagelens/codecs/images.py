@@ -20,10 +20,12 @@ from PIL import Image, UnidentifiedImageError
 from pagelens.errors import InvalidInput
 
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # a letter page at 600 DPI is ~34 Mpx
-# Every family's processor resizes a page far below this (ColQwen2.5 to <= 0.6 Mpx, ColPali 448x448,
-# Gemma3 896x896, ColModernVBert/ColIdefics3 to a longest edge of 2048), so reducing a larger image
-# to it first changes what the model sees very little and keeps the processor's float copies small.
-DEFAULT_MAX_DECODED_PIXELS = 16_000_000
+# Every family's processor resizes a page below this (ColQwen2.5 to <= 0.6 Mpx, ColPali 448x448,
+# Gemma3 896x896, ColModernVBert/ColIdefics3 to a longest edge of 2048; 8 Mpx keeps a longest edge
+# of 2828 even for a square), so reducing a larger image to it first changes what the model sees
+# very little. It bounds the processor's float copies: a 15 Mpx page cost ColQwen2.5's processor
+# +260 MB of RSS, reduced to 8 Mpx +153 MB (and a 64 Mpx one +1.1 GB).
+DEFAULT_MAX_DECODED_PIXELS = 8_000_000
 # Page images served for viewing are downscaled to this unless the full size is asked for.
 PAGE_IMAGE_MAX_PIXELS = 4_000_000
 
