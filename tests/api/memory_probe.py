@@ -10,7 +10,7 @@ decoded to RGB: 1, 2 (128 Mpx), 6 of 5000x5000 (150 Mpx), 8 (512 Mpx), 2 from 4 
 variables of the server (e.g. MALLOC_ARENA_MAX=2).
 Prints, per case, the server's RSS before, its peak (VmHWM, reset before the case), its RSS after
 the burst, and the slowest /health answer seen meanwhile. The regression tests in
-tests/api/test_memory_bounds.py use the same helpers.
+tests/api/test_memory_real_server.py use the same helpers.
 """
 
 from __future__ import annotations
