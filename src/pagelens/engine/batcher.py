@@ -62,7 +62,6 @@ class _Work:
     payload: Any
     index: int
     future: Future
-    pixels: int = 0
     prepared: Prepared | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
 
@@ -161,13 +160,13 @@ class Engine:
         that turns out corrupt when the preprocessing thread decodes it fails that item's future
         (InvalidInput, its index). Each future resolves to a float32 array.
         """
-        pixels = []
+        payloads, pixels = [], []
         for index, image in enumerate(images):
             try:
                 pixels.append(pixels_of(image, max_pixels=self.config.max_image_pixels))
             except PagelensError as error:
                 raise error.with_index(index) from None
-        payloads = list(images)
+            payloads.append(image)
         if not wait:
             return self._enqueue("image", payloads, pixels)
         futures: list[Future] = []
@@ -236,7 +235,7 @@ class Engine:
         for index, (payload, item_pixels) in enumerate(zip(payloads, pixels, strict=True), start=first):
             future: Future = Future()
             future.add_done_callback(lambda _f, p=item_pixels: self.admission.release(1, p))
-            works.append(_Work(kind, payload, index, future, item_pixels))
+            works.append(_Work(kind, payload, index, future))
         with self._ready:
             self._pending[kind].extend(works)
             self._ready.notify_all()
