@@ -251,3 +251,11 @@ def test_only_the_settings_modules_read_the_environment():
         for line, name in environment_reads(path.read_text(), allow_whole_environ=relative.startswith("bench/"))
     ]
     assert found == [], "read the variable in Settings (or ModalSettings) and pass the value down"
+
+
+def test_the_pixel_capacity_reaches_the_engine(monkeypatch):
+    monkeypatch.setenv("PAGELENS_MAX_QUEUED_PIXELS", "5000000")
+    from pagelens.engine import EngineConfig
+
+    assert EngineConfig.for_device("cpu", **Settings().engine_overrides()).max_queued_pixels == 5_000_000
+    assert Settings(max_queued_pixels=7).engine_overrides()["max_queued_pixels"] == 7

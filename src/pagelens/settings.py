@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     max_batch_tokens: int = EngineConfig.max_batch_tokens
     max_wait_ms: float = EngineConfig.max_wait_ms
     max_queued_items: int = EngineConfig.max_queued_items
+    max_queued_pixels: int = EngineConfig.max_queued_pixels  # image pixels in flight (admission, 413/429)
     retry_after_seconds: int = 1
 
     @field_validator("api_key")
@@ -131,6 +132,7 @@ class Settings(BaseSettings):
             "max_batch_tokens": self.max_batch_tokens,
             "max_wait_ms": self.max_wait_ms,
             "max_queued_items": self.max_queued_items,
+            "max_queued_pixels": self.max_queued_pixels,
             "max_image_pixels": self.max_image_pixels,
             "max_query_chars": self.max_query_chars,
         }

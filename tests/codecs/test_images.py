@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from pagelens.codecs.images import check_image, decode_image, sniff_image_format
+from pagelens.codecs.images import check_image, decode_image, probe_image, reduced_size, sniff_image_format
 from pagelens.codecs.text import check_query
 from pagelens.errors import InvalidInput
 from tests.conftest import encode, make_page
@@ -84,3 +85,33 @@ def test_query_checks():
     for bad, reason in [("", "empty"), ("   ", "empty"), (7, "string"), (None, "string"), ("x" * 20, "limit")]:
         with pytest.raises(InvalidInput, match=reason):
             check_query(bad, max_chars=10)
+
+
+def test_probe_reads_the_header_only():
+    header = probe_image(_png_header_only(5000, 4000))  # no pixel data worth the name: decoding would fail
+    assert (header.format, header.width, header.height, header.mode, header.pixels) == ("PNG", 5000, 4000, "RGB", 20e6)
+    assert probe_image(encode(make_page(64, 48), "JPEG")).pixels == 64 * 48
+    with pytest.raises(InvalidInput, match="corrupt"):
+        decode_image(_png_header_only(5000, 4000))
+    with pytest.raises(InvalidInput, match="over the limit"):
+        probe_image(_png_header_only(5000, 4000), max_pixels=1_000_000)
+    with pytest.raises(InvalidInput, match="text"):
+        probe_image(b"hello, this is plain text")
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_decoding_reduces_large_images_to_the_cap_keeping_aspect(image_format):
+    decoded = decode_image(encode(make_page(1200, 900), image_format), max_decoded_pixels=100_000)
+    assert decoded.mode == "RGB" and decoded.width * decoded.height <= 100_000
+    assert decoded.width * decoded.height > 90_000 and abs(decoded.width / decoded.height - 4 / 3) < 0.01
+    assert decode_image(encode(make_page(300, 200), image_format), max_decoded_pixels=100_000).size == (300, 200)
+
+
+def test_reducing_a_bilevel_scan_keeps_its_thin_strokes():
+    scan = Image.new("1", (3000, 2000), 1)
+    for x in range(0, 3000, 12):
+        scan.paste(0, (x, 0, x + 1, 2000))  # 1-pixel black rules: nearest-neighbour would drop most
+    decoded = decode_image(encode(scan), max_decoded_pixels=600_000)
+    assert decoded.mode == "RGB" and decoded.size == reduced_size(3000, 2000, 600_000)
+    columns = np.asarray(decoded.convert("L"), dtype=np.float32).mean(axis=0)
+    assert (columns < 235).sum() >= 200, "most strokes vanished"

@@ -3,13 +3,15 @@ every error. The image format is sniffed later from the bytes, never taken from 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 
 from pagelens.errors import InvalidInput
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=_-]")
+_ASCII_WHITESPACE = " \t\n\r\v\f"  # a str.find each is ~10x faster than a regex over 60 MB
+_DECODE_CHUNK = 4 * 1024 * 1024  # base64 characters per a2b_base64 call (a multiple of 4)
 _PREVIEW_CHARS = 40
 
 
@@ -55,12 +57,26 @@ def _base64_problem(payload: str, error: ValueError) -> str:
     return reason[:1].lower() + reason[1:]
 
 
+def _a2b(standard: str) -> bytes:
+    """Strict base64 decoding of an ASCII str (read in place), in 4 MB slices when it is larger:
+    one call holds the GIL ~4 ms a MB, so a 60 MB image would stall the event loop ~240 ms."""
+    if len(standard) <= _DECODE_CHUNK:
+        return binascii.a2b_base64(standard, strict_mode=True)
+    parts = [
+        binascii.a2b_base64(standard[start : start + _DECODE_CHUNK], strict_mode=True)
+        for start in range(0, len(standard), _DECODE_CHUNK)
+    ]
+    return b"".join(parts)
+
+
 def decode_base64_image(value: object, *, index: int, max_bytes: int | None = None) -> bytes:
     """Image bytes from raw base64 (standard or URL-safe alphabet, padding optional, whitespace ignored)
     or a `data:<any mime>;base64,` URI. Strict: characters outside the alphabet are an error.
 
     `max_bytes` (per image) is checked from the string length before decoding. Every failure is
-    `InvalidInput(..., index=index)`.
+    `InvalidInput(..., index=index)`. Memory: the payload is copied only when it needs a change
+    (whitespace, the URL-safe alphabet, missing padding); a 60 MB string costs its bytes, not
+    three more copies of itself.
     """
     if not isinstance(value, str):
         raise InvalidInput(f"image must be a base64 string, got {type(value).__name__}", index=index)
@@ -68,7 +84,8 @@ def decode_base64_image(value: object, *, index: int, max_bytes: int | None = No
     from_data_uri = payload[:5].lower() == "data:"
     if from_data_uri:
         payload = _strip_data_uri(payload, index=index)
-    payload = "".join(payload.split())  # base64 wrapped at 76 columns, stray spaces, CRLF
+    if not payload.isascii() or any(space in payload for space in _ASCII_WHITESPACE):
+        payload = "".join(payload.split())  # base64 wrapped at 76 columns, stray spaces, CRLF
     if not payload:
         raise InvalidInput(
             "data URI has no data after the comma" if from_data_uri else "image is an empty string", index=index
@@ -80,10 +97,11 @@ def decode_base64_image(value: object, *, index: int, max_bytes: int | None = No
                 f"image is {size:,} bytes, {size - max_bytes:,} over the per-image limit of {max_bytes:,} bytes",
                 index=index,
             )
-    standard = payload.translate(_URLSAFE_TO_STANDARD)
-    standard += "=" * (-len(standard) % 4)
+    standard = payload.translate(_URLSAFE_TO_STANDARD) if "-" in payload or "_" in payload else payload
+    if len(standard) % 4:
+        standard += "=" * (-len(standard) % 4)
     try:
-        data = base64.b64decode(standard, validate=True)
+        data = _a2b(standard)
     except ValueError as error:  # binascii.Error, or non-ASCII text
         problem = _base64_problem(payload, error)
         raise InvalidInput(f"invalid base64 image data ({problem}): {_preview(value.strip())!r}", index=index) from None

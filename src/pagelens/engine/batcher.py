@@ -1,9 +1,16 @@
 """The embedding engine: a request queue with one future per item, preprocessing threads, and
 worker threads that form batches across callers and run the forward pass.
 
-    callers ──submit──▶ incoming queue ──▶ preprocess thread(s) ──▶ ready lanes: query | image
-                                                                       │
+    callers ──submit──▶ pending: query | image ──▶ preprocess thread(s) ──▶ ready lanes: query | image
+     (header checks,     (image bytes, not          (decode + processor,        │  (images: at most
+      admission)          yet decoded)               queries first)             │   2 batches ahead)
                          futures ◀── results / errors ◀── workers: batch by count, token budget, wait
+
+Memory: a submitted image is checked from its header only (format, size, pixel limit) and queued
+as its compressed bytes; admission counts its pixels (engine/admission.py). The preprocessing
+thread decodes it (reduced to `max_decoded_pixels`), runs the processor, and drops the image, so
+decoded pixels exist for one image per preprocessing thread; a decode failure fails that item's
+future with InvalidInput naming its index.
 
 Guarantees: every submitted item's future ends with a result or an error (no hang, no silent
 drop); a failing batch is split in halves down to single items, so one bad or oversized item
@@ -16,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -29,23 +35,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pagelens.codecs.images import check_image, decode_image
 from pagelens.codecs.text import check_query
+from pagelens.engine.admission import IN_PROCESS_WAIT, Admission
 from pagelens.engine.config import EngineConfig, EngineStats, Kind
+from pagelens.engine.heap import release_free_heap
+from pagelens.engine.inputs import ImageInput, decoded, pixels_of
 from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect
-from pagelens.errors import (
-    BackendFailure,
-    InvalidInput,
-    ModelNotReady,
-    Overloaded,
-    PagelensError,
-    PayloadTooLarge,
-)
+from pagelens.errors import BackendFailure, InvalidInput, ModelNotReady, PagelensError
 from pagelens.models.embedder import Prepared
 
 log = logging.getLogger(__name__)
-
-ImageInput = Image.Image | bytes
 
 
 class Backend(Protocol):
@@ -85,11 +84,12 @@ class Engine:
             config = EngineConfig.for_device(device.type) if device is not None else EngineConfig()
         self.config = config
         self.stats = EngineStats()
-        self._incoming: queue.Queue[_Work | None] = queue.Queue()
-        self._lanes: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
+        self.admission = Admission(config.max_queued_items, config.max_queued_pixels)
+        # One condition guards the pending queues (submitted, not yet preprocessed) and the ready lanes.
         self._ready = threading.Condition()
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        self._pending: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
+        self._lanes: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
+        self._preparing_images = 0
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -113,9 +113,9 @@ class Engine:
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting work, finish what is queued, and join the threads."""
-        self._closing = True
-        for _ in self._threads:
-            self._incoming.put(None)
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
         for thread in self._threads:
             thread.join(timeout)
         with self._ready:
@@ -142,17 +142,42 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         """Items submitted and not finished."""
-        return self._in_flight
+        return self.admission.items
+
+    @property
+    def queued_pixels(self) -> int:
+        """Image pixels (from the headers) submitted and not finished."""
+        return self.admission.pixels
 
     # ---------------------------------------------------------------- submission
-    def submit_images(self, images: Sequence[ImageInput]) -> list[Future]:
-        """Check every image (bytes are decoded, with the pixel limit), then enqueue them all.
+    def submit_images(self, images: Sequence[ImageInput], *, wait: float = 0.0) -> list[Future]:
+        """Check every image from its header (format, size, pixel limit; bytes are not decoded
+        here), admit their pixels together, then enqueue them all.
 
-        Raises InvalidInput naming the first bad input's index before anything is enqueued.
-        Each future resolves to a float32 array.
+        Raises InvalidInput naming the first bad input's index before anything is enqueued, and
+        PayloadTooLarge / Overloaded when the call does not fit. With `wait` (seconds), the call is
+        instead enqueued in runs that fit, each waiting for room (engine/admission.py). Pixel data
+        that turns out corrupt when the preprocessing thread decodes it fails that item's future
+        (InvalidInput, its index). Each future resolves to a float32 array.
         """
-        checked = [self._check_image(image, index) for index, image in enumerate(images)]
-        return self._enqueue("image", checked)
+        payloads, pixels = [], []
+        for index, image in enumerate(images):
+            try:
+                pixels.append(pixels_of(image, max_pixels=self.config.max_image_pixels))
+            except PagelensError as error:
+                raise error.with_index(index) from None
+            payloads.append(image)
+        if not wait:
+            return self._enqueue("image", payloads, pixels)
+        futures: list[Future] = []
+        try:
+            for start, end in self.admission.split(pixels):
+                futures += self._enqueue("image", payloads[start:end], pixels[start:end], first=start, wait=wait)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return futures
 
     def submit_queries(self, texts: Sequence[str]) -> list[Future]:
         """Check every query, then enqueue them all (InvalidInput names the first bad index)."""
@@ -170,8 +195,9 @@ class Engine:
         """Embed page images: one `(n_tokens, dim)` (or `(dim,)`) array per image, in input order.
 
         With `return_exceptions`, a failed item's slot holds its error instead of raising the first.
+        A call over the queue's capacities, or meeting a full queue, waits for room in runs.
         """
-        return collect(self.submit_images(images), dtype, return_exceptions)
+        return collect(self.submit_images(images, wait=IN_PROCESS_WAIT), dtype, return_exceptions)
 
     def embed_queries(
         self, texts: Sequence[str], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
@@ -182,8 +208,8 @@ class Engine:
     async def aembed_images(
         self, images: Sequence[ImageInput], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
     ) -> list[Any]:
-        """Async `embed_images`: decoding runs in a thread, so the event loop never blocks."""
-        futures = await asyncio.to_thread(self.submit_images, images)
+        """Async `embed_images`: header checks (and waits for room) run in a thread, never on the event loop."""
+        futures = await asyncio.to_thread(lambda: self.submit_images(images, wait=IN_PROCESS_WAIT))
         return await acollect(futures, dtype, return_exceptions)
 
     async def aembed_queries(
@@ -197,61 +223,76 @@ class Engine:
         """Await submitted futures (from `submit_*`) in order; cancels them all if the caller is cancelled."""
         return await acollect(futures, dtype, return_exceptions)
 
-    def _check_image(self, image: ImageInput, index: int) -> Image.Image:
-        try:
-            if isinstance(image, Image.Image):
-                check_image(image, max_pixels=self.config.max_image_pixels)
-                return image
-            return decode_image(image, max_pixels=self.config.max_image_pixels)
-        except PagelensError as error:
-            raise error.with_index(index) from None
-
-    def _enqueue(self, kind: Kind, payloads: list[Any]) -> list[Future]:
+    def _enqueue(
+        self, kind: Kind, payloads: list[Any], pixels: list[int] | None = None, *, first: int = 0, wait: float = 0.0
+    ) -> list[Future]:
+        """Admit and queue `payloads` (the call's items `first`, `first + 1`, ...)."""
         if not self.alive:
             raise ModelNotReady("the embedding engine is not running")
-        count = len(payloads)
-        if count > self.config.max_queued_items:
-            raise PayloadTooLarge(
-                f"{count} inputs in one call, over the engine's queue capacity of {self.config.max_queued_items}"
-            )
-        with self._in_flight_lock:
-            if self._in_flight + count > self.config.max_queued_items:
-                raise Overloaded(
-                    f"queue full ({self._in_flight} items in flight, capacity {self.config.max_queued_items})"
-                )
-            self._in_flight += count
-        futures = []
-        for index, payload in enumerate(payloads):
+        pixels = pixels or [0] * len(payloads)
+        self.admission.admit(len(payloads), sum(pixels), wait=wait, alive=lambda: self.alive)
+        works = []
+        for index, (payload, item_pixels) in enumerate(zip(payloads, pixels, strict=True), start=first):
             future: Future = Future()
-            future.add_done_callback(self._item_done)
-            futures.append(future)
-            self._incoming.put(_Work(kind, payload, index, future))
-        return futures
-
-    def _item_done(self, _future: Future) -> None:
-        with self._in_flight_lock:
-            self._in_flight -= 1
+            future.add_done_callback(lambda _f, p=item_pixels: self.admission.release(1, p))
+            works.append(_Work(kind, payload, index, future))
+        with self._ready:
+            self._pending[kind].extend(works)
+            self._ready.notify_all()
+        return [work.future for work in works]
 
     # ---------------------------------------------------------------- preprocessing
+    def _next_to_prepare(self) -> _Work | None:
+        """Block until there is work to preprocess (queries first; images only while fewer than
+        `prepared_ahead` wait ready); None when closing and nothing is pending."""
+        with self._ready:
+            while True:
+                if self._pending["query"]:
+                    return self._pending["query"].popleft()
+                room = len(self._lanes["image"]) + self._preparing_images < self.config.prepared_ahead
+                if self._pending["image"] and room:
+                    self._preparing_images += 1
+                    return self._pending["image"].popleft()
+                if self._closing and not self._pending["image"]:
+                    return None
+                self._ready.wait(0.1)
+
     def _preprocess_loop(self) -> None:
         while True:
-            work = self._incoming.get()
+            work = self._next_to_prepare()
             if work is None:
                 return
-            if work.future.cancelled():
-                continue
             try:
-                if work.kind == "image":
-                    work.prepared = self.backend.prepare_image(work.payload)
+                if work.future.cancelled():
+                    work.payload = None
                 else:
-                    work.prepared = self.backend.prepare_query(work.payload)
-            except Exception as error:
-                self._fail(work, InvalidInput(f"preprocessing failed: {error}", index=work.index))
-                continue
-            work.payload = None  # the decoded image is no longer needed
-            with self._ready:
-                self._lanes[work.kind].append(work)
-                self._ready.notify_all()  # wake the worker of this lane, whichever it is
+                    self._prepare(work)
+            finally:
+                with self._ready:
+                    if work.kind == "image":
+                        self._preparing_images -= 1
+                    if work.prepared is not None:
+                        self._lanes[work.kind].append(work)
+                    self._ready.notify_all()  # wake the worker of this lane, whichever it is
+
+    def _prepare(self, work: _Work) -> None:
+        """Decode (images) and run the processor; a failure fails the item's future with its index."""
+        try:
+            if work.kind == "query":
+                work.prepared = self.backend.prepare_query(work.payload)
+                return
+            config = self.config
+            image = decoded(
+                work.payload, max_pixels=config.max_image_pixels, max_decoded_pixels=config.max_decoded_pixels
+            )
+            work.payload = None  # the bytes are no longer needed; the image goes when this returns
+            work.prepared = self.backend.prepare_image(image)
+        except PagelensError as error:
+            self._fail(work, error.with_index(work.index))
+        except Exception as error:
+            self._fail(work, InvalidInput(f"preprocessing failed: {error}", index=work.index))
+        finally:
+            work.payload = None  # on failure too
 
     # ---------------------------------------------------------------- batching + forward
     def _worker_loop(self, kinds: tuple[Kind, ...]) -> None:
@@ -261,6 +302,8 @@ class Engine:
                 if batch is None:
                     return
                 self._run(batch)
+                if batch and batch[0].kind == "image" and self._images_idle():
+                    release_free_heap()  # the burst's decoded pages and processor outputs are freed
         except BaseException as error:
             log.exception("engine worker stopped")
             self._closing = True
@@ -273,7 +316,8 @@ class Engine:
         """Block until one of `kinds` has work; return its next batch (queries first), or None when closing."""
         with self._ready:
             while not any(self._lanes[kind] for kind in kinds):
-                if self._closing and self._incoming.empty() and not any(t.is_alive() for t in self._threads):
+                idle = not any(self._pending.values()) and not any(t.is_alive() for t in self._threads)
+                if self._closing and idle:
                     return None
                 self._ready.wait(0.1)
             kind: Kind = next(kind for kind in kinds if self._lanes[kind])
@@ -285,6 +329,11 @@ class Engine:
                     break
                 self._ready.wait(remaining)
             return self._take(lane, limit)
+
+    def _images_idle(self) -> bool:
+        """True when no image is pending, being prepared, or ready (the end of a burst)."""
+        with self._ready:
+            return not (self._pending["image"] or self._preparing_images or self._lanes["image"])
 
     def _take(self, lane: deque[_Work], limit: int) -> list[_Work]:
         batch: list[_Work] = []
@@ -300,6 +349,7 @@ class Engine:
                 continue  # the caller gave up on it
             batch.append(candidate)
             longest = max(longest, candidate.prepared.n_tokens)
+        self._ready.notify_all()  # room in the lane: the preprocessing thread may prepare more
         return batch
 
     def _run(self, batch: list[_Work]) -> None:
@@ -345,15 +395,11 @@ class Engine:
 
     def _fail_all(self, error: PagelensError) -> None:
         with self._ready:
-            pending = [*self._lanes["query"], *self._lanes["image"]]
-            self._lanes["query"].clear()
-            self._lanes["image"].clear()
-        while True:
-            try:
-                work = self._incoming.get_nowait()
-            except queue.Empty:
-                break
-            if work is not None:
-                pending.append(work)
+            pending = []
+            for queues in (self._lanes, self._pending):
+                for kind in ("query", "image"):
+                    pending.extend(queues[kind])
+                    queues[kind].clear()
+            self._ready.notify_all()
         for work in pending:
             self._fail(work, error)

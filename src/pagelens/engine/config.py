@@ -6,7 +6,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pagelens.codecs.images import DEFAULT_MAX_IMAGE_PIXELS
+from pagelens.codecs.images import DEFAULT_MAX_DECODED_PIXELS, DEFAULT_MAX_IMAGE_PIXELS
 from pagelens.codecs.text import DEFAULT_MAX_QUERY_CHARS
 
 Kind = Literal["image", "query"]
@@ -19,9 +19,16 @@ class EngineConfig:
     A batch holds at most `max_batch_images` images or `max_batch_queries` queries, and at most
     `max_batch_tokens` padded tokens (batch size x longest sequence); a single item over the token
     budget runs alone. The worker waits up to `max_wait_ms` for a batch to fill. At most
-    `max_queued_items` items are in flight; more get `Overloaded` at once. With `query_worker`,
-    queries have a forward thread of their own, so a query runs beside a long page batch instead of
-    waiting for it to end; without, one thread serves both lanes, queries first.
+    `max_queued_items` items, holding at most `max_queued_pixels` image pixels (width x height from
+    each image's header), are in flight; more get `Overloaded` at once, and one call over either
+    capacity `PayloadTooLarge` (engine/admission.py). With `query_worker`, queries have a forward
+    thread of their own, so a query runs beside a long page batch instead of waiting for it to end;
+    without, one thread serves both lanes, queries first.
+
+    Image bytes are decoded by the preprocessing thread, just before the processor, one image at a
+    time; an image over `max_decoded_pixels` is reduced to it as it decodes (aspect kept). The
+    preprocessing thread runs at most `prepared_ahead` images ahead of the image worker (2 batches),
+    so processor outputs (ColQwen2.5: ~14 MB of float32 per page) never pile up behind a slow forward.
     """
 
     max_batch_images: int = 4
@@ -29,13 +36,20 @@ class EngineConfig:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 5.0
     max_queued_items: int = 1024
+    max_queued_pixels: int = 150_000_000  # ~600 MB were it all decoded at once (PIL RGB: 4 bytes a pixel)
     preprocess_threads: int = 1
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     query_worker: bool = True
 
     def max_batch(self, kind: Kind) -> int:
         return self.max_batch_images if kind == "image" else self.max_batch_queries
+
+    @property
+    def prepared_ahead(self) -> int:
+        """Prepared images the preprocessing thread(s) may hold ready before the image worker takes them."""
+        return max(2, 2 * self.max_batch_images)
 
     @classmethod
     def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:

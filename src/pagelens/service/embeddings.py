@@ -3,6 +3,11 @@
 The routes parse their wire format into plain lists, call an `EmbeddingService` method, and encode
 what it returns. The service owns the per-request limits, the decoding of base64 payloads (with
 the input index in every error), the engine call and the stage timings.
+
+Memory: base64 is decoded to bytes in a worker thread, and only image headers are read there;
+the engine decodes pixels later, one image at a time (pagelens.engine.batcher). A route that owns
+its list of base64 strings passes `release_inputs=True`, so each string is dropped once decoded
+and a large request never holds its base64 text and its bytes at once.
 """
 
 from __future__ import annotations
@@ -61,19 +66,31 @@ class EmbeddingService:
             )
 
     async def embed_images(
-        self, values: Sequence[object], *, dtype: OutputDtype = "float32", timings: StageTimings | None = None
+        self,
+        values: Sequence[object],
+        *,
+        dtype: OutputDtype = "float32",
+        timings: StageTimings | None = None,
+        release_inputs: bool = False,
     ) -> list[np.ndarray]:
-        """Decode base64/data-URI images (errors name the index) and embed them, in order."""
+        """Decode base64/data-URI images (errors name the index) and embed them, in order.
+
+        With `release_inputs`, `values` must be a list the caller gives up: each item is replaced
+        by None once decoded (the caller keeps no other reference to the strings)."""
         timings = timings if timings is not None else StageTimings()
         self.check_input_count(len(values))
         started = time.perf_counter()
 
         def decode_and_submit():
-            payloads = [decode_base64_image(value, index=index) for index, value in enumerate(values)]
-            return self.engine.submit_images(payloads)
+            payloads = []
+            for index in range(len(values)):  # no loop variable keeps the last string alive
+                payloads.append(decode_base64_image(values[index], index=index))
+                if release_inputs:
+                    values[index] = None  # type: ignore[index]
+            return self.engine.submit_images(payloads)  # headers only: pixels are decoded by the engine
 
         futures = await asyncio.to_thread(decode_and_submit)
-        timings.decode += time.perf_counter() - started  # base64 + image decoding + checks
+        timings.decode += time.perf_counter() - started  # base64 decoding + header checks
         return await self._gather(futures, dtype, timings)
 
     async def embed_queries(
@@ -116,7 +133,12 @@ class EmbeddingService:
         if images is not None:
             pages = await self.embed_images(images, timings=timings)
         else:
-            pages = [self._as_page_embedding(value, index) for index, value in enumerate(embeddings or [])]
+            given = embeddings or []
+            pages = await asyncio.to_thread(lambda: [self._as_page_embedding(v, i) for i, v in enumerate(given)])
+        # off the event loop: converting 60 MB of nested lists and scoring them takes seconds
+        return await asyncio.to_thread(self._scores, query_vectors, pages)
+
+    def _scores(self, query_vectors: np.ndarray, pages: list[np.ndarray]) -> list[float]:
         if self.info.multi_vector:
             scores = [maxsim(query_vectors, page) for page in pages]
         else:

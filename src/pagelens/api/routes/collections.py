@@ -137,8 +137,11 @@ async def delete_document(name: str, document_id: str, collections: CollectionsS
         **error_responses(*NAMED),
     },
 )
-async def page_image(name: str, document_id: str, page: int, collections: CollectionsService) -> Response:
-    return Response(await collections.page_png(name, document_id, page), media_type="image/png")
+async def page_image(
+    name: str, document_id: str, page: int, collections: CollectionsService, full: bool = False
+) -> Response:
+    """The page as PNG; pages over 4 megapixels are served downscaled (aspect kept) unless `full=true`."""
+    return Response(await collections.page_png(name, document_id, page, full=full), media_type="image/png")
 
 
 @router.post(

@@ -6,11 +6,12 @@ The default body is an .npz (`count`, `input_type`, `emb_0..`), since morphik's 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from pagelens.api.json_body import json_body, openapi_body
 from pagelens.api.openapi import BINARY, EMBEDDING_ERRORS, error_responses
 from pagelens.api.protocol import MorphikEmbeddingsJSON, MorphikEmbeddingsRequest
 from pagelens.api.routes.common import Service, request_timings, timing_encode
@@ -29,9 +30,10 @@ router = APIRouter(tags=["morphik-core"], responses=error_responses(*EMBEDDING_E
             "description": "npz (`count`, `input_type`, `emb_0..`) by default; JSON with `Accept: application/json`",
         }
     },
+    openapi_extra=openapi_body(MorphikEmbeddingsRequest),
 )
 async def morphik_embeddings(
-    body: MorphikEmbeddingsRequest,
+    body: Annotated[MorphikEmbeddingsRequest, json_body(MorphikEmbeddingsRequest)],
     request: Request,
     service: Service,
     dtype: Literal["float32", "float16"] = "float32",
@@ -39,7 +41,8 @@ async def morphik_embeddings(
     """Embed base64 page images (`input_type: image`) or queries (`input_type: text`), in order."""
     timings = request_timings(request)
     if body.input_type == "image":
-        arrays = await service.embed_images(body.inputs, dtype=dtype, timings=timings)
+        # the body's strings are dropped as they are decoded (the route reads no input afterwards)
+        arrays = await service.embed_images(body.inputs, dtype=dtype, timings=timings, release_inputs=True)
     else:
         arrays = await service.embed_queries(body.inputs, dtype=dtype, timings=timings)
     with timing_encode(timings):

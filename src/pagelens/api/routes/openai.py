@@ -7,9 +7,11 @@ little-endian buffer plus `shape` and `dtype`; with `float` a nested list plus `
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 
+from pagelens.api.json_body import json_body, openapi_body
 from pagelens.api.openapi import EMBEDDING_ERRORS, error_responses
 from pagelens.api.protocol import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
 from pagelens.api.routes.common import Service, request_timings, timing_encode
@@ -30,8 +32,15 @@ async def _embed_subset(coroutine, positions: list[int]):
         raise
 
 
-@router.post("/v1/embeddings", response_model=None, responses={200: {"model": OpenAIEmbeddingsResponse}})
-async def openai_embeddings(body: OpenAIEmbeddingsRequest, request: Request, service: Service):
+@router.post(
+    "/v1/embeddings",
+    response_model=None,
+    responses={200: {"model": OpenAIEmbeddingsResponse}},
+    openapi_extra=openapi_body(OpenAIEmbeddingsRequest),
+)
+async def openai_embeddings(
+    body: Annotated[OpenAIEmbeddingsRequest, json_body(OpenAIEmbeddingsRequest)], request: Request, service: Service
+):
     timings = request_timings(request)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
@@ -40,7 +49,10 @@ async def openai_embeddings(body: OpenAIEmbeddingsRequest, request: Request, ser
     image_positions = [i for i, value in enumerate(inputs) if is_image_data_uri(value)]
     text_positions = [i for i, value in enumerate(inputs) if not is_image_data_uri(value)]
     dtype = body.embed_dtype
-    image_job = service.embed_images([inputs[i] for i in image_positions], dtype=dtype, timings=timings)
+    images_b64 = [inputs[i] for i in image_positions]
+    for i in image_positions:
+        inputs[i] = None  # the service drops each base64 string once decoded; keep no other reference
+    image_job = service.embed_images(images_b64, dtype=dtype, timings=timings, release_inputs=True)
     text_job = service.embed_queries([inputs[i] for i in text_positions], dtype=dtype, timings=timings)
     images, texts = await asyncio.gather(
         _embed_subset(image_job, image_positions), _embed_subset(text_job, text_positions)

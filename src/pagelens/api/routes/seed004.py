@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from fastapi import APIRouter, Request
 
+from pagelens.api.json_body import json_body, openapi_body
 from pagelens.api.openapi import EMBEDDING_ERRORS, error_responses
 from pagelens.api.protocol import Seed004EmbedRequest, Seed004EmbedResponse
 from pagelens.api.routes.common import Service, request_timings, timing_encode
@@ -18,8 +21,15 @@ def _unit_rows(array: np.ndarray) -> np.ndarray:
     return array / np.maximum(norms, 1e-12)
 
 
-@router.post("/embed", response_model=None, responses={200: {"model": Seed004EmbedResponse}})
-async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
+@router.post(
+    "/embed",
+    response_model=None,
+    responses={200: {"model": Seed004EmbedResponse}},
+    openapi_extra=openapi_body(Seed004EmbedRequest),
+)
+async def embed(
+    body: Annotated[Seed004EmbedRequest, json_body(Seed004EmbedRequest)], request: Request, service: Service
+):
     """Embeddings of `images` (base64) then `texts` (queries), in that order.
 
     The models already L2-normalize every vector; `normalize: true` re-applies it (a no-op up to
@@ -27,7 +37,7 @@ async def embed(body: Seed004EmbedRequest, request: Request, service: Service):
     """
     timings = request_timings(request)
     service.check_input_count(len(body.images) + len(body.texts))  # images and texts share the limit
-    images = await service.embed_images(body.images, timings=timings) if body.images else []
+    images = await service.embed_images(body.images, timings=timings, release_inputs=True) if body.images else []
     texts = await service.embed_queries(body.texts, timings=timings) if body.texts else []
     with timing_encode(timings):
         arrays = [*images, *texts]
