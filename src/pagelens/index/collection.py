@@ -1,7 +1,8 @@
 """One collection: its page store plus the uploaded files (so a page image can be rendered
 again), with one JSON record per document (layout and guarantees: index/collections.py).
 
-    <collection>/files/<id>       the uploaded bytes
+    <collection>/files/<id>       the uploaded bytes (an encrypted PDF decrypted, an office document
+                                  as the PDF LibreOffice made of it: what its pages render from)
     <collection>/files/<id>.json  {"id", "name", "pages", "metadata", "kind", "dpi"}
 """
 
@@ -24,6 +25,7 @@ from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import InvalidInput, NotFound
 from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
+from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
 from pagelens.index.qdrant_store import QdrantPageStore
@@ -118,10 +120,17 @@ class Collection:
         dpi: int = DEFAULT_DPI,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        password: str | None = None,
+        office: OfficeConverter | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
-        document is opened once, for its kind, page count and every batch of pages. `metadata` is
-        checked first (codecs/metadata.py); nothing is written for bad metadata.
+        """Store a PDF, image or office document: render, embed (a bounded batch at a time) and index
+        its pages. The document is opened once, for its kind, page count and every batch of pages.
+        `metadata` is checked first (codecs/metadata.py); nothing is written for bad metadata.
+
+        An encrypted PDF needs its `password` (ignored for any other upload; never stored: the PDF
+        is stored decrypted, so its page images need none). An office document is converted to PDF
+        by `office` (default `OfficeConverter()`), unless the same bytes are already stored. The
+        document id is the hash of the uploaded bytes either way.
 
         `progress(done, total)` is called with 0 before the first batch and after each batch's pages
         are stored, ending at (total, total) just before the document is marked complete; not at all
@@ -132,22 +141,32 @@ class Collection:
         second and `RenderCancelled` aborts the ingest."""
         check_metadata(metadata)
         document_id = hashlib.sha256(data).hexdigest()[:32]
-        with (
-            self.in_use(),
-            open_document(data, renderer=self.renderer, cancel=cancel) as document,
-            self._documents.hold(document_id),
-        ):
-            return self._add_opened(
-                data,
-                document_id,
-                document,
-                name=name,
-                metadata=metadata,
-                embed=embed,
-                dpi=dpi,
-                progress=progress,
-                cancel=cancel,
-            )
+        with self.in_use():
+            if office_format(data) is not None:  # converting again takes seconds: skip it when stored
+                stored = self._complete_record(document_id)
+                if stored is not None:
+                    return stored | {"created": False}
+            opened = open_document(data, password=password, renderer=self.renderer, cancel=cancel, office=office)
+            with opened as document, self._documents.hold(document_id):
+                return self._add_opened(
+                    document.data,
+                    document_id,
+                    document,
+                    name=name,
+                    metadata=metadata,
+                    embed=embed,
+                    dpi=dpi,
+                    progress=progress,
+                    cancel=cancel,
+                )
+
+    def _complete_record(self, document_id: str) -> dict[str, Any] | None:
+        """The record of `document_id` if every one of its pages is stored, else None."""
+        try:
+            record = self._record(document_id)
+        except (NotFound, OSError, ValueError):
+            return None
+        return record if self.store.page_count(document_id) == record.get("pages") else None
 
     def _add_opened(
         self,
