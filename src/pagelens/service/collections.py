@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pagelens.codecs.metadata import check_metadata
 from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
+from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
 
 if TYPE_CHECKING:
@@ -193,17 +194,22 @@ class CollectionService:
         metadata: dict[str, Any],
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        password: str | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before).
-        Setting `cancel` (its client left) stops the ingest between pages or mid-render: nothing is stored."""
+        """Store a PDF, image or office document's pages: `{"id", "pages", "created"}` (created false:
+        same bytes stored before). An encrypted PDF needs its `password` (ignored otherwise; never
+        stored or logged: the PDF is kept decrypted). Office documents are converted to PDF by
+        LibreOffice within `settings.office_timeout_seconds`. Setting `cancel` (its client left) stops
+        the ingest between pages, mid-render or mid-conversion: nothing is stored."""
         check_metadata(metadata)
         embeddings = self._embeddings()
+        office = OfficeConverter(timeout=self.settings.office_timeout_seconds)
 
         def ingest() -> dict[str, Any]:
             collection = self.bound(name, for_ingest=True)
             record = collection.add(
                 data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
-                dpi=self.settings.pdf_dpi, progress=progress, cancel=cancel,
+                dpi=self.settings.pdf_dpi, progress=progress, cancel=cancel, password=password or None, office=office,
             )  # fmt: skip
             return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
 

@@ -73,8 +73,12 @@ async def add_document(
     collections: CollectionsService,
     file: Annotated[UploadFile, File()],
     metadata: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form(description="An encrypted PDF's password; never stored or logged")] = None,
 ):
-    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by content.
+    """Upload a PDF, an image (a multi-page TIFF is a page per frame) or an office document (DOCX,
+    PPTX, XLSX, ODT, ODP, ODS: converted to PDF when the server has LibreOffice, else 415) as
+    multipart `file`, with an optional `metadata` JSON object and, for an encrypted PDF, its
+    `password` (422 without it or with a wrong one; ignored for anything else). Idempotent by content.
     The ingest stops (storing nothing) when the client disconnects before it ends."""
     meta = parse_metadata(metadata)  # before the file is read: bad metadata costs nothing
     data = await file.read()
@@ -82,7 +86,9 @@ async def add_document(
     cancel = threading.Event()
     watcher = asyncio.create_task(_cancel_on_disconnect(request, cancel))
     try:
-        return await collections.add_document(name, data, filename=file.filename or "", metadata=meta, cancel=cancel)
+        return await collections.add_document(
+            name, data, filename=file.filename or "", metadata=meta, cancel=cancel, password=password
+        )
     except asyncio.CancelledError:
         cancel.set()  # this request's task was cancelled: stop the ingest it waits for
         raise
