@@ -33,7 +33,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 arguments = sys.argv[1:]
 with open({calls!r}, "a") as calls:
-    calls.write(json.dumps(arguments) + "\\n")
+    calls.write(json.dumps({{"arguments": arguments, "environment": sorted(os.environ)}}) + "\\n")
 mode = {mode!r}
 if mode == "slow":  # a child in the same process group (as soffice.bin is), then wait forever
     child = subprocess.Popen(["sleep", "300"])
@@ -59,8 +59,9 @@ def fake_soffice(folder: Path, mode: str = "converts", pages: int = 2) -> tuple[
     return str(script), calls
 
 
-def recorded_calls(calls: Path) -> list[list[str]]:
-    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+def recorded_calls(calls: Path, what: str = "arguments") -> list[list[str]]:
+    """Each call's arguments (or, `what="environment"`, the names of its environment variables)."""
+    return [json.loads(line)[what] for line in calls.read_text().splitlines()] if calls.exists() else []
 
 
 def test_office_formats_are_sniffed_from_their_zip_layout():
@@ -86,7 +87,8 @@ def test_without_libreoffice_an_office_upload_is_a_415_saying_what_to_install():
     assert "DOCX" in message and "LibreOffice" in message and "apt-get install" in message and "Docker" in message
 
 
-def test_an_office_document_is_converted_to_pdf_with_a_fresh_profile_each_time(tmp_path):
+def test_an_office_document_is_converted_to_pdf_with_a_fresh_profile_each_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAGELENS_API_KEY", "not-for-libreoffice")
     command, calls = fake_soffice(tmp_path / "bin", pages=2)
     converter = OfficeConverter(command=command, timeout=30)
     for data in (docx(["a", "b"]), odf()):
@@ -100,6 +102,7 @@ def test_an_office_document_is_converted_to_pdf_with_a_fresh_profile_each_time(t
     profiles = [next(a for a in call if a.startswith("-env:UserInstallation=file:///")) for call in (first, second)]
     assert profiles[0] != profiles[1]
     assert not Path(first[-1]).exists(), "the conversion's temporary files are left behind"
+    assert set(recorded_calls(calls, "environment")[0]) <= {"HOME", "TMPDIR", "PATH", "LANG", "PWD", "LC_CTYPE"}
 
 
 def test_a_conversion_over_the_time_limit_is_a_422_and_leaves_no_process(tmp_path):

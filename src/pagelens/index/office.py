@@ -7,8 +7,10 @@ zip whose `mimetype` entry names its type. `OfficeConverter.convert` runs
     soffice --headless --convert-to pdf --outdir <tmp> <tmp>/document.<ext>
 
 with a fresh LibreOffice profile in its own temporary directory (concurrent conversions never
-share one; a fresh profile costs ~0.2 s of a ~2.6 s conversion on these machines) and a time
-limit: past it, or once `cancel` is set, the whole process group is killed. Without `soffice` on
+share one; a fresh profile costs ~0.2 s of a ~2.6 s conversion on these machines), an environment
+of its own (HOME and TMPDIR in that directory, the system PATH: none of the server's variables, so
+no key reaches a process reading an untrusted file) and a time limit: past it, or once `cancel`
+is set, the whole process group is killed. Without `soffice` on
 the PATH the upload is refused, `UnsupportedMediaType` (415), saying what to install.
 """
 
@@ -93,8 +95,9 @@ class OfficeConverter:
                 "--convert-to", "pdf", "--outdir", str(output), str(source),
             ]  # fmt: skip
             with open(folder / "log", "wb") as log:
-                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                           cwd=folder, start_new_session=True)  # fmt: skip
+                environment = {"HOME": scratch, "TMPDIR": scratch, "PATH": os.defpath, "LANG": "C.UTF-8"}
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=folder,
+                                           env=environment, start_new_session=True)  # fmt: skip
                 self._wait(process, label, cancel)
             converted = output / "document.pdf"
             if process.returncode != 0 or not converted.is_file() or converted.stat().st_size == 0:
