@@ -7,9 +7,11 @@ from typer.testing import CliRunner
 from pagelens.cli import app
 from tests.api.server import REAL_KEY
 from tests.conftest import encode, make_page
+from tests.index.sample_documents import encrypted
 from tests.index.test_pdf import make_pdf
 
 runner = CliRunner()
+PASSWORD = "cli-Secret-0xBEEF"
 
 
 def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_path):
@@ -25,11 +27,12 @@ def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_pat
     assert f"[1/2] {tmp_path / 'report.pdf'}: 0/3 pages" in first.output  # per page, one line per report here
     assert f"[1/2] {tmp_path / 'report.pdf'}: 3/3 pages" in first.output
     assert f"[2/2] {tmp_path / 'scan.png'}: 1/1 pages" in first.output
-    again = runner.invoke(
-        app, ["index", "add", str(tmp_path / "report.pdf"), str(tmp_path / "notes.txt"), "-c", "docs", *common]
-    )
+    (tmp_path / "locked.pdf").write_bytes(encrypted(make_pdf(2), PASSWORD))
+    files = [str(tmp_path / name) for name in ("report.pdf", "notes.txt", "locked.pdf")]
+    again = runner.invoke(app, ["index", "add", *files, "-c", "docs", "--password", PASSWORD, *common])
     assert again.exit_code == 1  # the text file failed; the PDF was skipped as already stored
-    assert "already stored" in again.output and "neither a PDF nor an image" in again.output
+    assert "already stored" in again.output and "neither a PDF, an image" in again.output
+    assert "locked.pdf: 2 pages, added" in again.output and PASSWORD not in again.output
     found = runner.invoke(app, ["search", "quarterly revenue", "-c", "docs", "-k", "4", *common])
     assert found.exit_code == 0, found.output
     rows = [line for line in found.output.splitlines() if line.strip()[:1].isdigit()]
@@ -56,6 +59,12 @@ def test_index_and_search_against_a_server(server, tmp_path):
     remote = ["--url", server, "--api-key", REAL_KEY]
     added = runner.invoke(app, ["index", "add", str(tmp_path / "a.pdf"), "-c", "remote", *remote])
     assert added.exit_code == 0, added.output
+    (tmp_path / "locked.pdf").write_bytes(encrypted(make_pdf(3), PASSWORD))
+    locked = ["index", "add", str(tmp_path / "locked.pdf"), "-c", "remote", *remote]
+    refused = runner.invoke(app, locked)
+    assert refused.exit_code == 1 and "the PDF is encrypted: give its password" in refused.output
+    opened = runner.invoke(app, [*locked, "--password", PASSWORD])
+    assert opened.exit_code == 0 and "3 pages, added" in opened.output, opened.output
     found = runner.invoke(app, ["search", "anything", "-c", "remote", "-k", "2", *remote])
     assert found.exit_code == 0 and "a.pdf" in found.output
 

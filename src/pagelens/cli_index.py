@@ -90,9 +90,13 @@ def _fail(error: Exception) -> None:
 
 @index_app.command("add")
 def index_add(
-    paths: Annotated[list[Path], typer.Argument(help="PDF or image files.")],
+    paths: Annotated[list[Path], typer.Argument(help="PDF, image or office (DOCX, PPTX, XLSX, ODT, ODP) files.")],
     collection: Annotated[str, typer.Option("--collection", "-c")],
     metadata: Annotated[str | None, typer.Option(help="JSON object stored with every file.")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="Password of the encrypted PDFs (ignored for other files); never stored or logged."),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
     model: ModelOption = None,
@@ -110,7 +114,9 @@ def index_add(
         with connect(url, api_key) as client:
             if collection not in {c["name"] for c in client.collections()}:
                 client.create_collection(collection)
-            add = lambda path, _: client.add_document(collection, path.read_bytes(), filename=path.name, metadata=meta)  # noqa: E731
+            add = lambda path, _: client.add_document(  # noqa: E731
+                collection, path.read_bytes(), filename=path.name, metadata=meta, password=password
+            )
             _add_all(paths, add, per_page=False)
         return
     try:
@@ -121,7 +127,8 @@ def index_add(
         _add_all(
             paths,
             lambda path, progress: asyncio.run(runtime.collections.add_document(
-                collection, path.read_bytes(), filename=path.name, metadata=meta, progress=progress
+                collection, path.read_bytes(), filename=path.name, metadata=meta, progress=progress,
+                password=password,
             )),
             per_page=True,
         )  # fmt: skip

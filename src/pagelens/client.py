@@ -174,12 +174,21 @@ class Client:
         self._request("DELETE", f"/collections/{name}")
 
     def add_document(
-        self, collection: str, data: bytes, *, filename: str = "document", metadata: dict | None = None
+        self,
+        collection: str,
+        data: bytes,
+        *,
+        filename: str = "document",
+        metadata: dict | None = None,
+        password: str | None = None,
     ) -> dict:
-        """Upload a PDF or image; returns `{"id", "pages", "created"}` (re-uploading the same bytes is a no-op)."""
-        form = {"metadata": json.dumps(metadata)} if metadata is not None else None
+        """Upload a PDF, image or office document (an encrypted PDF with its `password`); returns
+        `{"id", "pages", "created"}` (re-uploading the same bytes is a no-op)."""
+        form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
+        if password is not None:
+            form["password"] = password
         files = {"file": (filename, data, "application/octet-stream")}
-        return self._request("POST", f"/collections/{collection}/documents", files=files, data=form).json()
+        return self._request("POST", f"/collections/{collection}/documents", files=files, data=form or None).json()
 
     def documents(self, collection: str) -> list[dict]:
         return self._request("GET", f"/collections/{collection}/documents").json()["documents"]

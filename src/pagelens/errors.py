@@ -9,7 +9,7 @@
     ├── Conflict                   409  a collection of that name already exists, or is open in another process
     │   └── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
-    ├── UnsupportedMediaType       415  an upload that is neither a PDF nor an image
+    ├── UnsupportedMediaType       415  an upload that is no PDF, image or office document (or no LibreOffice)
     ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
     ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
     ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item),

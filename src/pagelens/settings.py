@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # page within the time limit: a slower one is refused (422 naming it) and its worker killed
     pdf_workers: int = Field(default=3, ge=1)
     pdf_page_timeout_seconds: float = Field(default=30.0, gt=0)
+    # office documents (DOCX, PPTX, XLSX, ODT, ODP, ODS) become PDFs through LibreOffice's soffice
+    # when it is installed, each conversion within this limit (a slower one is a 422)
+    office_timeout_seconds: float = Field(default=120.0, gt=0)
     # a Qdrant server or cluster for the pages instead of Edge (collection c is `<prefix>c` there)
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

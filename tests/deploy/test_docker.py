@@ -65,6 +65,15 @@ def test_images_are_locked_non_root_with_a_health_check(dockerfile):
     assert env["PAGELENS_DATA_DIR"] == "/data/pagelens"
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_have_a_headless_libreoffice_for_office_uploads(dockerfile):
+    (run,) = [rest for kw, rest in instructions(dockerfile) if kw == "RUN" and "libreoffice" in rest]
+    packages = set(run.split())
+    assert {"libreoffice-writer-nogui", "libreoffice-calc-nogui", "libreoffice-impress-nogui"} <= packages
+    assert "--no-install-recommends" in packages and "fonts-liberation2" in packages
+    assert run.rstrip().endswith("rm -rf /var/lib/apt/lists/*"), "the apt lists stay in the layer"
+
+
 def test_compose_mounts_the_caches_and_requires_a_key():
     compose = yaml.safe_load((DOCKER_DIR / "compose.yaml").read_text())
     for name in ("pagelens-cpu", "pagelens-gpu"):

@@ -1,7 +1,8 @@
 """One collection: its page store plus the uploaded files (so a page image can be rendered
 again), with one JSON record per document (layout and guarantees: index/collections.py).
 
-    <collection>/files/<id>       the uploaded bytes
+    <collection>/files/<id>       the uploaded bytes (an encrypted PDF decrypted, an office document
+                                  as the PDF LibreOffice made of it: what its pages render from)
     <collection>/files/<id>.json  {"id", "name", "pages", "metadata", "kind", "dpi"}
 """
 
@@ -26,6 +27,7 @@ from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
+from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
 from pagelens.index.qdrant_store import QdrantPageStore
@@ -168,10 +170,16 @@ class Collection:
         max_pages: int | None = None,
         password: str | None = None,
         keep_partial: Callable[[], bool] | None = None,
+        office: OfficeConverter | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image: render, embed (a bounded batch at a time) and index its pages. The
-        document is opened once, for its kind, page count and every batch of pages. `metadata` is
-        checked first (codecs/metadata.py); nothing is written for bad metadata.
+        """Store a PDF, image or office document: render, embed (a bounded batch at a time) and index
+        its pages. The document is opened once, for its kind, page count and every batch of pages.
+        `metadata` is checked first (codecs/metadata.py); nothing is written for bad metadata.
+
+        An encrypted PDF needs its `password` (ignored for any other upload; never stored: the PDF
+        is stored decrypted, so its page images need none). An office document is converted to PDF
+        by `office` (default `OfficeConverter()`), unless the same bytes are already stored. The
+        document id is the hash of the uploaded bytes either way.
 
         `progress(done, total)` is called with the pages already stored (0, or those of an
         interrupted ingest it resumes) before the first batch and after each batch's pages are
@@ -186,31 +194,54 @@ class Collection:
         second and `RenderCancelled` aborts the ingest."""
         check_metadata(metadata)
         document_id = hashlib.sha256(data).hexdigest()[:32]
-        with (
-            self.in_use(),
-            open_document(data, password=password, renderer=self.renderer, cancel=cancel) as document,
-            self._documents.hold(document_id),
-        ):
-            check_page_count(document.pages, max_pages)
-            return self._add_opened(
-                data,
-                document_id,
-                document,
-                name=name,
-                metadata=metadata,
-                embed=embed,
-                dpi=dpi,
-                progress=progress,
-                cancel=cancel,
-                keep_partial=keep_partial,
-            )
+        with self.in_use():
+            if office_format(data) is not None:  # converting again takes seconds: skip it when stored
+                stored = self._complete_record(document_id)
+                if stored is not None:
+                    return stored | {"created": False}
+            opened = open_document(data, password=password, renderer=self.renderer, cancel=cancel, office=office)
+            with opened as document, self._documents.hold(document_id):
+                check_page_count(document.pages, max_pages)
+                return self._add_opened(
+                    document.data,
+                    document_id,
+                    document,
+                    name=name,
+                    metadata=metadata,
+                    embed=embed,
+                    dpi=dpi,
+                    progress=progress,
+                    cancel=cancel,
+                    keep_partial=keep_partial,
+                )
 
-    def inspect(self, data: bytes, *, max_pages: int | None = None, password: str | None = None) -> tuple[str, int]:
+    def _complete_record(self, document_id: str) -> dict[str, Any] | None:
+        """The record of `document_id` if every one of its pages is stored, else None."""
+        try:
+            record = self._record(document_id)
+        except (NotFound, OSError, ValueError):
+            return None
+        return record if self.store.page_count(document_id) == record.get("pages") else None
+
+    def inspect(
+        self,
+        data: bytes,
+        *,
+        max_pages: int | None = None,
+        password: str | None = None,
+        office: OfficeConverter | None = None,
+    ) -> tuple[str, int | None]:
         """`(kind, pages)` of an upload, opened (sniffed, counted) but not rendered: what `add` would
-        refuse at once (415, 422, 413 over `max_pages`) it refuses here."""
-        with self.in_use(), open_document(data, password=password, renderer=self.renderer) as document:
-            check_page_count(document.pages, max_pages)
-            return document.kind, document.pages
+        refuse at once (415, 422, 413 over `max_pages`) it refuses here. An office document is not
+        converted (that takes seconds): only LibreOffice's presence is checked, and its pages are None."""
+        with self.in_use():
+            kind = office_format(data)
+            if kind is not None:
+                (office or OfficeConverter()).check_available(kind)
+                return kind, None
+            with open_document(data, password=password, renderer=self.renderer) as document:
+                check_page_count(document.pages, max_pages)
+                return document.kind, document.pages
 
     def _add_opened(
         self,

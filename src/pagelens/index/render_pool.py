@@ -2,7 +2,8 @@
 
     pool = RenderPool(workers=3, page_timeout=30.0)
     token = pool.new_token()                                  # one per opened document
-    pages = pool.count_pages(token, data)                     # opens it in a worker
+    pages = pool.count_pages(token, data)                     # opens it in a worker (or pool.open, with
+                                                              # a password: pages and a decrypted copy)
     image = pool.render_page(token, data, 0, dpi=150, max_pixels=...)   # RGB PIL image
     pool.forget(token)                                        # the workers close it
     pool.close()
@@ -166,12 +167,23 @@ class RenderPool:
         self, token: int, data: bytes, *, password: str | None = None, cancel: threading.Event | None = None
     ) -> int:
         """Open the PDF `data` in a worker as `token`: its page count. UnprocessableDocument when
-        PDFium refuses it, it has no pages, or opening it outlasts the page time limit."""
-        request = {"op": "open", "token": token, "password": password}
-        reply, _ = self._call(token, request, data, cancel, what="the PDF", doing="open")
+        PDFium refuses it (encrypted with no or a wrong `password`, ignored when it needs none), it has
+        no pages, or opening it outlasts the page time limit."""
+        return self.open(token, data, password=password, cancel=cancel)[0]
+
+    def open(
+        self, token: int, data: bytes, *, password: str | None = None, cancel: threading.Event | None = None
+    ) -> tuple[int, bytes | None]:
+        """As `count_pages`, and the PDF saved without its encryption when it needed `password` to
+        open (None otherwise): `(pages, decrypted)`."""
+        request: dict[str, Any] = {"op": "open", "token": token}
+        if password:
+            request |= {"password": password, "decrypt": True}
+        most = 8 * len(data) + (16 << 20) if password else 0  # a decrypted copy is about the original's size
+        reply, copy = self._call(token, request, data, cancel, what="the PDF", doing="open", max_payload=most)
         if reply["pages"] < 1:
             raise UnprocessableDocument("the PDF has no pages")
-        return reply["pages"]
+        return reply["pages"], bytes(copy) if reply.get("decrypted") else None
 
     def render_page(
         self,
@@ -188,7 +200,9 @@ class RenderPool:
         UnprocessableDocument naming the page (1-based) when it cannot be rendered within the limit."""
         request = {"op": "render", "token": token, "page": page, "dpi": dpi, "max_pixels": max_pixels,
                    "password": password}  # fmt: skip
-        reply, pixels = self._call(token, request, data, cancel, what=f"page {page + 1}", doing="render")
+        most = 4 * max_pixels  # an RGB page is 3 bytes a pixel, within max_pixels
+        what = f"page {page + 1}"
+        reply, pixels = self._call(token, request, data, cancel, what=what, doing="render", max_payload=most)
         width, height, stride = reply["width"], reply["height"], reply["stride"]
         if not (0 < width * 3 <= stride and len(pixels) == stride * height):
             raise UnprocessableDocument(f"page {page + 1} could not be rendered: the renderer sent a bad image")
@@ -229,10 +243,18 @@ class RenderPool:
 
     # ------------------------------------------------------------------ workers
     def _call(
-        self, token: int, request: dict[str, Any], data: bytes, cancel: threading.Event | None, *, what: str, doing: str
+        self,
+        token: int,
+        request: dict[str, Any],
+        data: bytes,
+        cancel: threading.Event | None,
+        *,
+        what: str,
+        doing: str,
+        max_payload: int = 0,
     ) -> tuple[dict[str, Any], bytearray]:
         """Send `request` about document `token` to an idle worker (with `data` if it does not hold
-        the document yet) and wait for its reply within the page time limit."""
+        the document yet) and wait for its reply (at most `max_payload` bytes) within the page time limit."""
         worker = self._acquire(token, cancel)
         dead = True
         try:
@@ -246,10 +268,9 @@ class RenderPool:
                 worker.documents.move_to_end(token)
                 request["drop"], worker.to_drop = worker.to_drop, []
                 self.opened += bool(payload)
-            most = 4 * request.get("max_pixels", 0)  # an RGB page is 3 bytes a pixel, within max_pixels
             try:
                 worker.send(request, payload)
-                reply, pixels = worker.wait_reply(self.page_timeout, cancel, max_payload=most)
+                reply, pixels = worker.wait_reply(self.page_timeout, cancel, max_payload=max_payload)
             except TimeoutError:
                 log.warning("%s took longer than %g s to %s: its worker is killed", what, self.page_timeout, doing)
                 raise UnprocessableDocument(f"{what} took longer than {self.page_timeout:g} s to {doing}") from None

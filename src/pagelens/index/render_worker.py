@@ -11,7 +11,9 @@ stdin and stdout in frames: two 8-byte big-endian lengths, a JSON object of that
 a payload of the second (no pickle: a worker that a hostile PDF took over can send the parent
 only JSON and bytes). Requests (parent -> worker) and their replies:
 
-    {"op": "open", "token", "password"} + the PDF's bytes       -> {"reply": "opened", "pages"}
+    {"op": "open", "token", "password"?,
+     "decrypt"?} + the PDF's bytes                              -> {"reply": "opened", "pages",
+                                                                    "decrypted"?} + pdf or nothing
     {"op": "render", "token", "page", "dpi", "max_pixels",
      "password"?} + the PDF's bytes or nothing                  -> {"reply": "page", "width", "height",
                                                                     "stride"} + rgb
@@ -22,13 +24,18 @@ Every request carries `drop`, tokens of documents to close first. `token` names 
 parent opened here; its bytes come with the first request for it (a render request with no
 payload uses the document already open). `page` is 0-based; `rgb` is the page's pixels,
 `height` rows of `stride` bytes (>= width * 3, rows padded to 4 bytes), each `width` uint8 RGB
-triples. `held`: whether the document stays open after
-the error. The worker writes {"reply": "ready"} once it can take requests and exits when its
-stdin closes or its parent dies.
+triples. `held`: whether the document stays open after the error. A `password` is tried only when
+PDFium cannot open the PDF without one (so it is ignored for a PDF that needs none); with
+`decrypt`, a PDF that needed it comes back as `pdf`, saved without its encryption
+(`decrypted` true). Form fields are drawn with their pages (PDFium's form environment).
+The worker writes {"reply": "ready"} once it can take requests and exits when its stdin closes
+or its parent dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -86,6 +93,10 @@ class _Refused(Exception):
     """A document or page PDFium cannot use; the message is the parent's 422."""
 
 
+class _NeedsPassword(Exception):
+    """PDFium cannot open the document without (another) password."""
+
+
 class _Documents:
     """The PDFs this worker holds open, by the parent's token."""
 
@@ -94,10 +105,12 @@ class _Documents:
 
         self.pdfium = pypdfium2
         self.open: dict[int, Any] = {}
+        self.decrypted: set[int] = set()  # tokens of documents that needed their password to open
 
     def drop(self, tokens: list[int]) -> None:
         for token in tokens:
             document = self.open.pop(token, None)
+            self.decrypted.discard(token)
             if document is not None:
                 document.close()
 
@@ -106,18 +119,56 @@ class _Documents:
         if token not in self.open:
             if not data:
                 raise ValueError(f"document {token} is not open in this worker")
-            self.open[token] = self._open(bytes(data), request.get("password"))
+            self.open[token], needed_password = self._open(bytes(data), request.get("password"))
+            if needed_password:
+                self.decrypted.add(token)
         return self.open[token]
 
-    def _open(self, data: bytes, password: str | None):
+    def _open(self, data: bytes, password: str | None) -> tuple[Any, bool]:
+        """(document, whether it needed the password). Opened without a password first, so one given
+        for a PDF that needs none is ignored; with it only when PDFium asks for one."""
+        needed_password = False
+        try:
+            document = self._load(data, None)
+        except _NeedsPassword:
+            if not password:
+                raise _Refused("the PDF is encrypted: give its password") from None
+            try:
+                document = self._load(data, password)
+            except _NeedsPassword:
+                raise _Refused("wrong password for the encrypted PDF") from None
+            needed_password = True
+        # before any page loads, so filled-in form fields are drawn; without one, pages render without their values
+        with contextlib.suppress(self.pdfium.PdfiumError):
+            document.init_forms()
+        return document, needed_password
+
+    def _load(self, data: bytes, password: str | None):
+        # PDFium sets its last error only when a load fails, so a PDF that loads with no pages (which
+        # pypdfium2 refuses) would report an earlier document's error, maybe a password one: a failing
+        # load of nothing sets it to "format error" first.
+        self.pdfium.raw.FPDF_LoadMemDocument64(b"", 0, None)
         try:
             return self.pdfium.PdfDocument(data, password=password)
         except self.pdfium.PdfiumError as error:
-            reason = str(error)
-            if "password" in reason.lower():
-                raise _Refused("the PDF is encrypted: it needs a password") from None
+            if error.err_code == self.pdfium.raw.FPDF_ERR_PASSWORD:
+                raise _NeedsPassword from None
+            if error.err_code == self.pdfium.raw.FPDF_ERR_SECURITY:
+                raise _Refused("the PDF is encrypted with a security handler PDFium does not support") from None
             # PDFium refuses a PDF without pages as it refuses a broken one (its error code is not reliable then).
-            raise _Refused(f"the PDF is corrupt or has no pages: {reason}") from None
+            raise _Refused(f"the PDF is corrupt or has no pages: {error}") from None
+
+    def decrypted_copy(self, token: int) -> bytes:
+        """The open document `token` saved without its encryption (b"" when it had none to remove)."""
+        if token not in self.decrypted:
+            return b""
+        document = self.open[token]
+        buffer = io.BytesIO()
+        try:
+            document.save(buffer, flags=self.pdfium.raw.FPDF_REMOVE_SECURITY)
+        except Exception as error:  # PDFium raises its own error types per failure
+            raise _Refused(f"the encrypted PDF could not be decrypted: {error}") from None
+        return buffer.getvalue()
 
     def render(self, request: dict[str, Any], data: bytearray) -> tuple[dict[str, Any], bytes]:
         document, number = self.opened(request, data), request["page"]
@@ -128,7 +179,7 @@ class _Documents:
         try:
             width_pt, height_pt = page.get_size()
             scale = page_scale(width_pt, height_pt, request["dpi"], request["max_pixels"])
-            bitmap = page.render(scale=scale, rev_byteorder=True)  # RGB rows, `stride` bytes apart
+            bitmap = page.render(scale=scale, rev_byteorder=True, may_draw_forms=True)  # RGB rows, `stride` apart
             if bitmap.mode == "RGB":
                 pixels, stride = bytes(bitmap.buffer), bitmap.stride
             else:  # not with the default options; kept should they change
@@ -179,6 +230,9 @@ def main(parent: int) -> None:
                 continue
             if request["op"] == "open":
                 reply: dict[str, Any] = {"reply": "opened", "pages": len(documents.opened(request, data))}
+                if request.get("decrypt"):
+                    payload = documents.decrypted_copy(request["token"])
+                    reply["decrypted"] = bool(payload)
             else:
                 reply, payload = documents.render(request, data)
         except Exception as error:  # never leave the parent without an answer

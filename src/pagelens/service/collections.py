@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pagelens.codecs.metadata import check_metadata
 from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
+from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class CollectionService:
         self._open_lock = threading.Lock()
         self.on_delete: Callable[[str], None] = lambda name: None
         self.resumable: Callable[[str], set[str]] = lambda name: set()  # documents whose ingests will resume
+        self._office = OfficeConverter(timeout=settings.office_timeout_seconds)
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
 
@@ -196,14 +198,18 @@ class CollectionService:
         metadata: dict[str, Any],
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        password: str | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF or image's pages: `{"id", "pages", "created"}` (created false: same bytes stored before).
-        Setting `cancel` (its client left) stops the ingest between pages or mid-render: nothing is stored."""
+        """Store a PDF, image or office document's pages: `{"id", "pages", "created"}` (created false:
+        same bytes stored before). An encrypted PDF needs its `password` (ignored otherwise; never
+        stored or logged: the PDF is kept decrypted). Office documents are converted to PDF by
+        LibreOffice within `settings.office_timeout_seconds`. Setting `cancel` (its client left) stops
+        the ingest between pages, mid-render or mid-conversion: nothing is stored."""
         check_metadata(metadata)
         self._embeddings()
         return await self._run(
             self.ingest, name, data, filename=filename, metadata=metadata, progress=progress, cancel=cancel,
-            ingest=True,
+            password=password, ingest=True,
         )  # fmt: skip
 
     def ingest(
@@ -224,18 +230,20 @@ class CollectionService:
         collection = self.bound(name, for_ingest=True)
         record = collection.add(
             data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images, dpi=self.settings.pdf_dpi,
-            progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages, password=password,
-            keep_partial=keep_partial,
+            progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages, password=password or None,
+            keep_partial=keep_partial, office=self._office,
         )  # fmt: skip
         return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
 
-    def inspect(self, name: str, data: bytes, *, password: str | None = None) -> tuple[str, int]:
+    def inspect(self, name: str, data: bytes, *, password: str | None = None) -> tuple[str, int | None]:
         """`(kind, pages)` of an upload for collection `name`, checked as an ingest would check it
-        (the collection exists and takes this model's pages; a PDF or image; readable; within the
-        page limit), without rendering a page. Blocking."""
+        (the collection exists and takes this model's pages; a PDF, image or office document this
+        server can convert; readable; within the page limit), without rendering a page. An office
+        document's pages are unknown (None) until the ingest converts it. Blocking."""
         self._embeddings()
         collection = self.bound(name, for_ingest=True)
-        return collection.inspect(data, max_pages=self.settings.max_document_pages, password=password)
+        return collection.inspect(data, max_pages=self.settings.max_document_pages, password=password or None,
+                                  office=self._office)  # fmt: skip
 
     async def documents(self, name: str) -> list[dict[str, Any]]:
         return await self._run(lambda: self.index().get(name).documents())

@@ -82,16 +82,23 @@ async def add_document(
     metadata: Annotated[str | None, Form()] = None,
     wait_field: Annotated[bool | None, Form(alias="wait")] = None,
     wait: Annotated[bool | None, Query(description="false: answer 202 with the ingest job at once")] = None,
+    password: Annotated[str | None, Form(description="An encrypted PDF's password; never stored or logged")] = None,
 ):
-    """Upload a PDF or an image (multipart `file`, optional `metadata` JSON object); idempotent by
-    content. Every upload is an ingest job (`/jobs`). By default (`wait=true`, a query parameter or
-    form field) the answer comes once the document is stored, and a client that disconnects first
+    """Upload a PDF, an image (a multi-page TIFF is a page per frame) or an office document (DOCX,
+    PPTX, XLSX, ODT, ODP, ODS: converted to PDF when the server has LibreOffice, else 415) as
+    multipart `file`, with an optional `metadata` JSON object and, for an encrypted PDF, its
+    `password` (422 without it or with a wrong one; ignored for anything else). Idempotent by content.
+
+    Every upload is an ingest job (`/jobs`). By default (`wait=true`, a query parameter or form
+    field) the answer comes once the document is stored, and a client that disconnects first
     cancels it; with `wait=false` the answer is 202 with the job at once, and the job survives a
     restart of the server. What cannot be ingested is refused before either (404, 409, 413, 415, 422)."""
     meta = parse_metadata(metadata)  # before the file is read: bad metadata costs nothing
     waiting = wait if wait is not None else wait_field if wait_field is not None else True
     request_timings(request)
-    job = await jobs.submit(name, file.file, filename=file.filename or "", metadata=meta, durable=not waiting)
+    job = await jobs.submit(
+        name, file.file, filename=file.filename or "", metadata=meta, durable=not waiting, password=password or None
+    )
     if not waiting:
         return JSONResponse({"job_id": job.id, **job.public()}, status_code=202)
     watcher = asyncio.create_task(_cancel_on_disconnect(request, jobs, job.id))
