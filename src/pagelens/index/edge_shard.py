@@ -191,8 +191,8 @@ class EdgeShardStore:
     def _condition(self, condition: Condition):
         """A checked condition as Qdrant Edge's: a match, any of several, or a range of numbers or dates."""
         q, key = self._q, condition.key
-        if condition.dates:  # UTC datetimes, written as RFC 3339
-            bounds = {op: f"{bound:%Y-%m-%dT%H:%M:%S.%fZ}" for op, bound in condition.bounds}
+        if condition.dates:  # UTC datetimes, as RFC 3339 (isoformat: strftime writes year 1 as "1")
+            bounds = {op: bound.isoformat() for op, bound in condition.bounds}  # type: ignore[union-attr]
             return q.FieldCondition(key, range=q.RangeDateTime(**bounds))
         if condition.bounds:
             return q.FieldCondition(key, range=q.RangeFloat(**{op: float(bound) for op, bound in condition.bounds}))
