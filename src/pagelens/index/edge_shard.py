@@ -192,12 +192,12 @@ class EdgeShardStore:
         """A checked condition as Qdrant Edge's: a match, any of several, or a range of numbers or dates."""
         q, key = self._q, condition.key
         if condition.dates:  # UTC datetimes, as RFC 3339 (isoformat: strftime writes year 1 as "1")
-            bounds = {op: bound.isoformat() for op, bound in condition.bounds}  # type: ignore[union-attr]
+            bounds = {op: bound.isoformat() for op, bound in condition.bounds}
             return q.FieldCondition(key, range=q.RangeDateTime(**bounds))
         if condition.bounds:
             return q.FieldCondition(key, range=q.RangeFloat(**{op: float(bound) for op, bound in condition.bounds}))
         values = condition.any_of
-        if isinstance(values[0], bool):  # MatchAny takes no booleans: one match of each, any of them
+        if isinstance(values[0], bool):  # NumPy bools (see above); MatchAny takes none: one match each, any of them
             matches = [q.FieldCondition(key, match=q.MatchValue(np.bool_(value))) for value in values]
             return matches[0] if len(matches) == 1 else q.Filter(should=matches)
         if len(values) == 1:
