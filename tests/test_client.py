@@ -126,6 +126,41 @@ def test_collections_and_search_through_the_client(tmp_path):
     service.engine.close()
 
 
+def test_documents_and_filters_through_the_client(tmp_path):
+    import hashlib
+
+    from pagelens.errors import NotFound
+    from tests.index.test_pdf import make_pdf
+
+    settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
+    service = fake_runtime(FakeBackend(dim=128), settings=settings)
+    pdf = make_pdf(2)
+    with uvicorn_in_thread(create_app(runtime=service)) as url, Client(url, api_key="k") as client:
+        client.create_collection("docs")
+        added = client.add_document("docs", pdf, filename="a.pdf", metadata={"team": "x", "year": 2020})
+        assert added["metadata_kept"] is False
+        document = client.document("docs", added["id"])
+        assert document["sha256"] == hashlib.sha256(pdf).hexdigest() and document["bytes"] == len(pdf)
+        assert client.document_file("docs", added["id"]) == pdf
+        patched = client.patch_document("docs", added["id"], {"year": None, "since": "2024-05-01"})
+        assert patched["metadata"] == {"team": "x", "since": "2024-05-01"}
+        assert client.document("docs", added["id"]) == patched
+        again = client.add_document("docs", pdf, filename="a.pdf", metadata={"team": "y"})
+        assert again["created"] is False and again["metadata_kept"] is True
+        hits = client.search("docs", "q", filter={"team": {"$in": ["x", "z"]}, "since": {"$gte": "2024-01-01"}})
+        assert sorted(hit["page"] for hit in hits) == [1, 2]
+        assert client.search("docs", "q", filter={"since": {"$lt": "2024-05-01"}}) == []
+        with pytest.raises(InvalidInput, match=r"filter.since.\$lt: '05/01/2024' is not an ISO 8601 date"):
+            client.search("docs", "q", filter={"since": {"$lt": "05/01/2024"}})
+        with pytest.raises(InvalidInput, match="metadata: Input should be a valid dictionary"):
+            client.patch_document("docs", added["id"], ["not", "an", "object"])  # type: ignore[arg-type]
+        client.delete_document("docs", added["id"])
+        for call in (client.document, client.document_file):
+            with pytest.raises(NotFound):
+                call("docs", added["id"])
+    service.engine.close()
+
+
 # ---------------------------------------------------------------- error mapping (no server: MockTransport)
 
 

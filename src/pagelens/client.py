@@ -7,7 +7,8 @@
         scores = client.score("what is the revenue?", embeddings=pages)
         client.create_collection("reports")
         client.add_document("reports", pdf_bytes, filename="q3.pdf", metadata={"year": 2023})
-        hits = client.search("reports", "what is the revenue?", k=5)
+        hits = client.search("reports", "what is the revenue?", k=5, filter={"year": {"$gte": 2020}})
+        client.patch_document("reports", hits[0]["document_id"], {"reviewed": True})
 
 It speaks the morphik-core route (`/embeddings`, npz bodies). 429 and 503 are retried after the
 server's Retry-After (capped); 413 splits the batch in halves and retries each half, as morphik-core
@@ -183,7 +184,8 @@ class Client:
         password: str | None = None,
     ) -> dict:
         """Upload a PDF, image or office document (an encrypted PDF with its `password`); returns
-        `{"id", "pages", "created"}` (re-uploading the same bytes is a no-op)."""
+        `{"id", "pages", "created", "metadata_kept"}` (re-uploading the same bytes stores nothing and
+        keeps the stored metadata: `patch_document` changes it)."""
         form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
         if password is not None:
             form["password"] = password
@@ -192,6 +194,19 @@ class Client:
 
     def documents(self, collection: str) -> list[dict]:
         return self._request("GET", f"/collections/{collection}/documents").json()["documents"]
+
+    def document(self, collection: str, document_id: str) -> dict:
+        """`{"id", "name", "pages", "bytes", "sha256", "metadata", "created_at", "kind", "dpi"}`."""
+        return self._request("GET", f"/collections/{collection}/documents/{document_id}").json()
+
+    def patch_document(self, collection: str, document_id: str, metadata: dict) -> dict:
+        """Merge `metadata` into the document's (a `None` value deletes that key); returns the document."""
+        path = f"/collections/{collection}/documents/{document_id}"
+        return self._request("PATCH", path, json={"metadata": metadata}).json()
+
+    def document_file(self, collection: str, document_id: str) -> bytes:
+        """The document's file, as uploaded."""
+        return self._request("GET", f"/collections/{collection}/documents/{document_id}/file").content
 
     def delete_document(self, collection: str, document_id: str) -> None:
         self._request("DELETE", f"/collections/{collection}/documents/{document_id}")
@@ -210,8 +225,9 @@ class Client:
         filter: dict | None = None,
         prefetch: int | None = None,
     ) -> list[dict]:
-        """Top-k pages: `[{"document_id", "page", "score", "name", "metadata"}, ...]`. `prefetch`: the
-        candidate pages `fast` mode rescores (1..10000, at least k are; None: the server's default)."""
+        """Top-k pages: `[{"document_id", "page", "score", "name", "metadata"}, ...]`. `filter`: metadata
+        field -> value or operators (`$in`, `$gt`, `$gte`, `$lt`, `$lte`), ANDed. `prefetch`: the candidate
+        pages `fast` mode rescores (1..10000, at least k are; None: the server's default)."""
         body = {"query": query, "k": k, "mode": mode, "filter": filter}
         if prefetch is not None:
             body["prefetch"] = prefetch

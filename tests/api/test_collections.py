@@ -60,7 +60,8 @@ def test_collection_lifecycle_upload_search_and_pages(client):
     first = upload(client, "reports", pdf, metadata={"year": 2023})
     assert first.status_code == 200 and first.json()["pages"] == 5 and first.json()["created"]
     again = upload(client, "reports", pdf, metadata={"year": 2023})
-    assert again.json() == {**first.json(), "created": False}
+    assert first.json()["metadata_kept"] is False
+    assert again.json() == {**first.json(), "created": False, "metadata_kept": True}
     picture = upload(client, "reports", encode(make_page(120, 160, 3)), name="scan.png", metadata={"year": 2024})
     assert picture.json()["pages"] == 1
     listing = client.get("/collections/reports/documents").json()["documents"]

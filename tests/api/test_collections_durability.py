@@ -73,9 +73,10 @@ def test_sigkill_mid_upload_leaves_whole_documents_only(tiny_model, tmp_path):
         assert len(hits["results"]) == 3
 
         again = upload(url, interrupted, "interrupted.pdf")
-        assert again.status_code == 200 and again.json() == {"id": interrupted_id, "pages": 80, "created": True}
+        assert again.status_code == 200
+        assert again.json() == {"id": interrupted_id, "pages": 80, "created": True, "metadata_kept": False}
         repeat = upload(url, interrupted, "interrupted.pdf")
-        assert repeat.json() == {"id": interrupted_id, "pages": 80, "created": False}
+        assert repeat.json() == {"id": interrupted_id, "pages": 80, "created": False, "metadata_kept": True}
         documents = httpx.get(f"{url}/collections/c/documents", headers=HEADERS).json()["documents"]
         assert sorted((d["name"], d["pages"]) for d in documents) == [("finished.pdf", 3), ("interrupted.pdf", 80)]
         fast = httpx.post(f"{url}/collections/c/search", json={"query": "a page", "k": 100, "mode": "fast"},

@@ -83,6 +83,34 @@ def test_every_error_response_is_the_error_body(document):
     assert set(document["components"]["schemas"]["ErrorDetail"]["properties"]) == {"type", "message", "index"}
 
 
+def test_the_search_filter_and_the_document_routes_are_described(document):
+    schemas = document["components"]["schemas"]
+    (by_field, null) = schemas["SearchRequest"]["properties"]["filter"]["anyOf"]
+    assert null == {"type": "null"} and by_field["type"] == "object"
+    assert by_field["additionalProperties"]["anyOf"] == [
+        {"type": "string"}, {"type": "integer"}, {"type": "boolean"}, {"$ref": "#/components/schemas/FilterOperators"}
+    ]  # fmt: skip
+    operators = schemas["FilterOperators"]
+    assert set(operators["properties"]) == {"$in", "$gt", "$gte", "$lt", "$lte"}
+    assert operators["additionalProperties"] is False and operators["minProperties"] == 1
+    assert operators["properties"]["$in"]["minItems"] == 1 and operators["properties"]["$in"]["type"] == "array"
+    bound = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date"},
+                       {"type": "string", "format": "date-time"}]}  # fmt: skip
+    for name in ("$gt", "$gte", "$lt", "$lte"):
+        assert operators["properties"][name]["anyOf"] == bound["anyOf"], name
+    paths = document["paths"]
+    patch = paths["/collections/{name}/documents/{document_id}"]["patch"]
+    assert patch["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/PatchDocumentRequest")
+    assert schemas["PatchDocumentRequest"]["required"] == ["metadata"]
+    for operation in (patch, paths["/collections/{name}/documents/{document_id}"]["get"]):
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/DocumentInfo")
+        assert {"400", "404"} <= set(operation["responses"])
+    assert {"bytes", "sha256", "created_at", "metadata"} <= set(schemas["DocumentInfo"]["properties"])
+    assert "metadata_kept" in schemas["DocumentAdded"]["required"]
+    file = paths["/collections/{name}/documents/{document_id}/file"]["get"]["responses"]["200"]["content"]
+    assert {"application/pdf", "image/png", "image/jpeg"} <= set(file)
+
+
 def test_embedding_routes_declare_their_limits(document):
     responses = {name: operation["responses"] for name, _path, operation in operations(document)}
     for name in ("POST /embeddings", "POST /embed", "POST /v1/embeddings", "POST /score"):
@@ -129,6 +157,12 @@ def test_the_bodies_of_the_collection_routes_validate_against_their_models(tmp_p
         validates(protocol.CollectionInfo, client.get("/collections/c"))
         validates(protocol.DocumentList, client.get("/collections/c/documents"))
         validates(protocol.SearchResponse, client.post("/collections/c/search", json={"query": "q"}))
+        filtered = {"query": "q", "filter": {"year": {"$gte": 2020, "$lt": 2030}}}
+        validates(protocol.SearchResponse, client.post("/collections/c/search", json=filtered))
+        document = f"/collections/c/documents/{added.json()['id']}"
+        validates(protocol.DocumentInfo, client.get(document))
+        validates(protocol.DocumentInfo, client.patch(document, json={"metadata": {"team": "b"}}))
+        assert client.get(f"{document}/file").headers["content-type"] == "image/png"
         png = client.get(f"/collections/c/documents/{added.json()['id']}/pages/1")
         assert png.headers["content-type"] == "image/png"
         validates(protocol.Deleted, client.delete(f"/collections/c/documents/{added.json()['id']}"))

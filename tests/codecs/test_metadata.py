@@ -4,10 +4,20 @@ count, 64-bit integers, finite numbers, valid Unicode, keys usable as filter pat
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
-from pagelens.codecs.metadata import MAX_BYTES, MAX_DEPTH, MAX_KEYS, check_filter, check_metadata, parse_metadata
+from pagelens.codecs.metadata import (
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_KEYS,
+    Condition,
+    check_filter,
+    check_metadata,
+    merge_metadata,
+    parse_metadata,
+)
 from pagelens.errors import InvalidInput
 
 
@@ -59,14 +69,89 @@ def test_each_bad_metadata_is_a_400_naming_what_is_wrong(text, says):
 
 
 def test_filters_take_valid_keys_and_scalar_values():
-    assert check_filter({"year": 2024, "team": "finance", "draft": False}) == {"year": 2024, "team": "finance",
-                                                                             "draft": False}  # fmt: skip
-    assert check_filter(None) == {}
+    assert check_filter({"year": 2024, "team": "finance", "draft": False}) == [
+        Condition("year", (2024,)), Condition("team", ("finance",)), Condition("draft", (False,))
+    ]  # fmt: skip
+    assert check_filter(None) == [] and check_filter({}) == []
     for bad, says in [({"a.b": 1}, "key 'a.b'"), ({"x": [1]}, "string, integer or boolean"),
                       ({"x": 2**70}, "64 bits"), ({"x": "\ud800"}, "surrogate"), ({"": 1}, "key ''")]:  # fmt: skip
         with pytest.raises(InvalidInput, match="filter") as refused:
             check_filter(bad)
         assert says in refused.value.message
+
+
+def test_filter_operators_are_checked_and_dates_read_as_utc():
+    dates = {"$gt": "2024-01-31T12:00:00+02:00", "$lte": "2024-02-01"}
+    team, year, date = check_filter({"team": {"$in": ["a", "b"]}, "year": {"$gte": 2020, "$lt": 2024.5}, "date": dates})
+    assert team == Condition("team", ("a", "b")) and not team.dates
+    assert year == Condition("year", bounds=(("gte", 2020), ("lt", 2024.5))) and not year.dates
+    assert date.dates and date.bounds == (
+        ("gt", datetime(2024, 1, 31, 10, tzinfo=UTC)), ("lte", datetime(2024, 2, 1, tzinfo=UTC))
+    )  # fmt: skip
+    naive, spaced = check_filter({"a": {"$gte": "2024-01-31T12:00"}, "b": {"$gte": "2024-01-31 12:00:00.5Z"}})
+    assert naive.bounds[0][1] == datetime(2024, 1, 31, 12, tzinfo=UTC), "no offset: UTC, as Qdrant reads payloads"
+    assert spaced.bounds[0][1] == datetime(2024, 1, 31, 12, 0, 0, 500_000, tzinfo=UTC)
+    both = check_filter({"n": {"$in": [1, 2], "$gt": 1}})
+    assert both == [Condition("n", (1, 2)), Condition("n", bounds=(("gt", 1),))]
+    assert check_filter({"b": {"$in": [True, False]}}) == [Condition("b", (True, False))]
+
+
+@pytest.mark.parametrize(
+    ("filter", "says"),
+    [
+        ({"year": {"$eq": 2024}}, "filter.year: unknown operator(s) '$eq'; use $in, $gt, $gte, $lt, $lte"),
+        ({"year": {"$gte": 1, "$regex": "x"}}, "unknown operator(s) '$regex'"),
+        ({"year": {}}, "filter.year: no operator"),
+        ({"team": {"$in": []}}, "filter.team.$in must be a non-empty list"),
+        ({"team": {"$in": "finance"}}, "filter.team.$in must be a non-empty list"),
+        ({"team": {"$in": ["a", 1]}}, "filter.team.$in: values must all be of one type"),
+        ({"team": {"$in": [1, True]}}, "filter.team.$in: values must all be of one type"),
+        ({"team": {"$in": [1.5]}}, "filter.team.$in[0]: value must be a string, integer or boolean"),
+        ({"team": {"$in": [["a"]]}}, "filter.team.$in[0]: value must be"),
+        ({"team": {"$in": list(range(1025))}}, "at most 1024"),
+        ({"date": {"$gte": "2024-13-01"}}, "filter.date.$gte: '2024-13-01' is not an ISO 8601 date"),
+        ({"date": {"$lt": "yesterday"}}, "filter.date.$lt: 'yesterday' is not an ISO 8601 date"),
+        ({"date": {"$lt": "2024-02-30"}}, "filter.date.$lt: '2024-02-30' is not an ISO 8601 date"),
+        ({"date": {"$lt": "2024-W03"}}, "is not an ISO 8601 date"),  # ISO, but not a form Qdrant reads
+        ({"date": {"$gte": "2024-01-01", "$lt": 5}}, "filter.date: range bounds must be all numbers or all dates"),
+        ({"n": {"$gt": True}}, "filter.n.$gt: a range bound must be a number or an ISO 8601 date string"),
+        ({"n": {"$gt": None}}, "filter.n.$gt: a range bound must be"),
+        ({"n": {"$gt": float("nan")}}, "filter.n.$gt: nan is not a finite number"),
+        ({"n": {"$gt": 2**64}}, "not a finite number within 64 bits"),
+        ({"n": 1.5}, "filter.n: value must be a string, integer or boolean (a number that is not an integer"),
+        ({"n": None}, "filter.n: value must be"),
+        ({"a b": {"$in": [1]}}, "filter: key 'a b'"),
+        ({"$in": [1]}, "filter: key '$in'"),
+    ],
+)
+def test_each_bad_filter_is_a_400_naming_the_field(filter, says):
+    with pytest.raises(InvalidInput) as refused:
+        check_filter(filter)
+    assert says in refused.value.message and refused.value.http_status == 400
+    with pytest.raises(InvalidInput, match="must be an object"):
+        check_filter(["a"])
+
+
+def test_metadata_changes_merge_as_a_json_merge_patch():
+    stored = {"team": "x", "year": 2020, "nested": {"a": 1, "b": 2}, "tags": ["q1"]}
+    changes = {"year": None, "nested": {"a": None, "c": 3}, "tags": ["q2"], "new": True, "gone": None}
+    assert merge_metadata(stored, changes) == {"team": "x", "nested": {"b": 2, "c": 3}, "tags": ["q2"], "new": True}
+    assert stored["year"] == 2020, "the stored metadata is left as it was"
+    assert merge_metadata(stored, {}) == stored
+    for changes, says in [
+        (["a"], "metadata must be a JSON object of changes, not list"),
+        ("x", "metadata must be a JSON object of changes, not str"),
+        ({"a b": None}, "key 'a b'"),
+        ({"big": "x" * MAX_BYTES}, "bytes as JSON; at most"),
+        ({"n": 2**64}, "does not fit in 64 bits"),
+        (nested(MAX_DEPTH + 1), "nested deeper than 8"),
+    ]:
+        with pytest.raises(InvalidInput) as refused:
+            merge_metadata(stored, changes)
+        assert says in refused.value.message
+    near_full = {f"k{i}": i for i in range(MAX_KEYS)}
+    with pytest.raises(InvalidInput, match="keys; at most"):
+        merge_metadata(near_full, {"one_more": 1})  # the merged result is what is checked
 
 
 # ---------------------------------------------------------------- properties (hypothesis)

@@ -7,9 +7,10 @@ bodies validate against these models.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 EmbedDtype = Literal["float32", "float16"]
 
@@ -52,6 +53,25 @@ class CreateCollectionRequest(BaseModel):
     name: str
 
 
+FilterScalar = str | int | bool
+RangeBound = float | date | datetime
+
+
+class FilterOperators(BaseModel):
+    """Operators on one metadata field, ANDed: `$in` any of a non-empty list of values of one type;
+    `$gt`, `$gte`, `$lt`, `$lte` bounds that are all numbers, or all ISO 8601 dates or datetimes
+    (UTC when they name no offset; a date is its midnight UTC). Values match by type: a numeric range
+    skips strings, a date range skips anything that is no ISO 8601 string."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    in_: list[FilterScalar] = Field(default=None, alias="$in", min_length=1, max_length=1024, title="$in")
+    gt: RangeBound = Field(default=None, alias="$gt", title="$gt")
+    gte: RangeBound = Field(default=None, alias="$gte", title="$gte")
+    lt: RangeBound = Field(default=None, alias="$lt", title="$lt")
+    lte: RangeBound = Field(default=None, alias="$lte", title="$lte")
+
+
 class SearchRequest(BaseModel):
     """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors
     the `prefetch` best candidate pages (at least `k`; unset: the store's default) and rescores them exactly."""
@@ -60,7 +80,12 @@ class SearchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
     mode: Literal["exact", "fast"] = "exact"
     prefetch: int | None = Field(default=None, ge=1, le=10_000)
-    filter: dict[str, str | int | bool] | None = None
+    filter: SkipValidation[dict[str, FilterScalar | FilterOperators] | None] = Field(
+        default=None,
+        description="Metadata field -> a value (equality; a list field matches when one item does) or an object "
+        "of operators; several fields are ANDed. Checked by the server, a 400 naming the field and operator "
+        'at fault. E.g. {"team": "finance", "year": {"$gte": 2020}, "date": {"$lt": "2024-07-01"}}',
+    )
 
 
 # ---------------------------------------------------------------- responses
@@ -171,6 +196,10 @@ class DocumentAdded(BaseModel):
     id: str
     pages: int
     created: bool = Field(description="False when the same bytes were stored before (nothing new stored)")
+    metadata_kept: bool = Field(
+        description="True when the same bytes were stored before: their stored metadata was kept and this "
+        "upload's was not applied (PATCH the document to change it)"
+    )
 
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -209,11 +238,25 @@ class JobList(BaseModel):
 
 class DocumentInfo(BaseModel):
     id: str
-    name: str
+    name: str = Field(description="The uploaded file's name")
     pages: int
+    bytes: int | None = Field(default=None, description="The file's size (null in a list, for documents "
+                              "stored before sizes were recorded, until the document is read once)")  # fmt: skip
+    sha256: str | None = Field(default=None, description="The file's full SHA-256, hex (null as bytes is)")
     metadata: dict[str, Any]
-    kind: str | None = None
+    created_at: str | None = Field(default=None, description="When it was stored, ISO 8601 UTC (null: before "
+                                   "this was recorded)")  # fmt: skip
+    kind: str | None = Field(default=None, description="pdf or image")
     dpi: int | None = None
+
+
+class PatchDocumentRequest(BaseModel):
+    """`PATCH /collections/{c}/documents/{id}`: changes merged into the stored metadata as a JSON merge
+    patch (RFC 7396): objects merge key by key, `null` deletes a key, any other value replaces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any]
 
 
 class DocumentList(BaseModel):

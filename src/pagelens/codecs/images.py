@@ -46,6 +46,8 @@ _OTHER_KNOWN: tuple[tuple[str, bytes], ...] = (
     ("a GZIP archive", b"\x1f\x8b"),
 )
 SUPPORTED_FORMATS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+_MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "BMP": "image/bmp",
+                "TIFF": "image/tiff", "WEBP": "image/webp"}  # fmt: skip
 
 
 def sniff_image_format(data: bytes) -> str | None:
@@ -56,6 +58,12 @@ def sniff_image_format(data: bytes) -> str | None:
                 continue
             return name
     return None
+
+
+def image_media_type(data: bytes) -> str | None:
+    """The content type of an image from its magic bytes (image/png, ...), or None if it is none."""
+    name = sniff_image_format(data)
+    return _MEDIA_TYPES[name] if name is not None else None
 
 
 def _describe_unsupported(data: bytes) -> str:

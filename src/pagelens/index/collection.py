@@ -3,7 +3,11 @@ again), with one JSON record per document (layout and guarantees: index/collecti
 
     <collection>/files/<id>       the uploaded bytes (an encrypted PDF decrypted, an office document
                                   as the PDF LibreOffice made of it: what its pages render from)
-    <collection>/files/<id>.json  {"id", "name", "pages", "metadata", "kind", "dpi"}
+    <collection>/files/<id>.json  {"id", "name", "pages", "metadata", "kind", "dpi", "bytes", "sha256",
+                                   "created_at"} (index/records.py)
+
+A document's metadata lives in its record and, copied, in every page's payload (search filters
+read it there); `patch_metadata` changes both, and says how they agree again after a crash.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pagelens.codecs.metadata import check_filter, check_metadata
+from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
@@ -31,6 +35,7 @@ from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
 from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
 from pagelens.index.qdrant_store import QdrantPageStore
+from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,8 @@ class Collection:
             if self.store.page_count(document_id) == 0:
                 record.unlink(missing_ok=True)
                 (self.files / document_id).unlink(missing_ok=True)
+        self.metadata_keys = MetadataKeys()  # what a search filter's keys are checked against
+        self._load_records()
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
@@ -145,13 +152,33 @@ class Collection:
             raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
         return json.loads(path.read_text())
 
+    def _write_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        write_atomically(self.files / f"{record['id']}.json", json.dumps(record).encode())
+        return record
+
+    def _load_records(self) -> None:
+        """Index the documents' metadata keys; finish the metadata changes a crash interrupted (a
+        record still marked pending has its metadata written to its pages again, then is unmarked)."""
+        for path in self.files.glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                log.error("collection %r: document record %s is unreadable (%s)", self.name, path, error)
+                continue
+            if record.pop(PENDING, False):
+                self.store.set_metadata(path.stem, record["metadata"])
+                self._write_record(record)
+                log.warning("collection %r: document %s's metadata change, interrupted, is now complete",
+                            self.name, path.stem)  # fmt: skip
+            self.metadata_keys.set(path.stem, record.get("metadata") or {})
+
     def documents(self) -> list[dict[str, Any]]:
         with self.in_use():
             records = []
             for path in sorted(self.files.glob("*.json")):
                 if self.store.page_count(path.stem) > 0:
                     try:
-                        records.append(json.loads(path.read_text()))
+                        records.append(public(json.loads(path.read_text())))
                     except (OSError, ValueError) as error:
                         log.error("collection %r: document record %s is unreadable (%s); not listed", self.name,
                                   path, error)  # fmt: skip
@@ -262,7 +289,8 @@ class Collection:
         if stored and self.store.page_count(document_id) == pages:
             return self._record(document_id) | {"created": False}
         first_page = self.store.stored_pages(document_id) + 1  # > 1: an interrupted ingest to resume
-        record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi}
+        record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi,
+                  "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "created_at": utc_now()}  # fmt: skip
         write_atomically(self.files / document_id, data)
         write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
@@ -286,11 +314,13 @@ class Collection:
             if keep_partial is None or not keep_partial():
                 self._remove(document_id)  # nothing half-stored stays behind
             raise
+        self.metadata_keys.set(document_id, metadata)
         return record | {"created": True}
 
     def _remove(self, document_id: str) -> None:
         """Delete a document's pages, then its record and file (the caller holds its lock)."""
         self.store.delete_document(document_id)
+        self.metadata_keys.discard(document_id)
         (self.files / f"{document_id}.json").unlink(missing_ok=True)
         (self.files / document_id).unlink(missing_ok=True)
 
@@ -300,6 +330,55 @@ class Collection:
             with self._documents.hold(document_id):
                 self._record(document_id)  # still there once any ingest of it has finished
                 self._remove(document_id)
+
+    def document(self, document_id: str) -> dict[str, Any]:
+        """A document's record (index/records.py `public`). A record from before `bytes` and `sha256`
+        gets them from its file, written back under the document's lock."""
+        with self.in_use():
+            record = self._record(document_id)
+            if record.get("sha256") is None:
+                with self._documents.hold(document_id):
+                    record = self._record(document_id)
+                    if record.get("sha256") is None:
+                        data = (self.files / document_id).read_bytes()
+                        digest = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                        record = self._write_record(record | digest)
+            return public(record)
+
+    def patch_metadata(self, document_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge `changes` into a document's metadata as a JSON merge patch (`null` deletes a key;
+        the result is checked before anything is written) and return its record.
+
+        Under the document's lock (no ingest or delete of it meanwhile), three durable steps: the
+        record with the new metadata, marked pending; every page's payload (`set_metadata`); the
+        record unmarked. A crash between them leaves the mark, and the next open writes the record's
+        metadata to the pages again: record and search filters agree, on the new metadata. If the
+        store fails, the old metadata goes back to the record, still marked for the next open."""
+        with self.in_use():
+            self._record(document_id)
+            with self._documents.hold(document_id):
+                record = self._record(document_id)
+                record.pop(PENDING, None)
+                metadata = merge_metadata(record.get("metadata") or {}, changes)
+                self._write_record(record | {"metadata": metadata, PENDING: True})
+                try:
+                    self.store.set_metadata(document_id, metadata)
+                except BaseException:
+                    self._write_record(record | {PENDING: True})
+                    raise
+                record = self._write_record(record | {"metadata": metadata})
+                self.metadata_keys.set(document_id, metadata)
+                return public(record)
+
+    def file(self, document_id: str) -> tuple[bytes, str, dict[str, Any]]:
+        """A document's uploaded bytes, their media type (application/pdf, image/png, ...) and its record."""
+        with self.in_use():
+            record = self._record(document_id)
+            try:
+                data = (self.files / document_id).read_bytes()
+            except FileNotFoundError:  # deleted since its record was read
+                raise NotFound(f"no document {document_id!r} in collection {self.name!r}") from None
+            return data, media_type(record.get("kind"), data), public(record)
 
     def page_image(self, document_id: str, page: int) -> Image.Image:
         with self.in_use():
@@ -313,21 +392,19 @@ class Collection:
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None
     ) -> list[SearchHit]:
-        """Top-k pages for a query of the schema's shape; `filter` keys must be metadata fields some
-        stored document has. `prefetch`: how many candidate pages the fast mode rescores (at least k;
-        None: the store's `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge,
-        QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server); exact mode ignores it."""
-        check_filter(filter)
-        if filter:
-            known = {key for record in self.documents() for key in record.get("metadata", {})}
-            unknown = sorted(set(filter) - known)
-            if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
-                unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
-            if unknown:
-                raise InvalidInput(
-                    f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
-                    f"metadata fields in {self.name!r}: {', '.join(sorted(known)) or 'none'}"
-                )
+        """Top-k pages for a query of the schema's shape; `filter` (codecs/metadata.py `check_filter`)
+        keys must be metadata fields some stored document has (checked in memory: `metadata_keys`).
+        `prefetch`: how many candidate pages the fast mode rescores (at least k; None: the store's
+        `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge, QDRANT_DEFAULT_PREFETCH (200) on a
+        Qdrant server); exact mode ignores it."""
+        unknown = self.metadata_keys.unknown(condition.key for condition in check_filter(filter))
+        if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
+            unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
+        if unknown:
+            raise InvalidInput(
+                f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
+                f"metadata fields in {self.name!r}: {', '.join(self.metadata_keys.names()) or 'none'}"
+            )
         prefetch = self.store.default_prefetch if prefetch is None else prefetch
         with self.in_use():
             return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]

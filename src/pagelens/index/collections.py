@@ -5,7 +5,7 @@ By default every collection lives under `data_dir` in a Qdrant Edge shard:
 
     <data_dir>/<collection>/store/          its Qdrant Edge shard (index/edge_store.py)
     <data_dir>/<collection>/files/<id>      the uploaded bytes
-    <data_dir>/<collection>/files/<id>.json {"id", "name", "pages", "metadata", "kind", "dpi"}
+    <data_dir>/<collection>/files/<id>.json the document's record (index/records.py)
 
 With a Qdrant server (`qdrant=`), collection `c` is the Qdrant collection `<prefix>c` (names come
 from the server, so every pagelens sharing that Qdrant sees the same collections and searches the

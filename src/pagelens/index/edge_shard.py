@@ -16,7 +16,12 @@ Whole-document atomicity: a document's pages are written with `status: "ingestin
 to "complete" in one update after the last page, then flushed; search only sees complete ones, and
 opening a store deletes incomplete ones (an ingest killed half-way). Qdrant Edge's write-ahead log
 replays acknowledged updates after a crash, so a completed document is never lost. (The status is
-a keyword, not a boolean: qdrant-edge-py 0.9.0's MatchValue(True) matches no boolean payload.)
+a keyword, not a boolean: qdrant-edge-py 0.9.0 reads a Python bool in MatchValue as the integer 0 or
+1, so boolean filters pass NumPy booleans, which it reads as booleans.)
+
+Metadata filters become Qdrant Edge conditions (`_condition`): a range of dates is a RangeDateTime,
+which Qdrant Edge checks against ISO 8601 string payloads without any payload index (measured on
+20,000 pages: ~117 ms a scroll, as for a RangeFloat or a keyword match on an unindexed field).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pagelens.codecs.metadata import Condition
 from pagelens.errors import BackendFailure, Conflict
 from pagelens.index.pages import (
     COMPLETE,
@@ -43,7 +49,7 @@ from pagelens.index.pages import (
     page_vectors,
     point_id,
     resolve_schema,
-    search_matches,
+    search_conditions,
 )
 
 log = logging.getLogger(__name__)
@@ -184,8 +190,24 @@ class EdgeShardStore:
         q = self._q
         return q.FieldCondition(key, match=q.MatchValue(value))
 
+    def _condition(self, condition: Condition):
+        """A checked condition as Qdrant Edge's: a match, any of several, or a range of numbers or dates."""
+        q, key = self._q, condition.key
+        if condition.dates:  # UTC datetimes, as RFC 3339 (isoformat: strftime writes year 1 as "1")
+            bounds = {op: bound.isoformat() for op, bound in condition.bounds}
+            return q.FieldCondition(key, range=q.RangeDateTime(**bounds))
+        if condition.bounds:
+            return q.FieldCondition(key, range=q.RangeFloat(**{op: float(bound) for op, bound in condition.bounds}))
+        values = condition.any_of
+        if isinstance(values[0], bool):  # NumPy bools (see above); MatchAny takes none: one match each, any of them
+            matches = [q.FieldCondition(key, match=q.MatchValue(np.bool_(value))) for value in values]
+            return matches[0] if len(matches) == 1 else q.Filter(should=matches)
+        if len(values) == 1:
+            return q.FieldCondition(key, match=q.MatchValue(values[0]))
+        return q.FieldCondition(key, match=q.MatchAny(list(values)))
+
     def _complete_filter(self, extra: dict[str, Any] | None = None):
-        return self._q.Filter(must=[self._match(key, value) for key, value in search_matches(extra)])
+        return self._q.Filter(must=[self._condition(condition) for condition in search_conditions(extra)])
 
     def _exact_request(self, query: np.ndarray, k: int, filter: dict[str, Any] | None):
         """Qdrant Edge's exact search of `page` over the complete pages matching `filter`."""
@@ -287,6 +309,17 @@ class EdgeShardStore:
             self._shard.flush()
             self._forget(points)
         return len(points)
+
+    def set_metadata(self, document_id: str, metadata: dict[str, Any]) -> int:
+        """Replace the metadata of every page of a document, flushed; return how many pages it has."""
+        q = self._q
+        document = q.Filter(must=[self._match("document_id", document_id)])
+        with self._lock:
+            pages = self._shard.count(q.CountRequest(filter=document))
+            if pages:
+                self._shard.update(q.UpdateOperation.set_payload_by_filter(document, {"metadata": metadata}))
+                self._shard.flush()
+        return pages
 
     def purge_incomplete(self, keep: Iterable[str] = ()) -> int:
         """Delete the pages of documents whose ingest never completed, but for the documents in

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import numbers
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from pagelens.codecs.metadata import check_filter
+from pagelens.codecs.metadata import Condition, check_filter
 from pagelens.errors import Conflict, InvalidInput
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
@@ -164,12 +164,12 @@ def check_query(
     return query
 
 
-def search_matches(filter: dict[str, Any] | None) -> list[tuple[str, str | int | bool]]:
-    """The (payload key, value) pairs a searched page must match: complete, and each metadata filter."""
-    matches: list[tuple[str, str | int | bool]] = [("status", COMPLETE)]
-    for key, value in check_filter(filter).items():
-        matches.append((f"metadata.{key}", value))
-    return matches
+def search_conditions(filter: dict[str, Any] | None) -> list[Condition]:
+    """The payload conditions a searched page must meet: complete, and each of the metadata filter's
+    (codecs/metadata.py `check_filter`), its keys as payload paths (`metadata.<key>`)."""
+    conditions = [Condition("status", (COMPLETE,))]
+    conditions.extend(replace(condition, key=f"metadata.{condition.key}") for condition in check_filter(filter))
+    return conditions
 
 
 def to_hit(payload: dict[str, Any], score: float) -> SearchHit:
@@ -216,6 +216,11 @@ class PageStore(Protocol):
         """Remove a document's pages; return how many there were."""
         ...
 
+    def set_metadata(self, document_id: str, metadata: dict[str, Any]) -> int:
+        """Replace the metadata in every page of a document (durably, before returning); return how
+        many pages it has. The collection holds the document's lock: no ingest of it runs meanwhile."""
+        ...
+
     def purge_incomplete(self, keep: Iterable[str] = ()) -> int:
         """Delete the pages of ingests that never completed, but of the documents in `keep` (to be
         resumed); return how many."""
@@ -234,7 +239,7 @@ class PageStore(Protocol):
         prefetch: int = ...,  # the store's default_prefetch
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        """Top-k pages of complete documents matching `filter` (metadata field -> value), best first."""
+        """Top-k pages of complete documents matching `filter` (codecs/metadata.py `check_filter`), best first."""
         ...
 
     def close(self) -> None: ...

@@ -9,7 +9,9 @@ vector params when it is opened; `Conflict` when a given one contradicts it):
 - single-vector: `page` is one `(dim,)` vector (DOT, float16 storage) with an HNSW graph: `exact`
   scans every page (`SearchParams(exact=True)`), `fast` searches the graph with `hnsw_ef` =
   max(prefetch, k) (Qdrant scans instead while the collection is too small to index).
-Keyword payload indexes on `document_id`, `status` and `owner`.
+Keyword payload indexes on `document_id`, `status` and `owner`. Metadata filters become Qdrant
+conditions (`_condition`): MatchValue, MatchAny (strings, integers), Range, and DatetimeRange, which
+Qdrant checks against ISO 8601 string payloads with no payload index.
 
 Whole-document atomicity: pages are upserted (`wait=True`) with `status: "ingesting"`, stale pages
 of an older, longer version are deleted, then one `set_payload` flips the document to "complete";
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pagelens.codecs.metadata import Condition
 from pagelens.errors import BackendFailure, Conflict, NotFound
 from pagelens.index.pages import (
     COMPLETE,
@@ -50,7 +53,7 @@ from pagelens.index.pages import (
     page_vectors,
     point_id,
     resolve_schema,
-    search_matches,
+    search_conditions,
     to_hit,
 )
 
@@ -186,6 +189,20 @@ class QdrantPageStore:
         m = self._m
         return m.Filter(must=[m.FieldCondition(key=key, match=m.MatchValue(value=value)) for key, value in matches])
 
+    def _condition(self, condition: Condition):
+        """A checked condition as Qdrant's: a match, any of several, or a range of numbers or dates."""
+        m, key = self._m, condition.key
+        if condition.dates:
+            return m.FieldCondition(key=key, range=m.DatetimeRange(**dict(condition.bounds)))
+        if condition.bounds:
+            return m.FieldCondition(key=key, range=m.Range(**dict(condition.bounds)))
+        values = condition.any_of
+        if len(values) == 1:
+            return m.FieldCondition(key=key, match=m.MatchValue(value=values[0]))
+        if isinstance(values[0], bool):  # MatchAny takes no booleans: one match of each, any of them
+            return m.Filter(should=[m.FieldCondition(key=key, match=m.MatchValue(value=value)) for value in values])
+        return m.FieldCondition(key=key, match=m.MatchAny(any=list(values)))
+
     # ---------------------------------------------------------------- writes
     def add_document(
         self,
@@ -225,6 +242,15 @@ class QdrantPageStore:
         with self._calls():
             pages = self.client.count(self.collection, count_filter=document, exact=True).count
             self.client.delete(self.collection, self._m.FilterSelector(filter=document), wait=True)
+        return pages
+
+    def set_metadata(self, document_id: str, metadata: dict[str, Any]) -> int:
+        """Replace the metadata of every page of a document (`wait=True`); return how many pages it has."""
+        document = self._filter(("document_id", document_id))
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=document, exact=True).count
+            if pages:
+                self.client.set_payload(self.collection, {"metadata": metadata}, points=document, wait=True)
         return pages
 
     def stored_pages(self, document_id: str) -> int:
@@ -280,7 +306,7 @@ class QdrantPageStore:
         or searches the HNSW graph with `hnsw_ef` = max(prefetch, k) (single-vector)."""
         m = self._m
         query = check_query(query, k, mode, prefetch, self.schema).tolist()
-        condition = self._filter(*search_matches(filter))
+        condition = self._m.Filter(must=[self._condition(c) for c in search_conditions(filter)])
         if mode == "exact":
             request = {"query_filter": condition, "search_params": m.SearchParams(exact=True)}
         elif self.schema.multi_vector:

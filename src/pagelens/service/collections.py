@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from pagelens.codecs.metadata import check_metadata
+from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
@@ -200,8 +200,9 @@ class CollectionService:
         cancel: threading.Event | None = None,
         password: str | None = None,
     ) -> dict[str, Any]:
-        """Store a PDF, image or office document's pages: `{"id", "pages", "created"}` (created false:
-        same bytes stored before). An encrypted PDF needs its `password` (ignored otherwise; never
+        """Store a PDF, image or office document's pages: `{"id", "pages", "created", "metadata_kept"}`
+        (created false: same bytes stored before, whose stored metadata was kept: `metadata_kept`
+        true; PATCH changes it). An encrypted PDF needs its `password` (ignored otherwise; never
         stored or logged: the PDF is kept decrypted). Office documents are converted to PDF by
         LibreOffice within `settings.office_timeout_seconds`. Setting `cancel` (its client left) stops
         the ingest between pages, mid-render or mid-conversion: nothing is stored."""
@@ -233,7 +234,8 @@ class CollectionService:
             progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages, password=password or None,
             keep_partial=keep_partial, office=self._office,
         )  # fmt: skip
-        return {"id": record["id"], "pages": record["pages"], "created": record["created"]}
+        created = record["created"]
+        return {"id": record["id"], "pages": record["pages"], "created": created, "metadata_kept": not created}
 
     def inspect(self, name: str, data: bytes, *, password: str | None = None) -> tuple[str, int | None]:
         """`(kind, pages)` of an upload for collection `name`, checked as an ingest would check it
@@ -247,6 +249,23 @@ class CollectionService:
 
     async def documents(self, name: str) -> list[dict[str, Any]]:
         return await self._run(lambda: self.index().get(name).documents())
+
+    async def document(self, name: str, document_id: str) -> dict[str, Any]:
+        """A document's record: `{id, name, pages, bytes, sha256, metadata, created_at, kind, dpi}`."""
+        return await self._run(lambda: self.index().get(name).document(document_id))
+
+    async def patch_document(self, name: str, document_id: str, metadata: Any) -> dict[str, Any]:
+        """Merge `metadata` into a document's metadata (a JSON merge patch: null deletes a key); its record."""
+        return await self._run(lambda: self.index().get(name).patch_metadata(document_id, metadata))
+
+    async def document_file(self, name: str, document_id: str) -> tuple[bytes, str, str]:
+        """A document's uploaded bytes, their media type and its file name."""
+
+        def read() -> tuple[bytes, str, str]:
+            data, media_type, record = self.index().get(name).file(document_id)
+            return data, media_type, record.get("name") or ""
+
+        return await self._run(read)
 
     async def delete_document(self, name: str, document_id: str) -> None:
         await self._run(lambda: self.index().get(name).delete(document_id))
@@ -280,7 +299,9 @@ class CollectionService:
         filter: dict[str, Any] | None = None,
         timings: StageTimings | None = None,
     ) -> list[SearchHit]:
-        """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models)."""
+        """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
+        A bad `filter` is refused before the query is embedded."""
+        check_filter(filter)
         embeddings = self._embeddings()
         collection = await self._run(self.bound, name, for_ingest=False)
         (vectors,) = await embeddings.embed_queries([query], timings=timings)

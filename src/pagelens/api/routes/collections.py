@@ -1,11 +1,13 @@
-"""Collections: create, list, delete; upload PDFs/images; page images; search. The work is the
-collection service's (pagelens.service.collections); these routes parse and shape JSON."""
+"""Collections: create, list, delete; upload PDFs/images; read, change and download documents; page
+images; search. The work is the collection service's (pagelens.service.collections); these routes
+parse and shape JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
@@ -17,8 +19,10 @@ from pagelens.api.protocol import (
     CreateCollectionRequest,
     Deleted,
     DocumentAdded,
+    DocumentInfo,
     DocumentList,
     JobAccepted,
+    PatchDocumentRequest,
     SearchRequest,
     SearchResponse,
 )
@@ -31,6 +35,7 @@ router = APIRouter(prefix="/collections", tags=["collections"], responses=error_
 # a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
 NAMED = (400, 404, 409)
 
+FILE_MEDIA_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 DISCONNECT_POLL_SECONDS = 0.25  # how soon an upload whose client left stops its ingest
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for it: logged, never read (nobody is listening)
 
@@ -110,7 +115,12 @@ async def add_document(
     finally:
         watcher.cancel()
     if job.state == "done":
-        return {"id": job.document_id, "pages": job.pages_total, "created": job.created}
+        return {
+            "id": job.document_id,
+            "pages": job.pages_total,
+            "created": job.created,
+            "metadata_kept": not job.created,
+        }
     if watcher.done() and not watcher.cancelled() and watcher.result():
         return Response(status_code=CLIENT_CLOSED_REQUEST)  # the ingest stopped because the client left
     raise_job_error(job)
@@ -128,6 +138,36 @@ async def _cancel_on_disconnect(request: Request, jobs: JobService, job_id: str)
 @router.get("/{name}/documents", response_model=None, responses=declared(DocumentList, *NAMED))
 async def list_documents(name: str, collections: CollectionsService):
     return {"documents": await collections.documents(name)}
+
+
+@router.get("/{name}/documents/{document_id}", response_model=None, responses=declared(DocumentInfo, *NAMED))
+async def get_document(name: str, document_id: str, collections: CollectionsService):
+    """A document: its file's name, size and SHA-256, pages, metadata, kind and when it was stored."""
+    return await collections.document(name, document_id)
+
+
+@router.patch(
+    "/{name}/documents/{document_id}", response_model=None, responses=declared(DocumentInfo, *NAMED, *BODY_ERRORS)
+)
+async def patch_document(name: str, document_id: str, body: PatchDocumentRequest, collections: CollectionsService):
+    """Change a document's metadata: `{"metadata": {...}}` merged into what is stored (`null` deletes a
+    key), in its record and in every page search filters read; 400 when the result is no valid metadata."""
+    return await collections.patch_document(name, document_id, body.metadata)
+
+
+@router.get(
+    "/{name}/documents/{document_id}/file",
+    response_class=Response,
+    responses={
+        200: {"content": {media: BINARY for media in FILE_MEDIA_TYPES}, "description": "The uploaded bytes"},
+        **error_responses(*NAMED),
+    },
+)
+async def document_file(name: str, document_id: str, collections: CollectionsService) -> Response:
+    """The file as uploaded, with its content type (sniffed from its bytes) and file name."""
+    data, media_type, filename = await collections.document_file(name, document_id)
+    disposition = f"attachment; filename*=UTF-8''{quote(filename or document_id, safe='')}"
+    return Response(data, media_type=media_type, headers={"Content-Disposition": disposition})
 
 
 @router.delete("/{name}/documents/{document_id}", response_model=None, responses=declared(Deleted, *NAMED))
