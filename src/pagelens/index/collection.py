@@ -33,7 +33,7 @@ from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderPool, default_pool, open_document
+from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderCancelled, RenderPool, default_pool, open_document
 from pagelens.index.qdrant_store import QdrantPageStore
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
@@ -303,6 +303,8 @@ class Collection:
                 for vectors in embed(batch):
                     if self.stopping:
                         raise NotFound(f"collection {self.name!r} was deleted during the upload")
+                    if cancel is not None and cancel.is_set():
+                        raise RenderCancelled("the ingest was cancelled")
                     yield vectors
                     done += 1  # the store asks for the next page once it has written this one
                 if progress is not None:
