@@ -13,7 +13,6 @@ read it there); `patch_metadata` changes both, and says how they agree again aft
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import queue
@@ -33,7 +32,16 @@ from pagelens.index.binding import ModelBinding
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
-from pagelens.index.pdf import DEFAULT_DPI, OpenedDocument, RenderCancelled, RenderPool, default_pool, open_document
+from pagelens.index.pdf import (
+    DEFAULT_DPI,
+    OpenedDocument,
+    RenderCancelled,
+    RenderPool,
+    default_pool,
+    file_sha256,
+    load_source,
+    open_document,
+)
 from pagelens.index.qdrant_store import QdrantPageStore
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
@@ -42,6 +50,10 @@ log = logging.getLogger(__name__)
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
 EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
+
+
+def source_size(data: bytes | Path) -> int:
+    return data.stat().st_size if isinstance(data, Path) else len(data)
 
 
 def check_page_count(pages: int, max_pages: int | None) -> None:
@@ -186,7 +198,7 @@ class Collection:
 
     def add(
         self,
-        data: bytes,
+        data: bytes | Path,
         *,
         name: str,
         metadata: dict[str, Any],
@@ -220,9 +232,10 @@ class Collection:
         (422) naming it. Once `cancel` is set (the client left), rendering stops within a fraction of a
         second and `RenderCancelled` aborts the ingest."""
         check_metadata(metadata)
-        document_id = hashlib.sha256(data).hexdigest()[:32]
+        data = load_source(data)  # a PDF file stays a path: never whole in memory
+        document_id = file_sha256(data)[:32]
         with self.in_use():
-            if office_format(data) is not None:  # converting again takes seconds: skip it when stored
+            if isinstance(data, bytes) and office_format(data) is not None:  # converting again takes seconds
                 stored = self._complete_record(document_id)
                 if stored is not None:
                     return stored | {"created": False}
@@ -252,7 +265,7 @@ class Collection:
 
     def inspect(
         self,
-        data: bytes,
+        data: bytes | Path,
         *,
         max_pages: int | None = None,
         password: str | None = None,
@@ -262,7 +275,8 @@ class Collection:
         refuse at once (415, 422, 413 over `max_pages`) it refuses here. An office document is not
         converted (that takes seconds): only LibreOffice's presence is checked, and its pages are None."""
         with self.in_use():
-            kind = office_format(data)
+            data = load_source(data)
+            kind = office_format(data) if isinstance(data, bytes) else None
             if kind is not None:
                 (office or OfficeConverter()).check_available(kind)
                 return kind, None
@@ -272,7 +286,7 @@ class Collection:
 
     def _add_opened(
         self,
-        data: bytes,
+        data: bytes | Path,
         document_id: str,
         document: OpenedDocument,
         *,
@@ -290,7 +304,7 @@ class Collection:
             return self._record(document_id) | {"created": False}
         first_page = self.store.stored_pages(document_id) + 1  # > 1: an interrupted ingest to resume
         record = {"id": document_id, "name": name, "pages": pages, "metadata": metadata, "kind": kind, "dpi": dpi,
-                  "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "created_at": utc_now()}  # fmt: skip
+                  "bytes": source_size(data), "sha256": file_sha256(data), "created_at": utc_now()}  # fmt: skip
         write_atomically(self.files / document_id, data)
         write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
@@ -342,8 +356,8 @@ class Collection:
                 with self._documents.hold(document_id):
                     record = self._record(document_id)
                     if record.get("sha256") is None:
-                        data = (self.files / document_id).read_bytes()
-                        digest = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                        stored = self.files / document_id
+                        digest = {"bytes": stored.stat().st_size, "sha256": file_sha256(stored)}
                         record = self._write_record(record | digest)
             return public(record)
 
@@ -387,8 +401,9 @@ class Collection:
             record = self._record(document_id)
             if not 1 <= page <= record["pages"]:
                 raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
-            data = (self.files / document_id).read_bytes()
-        with open_document(data, renderer=self.renderer) as document:
+            with self._documents.hold(document_id):  # the file stays until a worker has opened it
+                document = open_document(self.files / document_id, renderer=self.renderer)
+        with document:
             return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
 
     def search(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -10,13 +11,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` through a temporary file of its own (fsynced, then renamed over
-    `path`, then the directory fsynced): a reader or a crash sees the old bytes or the new ones."""
+def write_atomically(path: Path, data: bytes | Path) -> None:
+    """Replace `path` by `data` (bytes, or a file's bytes copied a megabyte at a time) through a
+    temporary file of its own (fsynced, then renamed over `path`, then the directory fsynced): a
+    reader or a crash sees the old bytes or the new ones."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
+            if isinstance(data, Path):
+                with open(data, "rb") as source:
+                    shutil.copyfileobj(source, file, 1 << 20)
+            else:
+                file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

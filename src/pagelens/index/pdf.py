@@ -23,11 +23,13 @@ Without a `renderer`, documents render in one pool per process (`default_pool`, 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import io
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
@@ -77,6 +79,28 @@ def default_pool() -> RenderPool:
         return _default_pool
 
 
+def load_source(source: bytes | Path) -> bytes | Path:
+    """An upload as the ingest reads it: a PDF file stays a path (a render worker opens it and
+    reads pages as it needs them, so a 1 GB PDF never sits in this process's memory); any other
+    file (an image, an office document) is read into memory; bytes stay bytes."""
+    if isinstance(source, bytes):
+        return source
+    with open(source, "rb") as file:
+        head = file.read(1024)
+    return source if b"%PDF-" in head else source.read_bytes()
+
+
+def file_sha256(source: bytes | Path) -> str:
+    """The SHA-256 of the bytes or of the file's bytes (read a megabyte at a time), as hex."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with open(source, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def sniff_document(data: bytes) -> str:
     """What the upload is, from its bytes: 'pdf', 'image', or an office format (OFFICE_FORMATS:
     'docx', 'pptx', 'xlsx', 'odt', 'odp', 'ods'); UnsupportedMediaType for anything else."""
@@ -97,7 +121,8 @@ class OpenedDocument:
     """An upload opened once (sniffed; an office document converted to PDF; a PDF opened by a render
     worker, decrypted with `password` when it needs one): `source` (what was uploaded, as
     `sniff_document` names it), `kind` ('pdf' or 'image'), `pages` (>= 1), `data` (the bytes to keep
-    to render its pages again: the upload, or the PDF it became when converted or decrypted), and
+    to render its pages again: the upload, or the PDF it became when converted or decrypted; a PDF
+    given as a file's path stays that path), and
     its page images as RGB PIL images. A multi-page TIFF has a page per frame; other images one.
     Close it (or use it as a context manager) when done.
 
@@ -106,7 +131,7 @@ class OpenedDocument:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | Path,
         *,
         password: str | None = None,
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
@@ -114,7 +139,8 @@ class OpenedDocument:
         cancel: threading.Event | None = None,
         office: OfficeConverter | None = None,
     ) -> None:
-        self.source = sniff_document(data)
+        data = load_source(data)  # a PDF file stays a path; the workers read it
+        self.source = sniff_document(data) if isinstance(data, bytes) else "pdf"
         self.kind: DocumentKind = "image" if self.source == "image" else "pdf"
         self.max_pixels = max_pixels
         self._renderer: RenderPool | None = None
@@ -225,7 +251,7 @@ def _frame(image: Image.Image, number: int, max_pixels: int) -> Image.Image:
 
 
 def open_document(
-    data: bytes,
+    data: bytes | Path,
     *,
     password: str | None = None,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,

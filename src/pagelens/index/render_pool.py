@@ -45,6 +45,7 @@ from pagelens.index.render_worker import read_frame, write_frame
 
 log = logging.getLogger(__name__)
 
+Source = bytes | Path  # a PDF's bytes, or the path of a file holding them (opened by the worker itself)
 DEFAULT_WORKERS = 3  # two ingests (the service's ingest pool) and a page-image request at once
 DEFAULT_PAGE_TIMEOUT = 30.0
 DOCUMENTS_PER_WORKER = 2
@@ -164,7 +165,7 @@ class RenderPool:
         return next(self._tokens)
 
     def count_pages(
-        self, token: int, data: bytes, *, password: str | None = None, cancel: threading.Event | None = None
+        self, token: int, data: Source, *, password: str | None = None, cancel: threading.Event | None = None
     ) -> int:
         """Open the PDF `data` in a worker as `token`: its page count. UnprocessableDocument when
         PDFium refuses it (encrypted with no or a wrong `password`, ignored when it needs none), it has
@@ -172,14 +173,15 @@ class RenderPool:
         return self.open(token, data, password=password, cancel=cancel)[0]
 
     def open(
-        self, token: int, data: bytes, *, password: str | None = None, cancel: threading.Event | None = None
+        self, token: int, data: Source, *, password: str | None = None, cancel: threading.Event | None = None
     ) -> tuple[int, bytes | None]:
         """As `count_pages`, and the PDF saved without its encryption when it needed `password` to
         open (None otherwise): `(pages, decrypted)`."""
         request: dict[str, Any] = {"op": "open", "token": token}
         if password:
             request |= {"password": password, "decrypt": True}
-        most = 8 * len(data) + (16 << 20) if password else 0  # a decrypted copy is about the original's size
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        most = 8 * size + (16 << 20) if password else 0  # a decrypted copy is about the original's size
         reply, copy = self._call(token, request, data, cancel, what="the PDF", doing="open", max_payload=most)
         if reply["pages"] < 1:
             raise UnprocessableDocument("the PDF has no pages")
@@ -188,7 +190,7 @@ class RenderPool:
     def render_page(
         self,
         token: int,
-        data: bytes,
+        data: Source,
         page: int,
         *,
         dpi: int,
@@ -246,7 +248,7 @@ class RenderPool:
         self,
         token: int,
         request: dict[str, Any],
-        data: bytes,
+        data: Source,
         cancel: threading.Event | None,
         *,
         what: str,
@@ -254,20 +256,24 @@ class RenderPool:
         max_payload: int = 0,
     ) -> tuple[dict[str, Any], bytearray]:
         """Send `request` about document `token` to an idle worker (with `data` if it does not hold
-        the document yet) and wait for its reply (at most `max_payload` bytes) within the page time limit."""
+        the document yet: the bytes, or a file's path the worker opens itself) and wait for its reply
+        (at most `max_payload` bytes) within the page time limit."""
         worker = self._acquire(token, cancel)
         dead = True
         try:
             with self._changed:
                 self._settle_forgotten()
-                payload = b"" if token in worker.documents else data
-                if payload and len(worker.documents) >= DOCUMENTS_PER_WORKER:
+                opening = token not in worker.documents
+                payload = data if opening and isinstance(data, bytes | bytearray) else b""
+                if opening and isinstance(data, Path):
+                    request["path"] = str(data)
+                if opening and len(worker.documents) >= DOCUMENTS_PER_WORKER:
                     oldest, _ = worker.documents.popitem(last=False)
                     worker.to_drop.append(oldest)
                 worker.documents[token] = None
                 worker.documents.move_to_end(token)
                 request["drop"], worker.to_drop = worker.to_drop, []
-                self.opened += bool(payload)
+                self.opened += opening
             try:
                 worker.send(request, payload)
                 reply, pixels = worker.wait_reply(self.page_timeout, cancel, max_payload=max_payload)

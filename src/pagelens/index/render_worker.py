@@ -21,8 +21,9 @@ only JSON and bytes). Requests (parent -> worker) and their replies:
     a request that fails                                        -> {"reply": "error", "message", "held"}
 
 Every request carries `drop`, tokens of documents to close first. `token` names a document the
-parent opened here; its bytes come with the first request for it (a render request with no
-payload uses the document already open). `page` is 0-based; `rgb` is the page's pixels,
+parent opened here; its bytes come with the first request for it, or instead a `path` field naming
+the file that holds them (a large upload: PDFium reads the file as it needs); a request with
+neither uses the document already open. `page` is 0-based; `rgb` is the page's pixels,
 `height` rows of `stride` bytes (>= width * 3, rows padded to 4 bytes), each `width` uint8 RGB
 triples. `held`: whether the document stays open after the error. A `password` is tried only when
 PDFium cannot open the PDF without one (so it is ignored for a PDF that needs none); with
@@ -115,16 +116,19 @@ class _Documents:
                 document.close()
 
     def opened(self, request: dict[str, Any], data: bytearray):
+        """The document `request` names: open already, or opened now from the bytes sent with it or
+        from the file at its `path` (PDFium reads a file as it needs, never whole into memory)."""
         token = request["token"]
         if token not in self.open:
-            if not data:
+            if not data and "path" not in request:
                 raise ValueError(f"document {token} is not open in this worker")
-            self.open[token], needed_password = self._open(bytes(data), request.get("password"))
+            source = request["path"] if "path" in request else bytes(data)
+            self.open[token], needed_password = self._open(source, request.get("password"))
             if needed_password:
                 self.decrypted.add(token)
         return self.open[token]
 
-    def _open(self, data: bytes, password: str | None) -> tuple[Any, bool]:
+    def _open(self, data: bytes | str, password: str | None) -> tuple[Any, bool]:
         """(document, whether it needed the password). Opened without a password first, so one given
         for a PDF that needs none is ignored; with it only when PDFium asks for one."""
         needed_password = False
@@ -143,7 +147,7 @@ class _Documents:
             document.init_forms()
         return document, needed_password
 
-    def _load(self, data: bytes, password: str | None):
+    def _load(self, data: bytes | str, password: str | None):
         # PDFium sets its last error only when a load fails, so a PDF that loads with no pages (which
         # pypdfium2 refuses) would report an earlier document's error, maybe a password one: a failing
         # load of nothing sets it to "format error" first.

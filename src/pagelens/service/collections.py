@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelens.codecs.metadata import check_filter, check_metadata
@@ -216,7 +217,7 @@ class CollectionService:
     def ingest(
         self,
         name: str,
-        data: bytes,
+        data: bytes | Path,
         *,
         filename: str,
         metadata: dict[str, Any],
@@ -237,7 +238,7 @@ class CollectionService:
         created = record["created"]
         return {"id": record["id"], "pages": record["pages"], "created": created, "metadata_kept": not created}
 
-    def inspect(self, name: str, data: bytes, *, password: str | None = None) -> tuple[str, int | None]:
+    def inspect(self, name: str, data: bytes | Path, *, password: str | None = None) -> tuple[str, int | None]:
         """`(kind, pages)` of an upload for collection `name`, checked as an ingest would check it
         (the collection exists and takes this model's pages; a PDF, image or office document this
         server can convert; readable; within the page limit), without rendering a page. An office

@@ -171,10 +171,10 @@ class JobService:
         directory.mkdir()
         try:
             loop = asyncio.get_running_loop()
-            document_id = await loop.run_in_executor(None, self._copy_upload, source, directory / "upload")
-            data = (directory / "upload").read_bytes()
+            upload = directory / "upload"
+            document_id = await loop.run_in_executor(None, self._copy_upload, source, upload)
             _kind, pages = await loop.run_in_executor(
-                None, lambda: self.collections.inspect(collection, data, password=password)
+                None, lambda: self.collections.inspect(collection, upload, password=password)
             )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
@@ -226,10 +226,10 @@ class JobService:
                     self._save(job)
 
         try:
-            data = (self.root / job_id / "upload").read_bytes()
             record = self.collections.ingest(
-                job.collection, data, filename=job.filename, metadata=job.metadata, progress=progress, cancel=cancel,
-                password=self._passwords.get(job_id), keep_partial=lambda: self._suspending(job),
+                job.collection, self.root / job_id / "upload", filename=job.filename, metadata=job.metadata,
+                progress=progress, cancel=cancel, password=self._passwords.get(job_id),
+                keep_partial=lambda: self._suspending(job),
             )  # fmt: skip
         except BaseException as error:  # every job ends in a state, whatever went wrong
             self._fail(job, cancel, error)
