@@ -105,6 +105,9 @@ class JobService:
         cutoff = time.time() - self.settings.job_retention_hours * 3600
         for directory in sorted(self.root.iterdir()):
             path = directory / "job.json"
+            if not path.exists():  # a submit the server died in before the job existed (no 202 was sent)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
             try:
                 job = Job(**json.loads(path.read_text()))
             except (OSError, ValueError, TypeError) as error:
