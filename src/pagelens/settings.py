@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # slow clients: a request body that stops arriving for this long is a 408; an idle keep-alive
     # connection closes after keep_alive_seconds; on shutdown, requests in flight get this long to finish
     body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # a connection whose request headers have not all arrived this long after its first byte is closed
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
     keep_alive_seconds: int = Field(default=5, gt=0)
     shutdown_timeout_seconds: int = Field(default=30, gt=0)
 

@@ -80,3 +80,38 @@ def test_serve_sets_uvicorns_timeouts(monkeypatch):
     result = CliRunner().invoke(cli, ["serve", "--model", "some/model", "--api-key", "k"])
     assert result.exit_code == 0, result.output
     assert (started[0]["timeout_keep_alive"], started[0]["timeout_graceful_shutdown"]) == (5, 12)
+
+
+def test_headers_that_trickle_in_past_the_limit_lose_their_connection():
+    """uvicorn alone keeps such a connection open forever (a slowloris); pagelens' protocol closes it."""
+    from pagelens.api.server import uvicorn_options
+
+    settings = Settings(model="fake/model", api_key=API_KEY, header_timeout_seconds=TIMEOUT)
+    runtime = fake_runtime(settings=settings)
+    options = {key: value for key, value in uvicorn_options(settings).items() if key not in ("host", "port")}
+    try:
+        with uvicorn_in_thread(create_app(runtime=runtime), **options) as url:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                started = time.monotonic()
+                sock.sendall(b"GET /health HTTP/1.1\r\n")
+                closed_after = None
+                for _ in range(20):  # a header line now and then, never the end of the headers
+                    try:
+                        sock.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        closed_after = time.monotonic() - started
+                        break
+                    sock.settimeout(0.2)
+                    try:
+                        if sock.recv(1024) == b"":
+                            closed_after = time.monotonic() - started
+                            break
+                    except TimeoutError:
+                        pass
+            assert closed_after is not None and TIMEOUT <= closed_after < TIMEOUT + 3, closed_after
+            with socket.create_connection((host, int(port))) as sock:  # a prompt request is served as always
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                assert read_until_closed(sock).startswith(b"HTTP/1.1 200")
+    finally:
+        runtime.close()

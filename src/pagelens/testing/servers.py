@@ -17,13 +17,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_in_thread(app, *, start_timeout: float = 30.0) -> Iterator[str]:
+def uvicorn_in_thread(app, *, start_timeout: float = 30.0, **options) -> Iterator[str]:
     """Serve an ASGI app with a real uvicorn server on a free loopback port, in a thread of this process;
-    yield its base URL and stop it afterwards."""
+    yield its base URL and stop it afterwards. `options` are more `uvicorn.Config` arguments."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = {"log_level": "warning", **options, "host": "127.0.0.1", "port": port}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout
