@@ -98,6 +98,7 @@ class Settings(BaseSettings):
 
     # limits
     max_body_bytes: int = 64 * 1024 * 1024
+    max_score_bytes: int = 16 * 1024 * 1024  # /score's page embeddings are JSON float lists: costly to parse
     max_inputs_per_request: int = 256
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS

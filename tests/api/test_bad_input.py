@@ -4,6 +4,7 @@ answers correctly right after."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import threading
 import zlib
@@ -167,3 +168,23 @@ def test_dead_engine_makes_health_503_and_routes_503():
         assert client.get("/health").status_code == 503
         response = client.post("/embeddings", json={"input_type": "text", "inputs": ["x"]})
         assert response.status_code == 503 and response.json()["error"]["type"] == "model_not_ready"
+
+
+def test_score_has_a_lower_body_limit_than_the_embedding_routes():
+    """Its embeddings come as JSON float lists, whose parsing holds the interpreter's lock: a body over
+    PAGELENS_MAX_SCORE_BYTES is refused before it is read, while the other routes take it."""
+    settings = Settings(model="fake", api_key=None, no_auth=True, max_body_bytes=2_000_000, max_score_bytes=100_000)
+    runtime = fake_runtime(settings=settings)
+    try:
+        with TestClient(create_app(runtime=runtime)) as client:
+            body = {"query": "q", "embeddings": [[[0.5] * 16] * 150] * 12}  # ~120 kB of JSON, 12 pages
+            refused = client.post("/score", json=body)
+            assert refused.status_code == 413 and "PAGELENS_MAX_SCORE_BYTES" in refused.json()["error"]["message"]
+            small = client.post("/score", json={"query": "q", "embeddings": [[[0.5] * 16] * 40]})
+            assert small.status_code == 200
+            padded = json.dumps({"input_type": "text", "inputs": ["q" * 10]}) + " " * 150_000
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            elsewhere = client.post("/embeddings", content=padded, headers=headers)
+            assert elsewhere.status_code == 200
+    finally:
+        runtime.close()

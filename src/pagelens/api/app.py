@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
         on_error=metrics.on_error, max_document_bytes=settings.max_document_bytes,
+        max_score_bytes=settings.max_score_bytes,
     )  # fmt: skip
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error)

@@ -54,7 +54,9 @@ UPLOAD_PATH = re.compile(r"/collections/[^/]+/documents")  # POST: a document up
 class BodyLimit:
     """Refuse bodies over `max_bytes` (at once from Content-Length, else while the body streams in)
     with a 413, and bodies that stop arriving for `timeout_seconds` with a 408 that closes the connection.
-    Document uploads have their own limit, `max_document_bytes` (their files go to disk as they arrive)."""
+    Document uploads have their own limit, `max_document_bytes` (their files go to disk as they arrive);
+    `/score` a lower one, `max_score_bytes`: its page embeddings come as JSON lists of floats, whose
+    parsing holds the interpreter's lock (60 MB of them stalled every other request for over a second)."""
 
     def __init__(
         self,
@@ -63,10 +65,12 @@ class BodyLimit:
         timeout_seconds: float = 60.0,
         on_error: OnError | None = None,
         max_document_bytes: int | None = None,
+        max_score_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_document_bytes = max_document_bytes or max_bytes
+        self.max_score_bytes = min(max_score_bytes or max_bytes, max_bytes)
         self.timeout_seconds = timeout_seconds
         self.on_error = on_error
 
@@ -74,6 +78,8 @@ class BodyLimit:
         """The body limit of this request, and what to say when it is over."""
         if scope["method"] == "POST" and UPLOAD_PATH.fullmatch(scope["path"]):
             return self.max_document_bytes, "a document upload (PAGELENS_MAX_DOCUMENT_BYTES)"
+        if scope["method"] == "POST" and scope["path"] == "/score":
+            return self.max_score_bytes, "/score (PAGELENS_MAX_SCORE_BYTES); score fewer pages a request"
         return self.max_bytes, "a request body; split the batch"
 
     def _check_declared(self, scope, limit: int, what: str) -> InvalidInput | PayloadTooLarge | None:
