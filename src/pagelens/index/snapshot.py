@@ -83,7 +83,7 @@ def export_collection(collection: Collection, target: BinaryIO | Path) -> dict[s
             "exported_at": utc_now(),
         }  # fmt: skip
         with _writable(target) as out, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-            mtime = time.time()
+            mtime = int(time.time())
             _add(archive, MANIFEST, json.dumps(manifest, indent=1).encode(), mtime)
             for listed in documents:
                 _export_document(collection, archive, listed["id"], mtime)
@@ -106,13 +106,13 @@ def _writable(target: BinaryIO | Path) -> Iterator[BinaryIO]:
         raise
 
 
-def _add(archive: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+def _add(archive: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), mtime, 0o644
     archive.addfile(info, io.BytesIO(data))
 
 
-def _export_document(collection: Collection, archive: tarfile.TarFile, document_id: str, mtime: float) -> None:
+def _export_document(collection: Collection, archive: tarfile.TarFile, document_id: str, mtime: int) -> None:
     with collection._documents.hold(document_id):  # the collection's own per-document lock
         record = collection._complete_record(document_id)
         if record is None:
