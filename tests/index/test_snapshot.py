@@ -176,6 +176,45 @@ def test_an_empty_collection_round_trips(tmp_path):
         close_collections(collections)
 
 
+def test_an_export_ends_unfinished_when_a_document_or_the_collection_is_deleted_meanwhile(tmp_path):
+    import threading
+    import time
+
+    class Acting(io.RawIOBase):  # runs `action` at the archive's first write (tarfile writes 10 KiB at a time)
+        def __init__(self, action) -> None:
+            self.action, self.acted = action, False
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            if not self.acted:
+                self.acted = True
+                self.action()
+            return len(data)
+
+    collections = open_collections("edge", tmp_path)
+    try:
+        collection = fill(collections, "reports", MULTI)
+        last = collection.documents()[-1]["id"]
+        with pytest.raises(Conflict, match=f"document '{last}' was deleted"):
+            export_collection(collection, Acting(lambda: collection.delete(last)))
+
+        deleting = threading.Thread(target=collections.delete, args=("reports",))
+
+        def delete_the_collection() -> None:
+            deleting.start()  # it waits for the export, which stops at its next page
+            while not collection.stopping:
+                time.sleep(0.01)
+
+        with pytest.raises(NotFound, match="deleted during the export"):
+            export_collection(collection, Acting(delete_the_collection))
+        deleting.join(10)
+        assert collections.names() == []
+    finally:
+        close_collections(collections)
+
+
 # ---------------------------------------------------------------------------- all or nothing
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> bytes:

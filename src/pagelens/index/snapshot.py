@@ -43,7 +43,7 @@ import numpy as np
 
 from pagelens import __version__
 from pagelens.codecs.metadata import check_metadata
-from pagelens.errors import BackendFailure, Conflict, InvalidInput, UnprocessableDocument
+from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound, UnprocessableDocument
 from pagelens.index.binding import ModelBinding
 from pagelens.index.collection import DOCUMENT_ID, Collection
 from pagelens.index.files import write_atomically
@@ -72,7 +72,8 @@ def export_collection(collection: Collection, target: BinaryIO | Path) -> dict[s
     """Write `collection` as an archive to `target`: a binary file object, written sequentially (a
     pipe or a socket will do), or a path, replaced when the archive is complete. Returns the
     manifest. Each document is read under its lock (no ingest, change or delete of it meanwhile);
-    one deleted after the export began is a `Conflict`, and the archive is left unfinished."""
+    one deleted after the export began is a `Conflict`, and the archive is left unfinished (so is it
+    when the collection is deleted meanwhile: `NotFound` at the next page)."""
     with collection.in_use():
         documents = collection.documents()
         manifest = {
@@ -131,6 +132,8 @@ def _export_document(collection: Collection, archive: tarfile.TarFile, document_
             archive.addfile(info, file)
         written = 0
         for number, vectors in collection.store.iter_pages(document_id):
+            if collection.stopping:  # a delete of the collection waits for this export: end it
+                raise NotFound(f"collection {collection.name!r} was deleted during the export")
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(vectors, dtype=FLOAT16), (1, 0), allow_pickle=False)
             _add(archive, page_member(document_id, number), buffer.getvalue(), mtime)
