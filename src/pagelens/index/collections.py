@@ -242,9 +242,13 @@ class Collections:
                 store = open_edge_store(directory / "store", schema=schema)
             else:
                 write_atomically(journal, json.dumps({"name": name, "token": token}).encode())
-                with qdrant_errors(self.where, self.prefix + name):  # 409 -> Conflict: another server took it
-                    create_collection(self.qdrant, self.prefix + name, schema)
-                made_on_server = True
+                made_on_server = True  # whatever of it exists is this build's, unless the name was taken
+                try:
+                    with qdrant_errors(self.where, self.prefix + name):  # 409 -> Conflict: another server took it
+                        create_collection(self.qdrant, self.prefix + name, schema)
+                except Conflict:
+                    made_on_server = False
+                    raise
                 marks = {BUILD_KEY: token} | ({METADATA_KEY: binding.to_dict()} if binding is not None else {})
                 with qdrant_errors(self.where, name):
                     self.qdrant.update_collection(self.prefix + name, metadata=marks)
