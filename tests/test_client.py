@@ -273,3 +273,43 @@ def test_conflict_unsupported_and_unprocessable_uploads_from_a_real_server(tmp_p
             client._request("GET", "/embeddings")
         assert client.retries == 0
     service.engine.close()
+
+
+def test_a_collection_exported_and_imported_through_the_client(tmp_path, monkeypatch):
+    from pagelens.errors import Conflict, NotFound, UnprocessableDocument
+    from tests.index.test_pdf import make_pdf
+
+    settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
+    service = fake_runtime(FakeBackend(dim=128), settings=settings)
+    archive = tmp_path / "docs.tar"
+    with uvicorn_in_thread(create_app(runtime=service)) as url, Client(url, api_key="k") as client:
+        client.create_collection("docs")
+        added = client.add_document("docs", make_pdf(3), filename="a.pdf", metadata={"team": "finance"})
+        client.add_document("docs", encode(make_page(150, 200, 4)), filename="b.png", metadata={"team": "legal"})
+        assert client.export_collection("docs", archive) == archive and archive.stat().st_size > 0
+        imported = client.import_collection(archive, name="copy")
+        assert (imported["name"], imported["documents"], imported["pages"]) == ("copy", 2, 4)
+        for query in ("budget table", "signatures"):
+            assert client.search("copy", query) == client.search("docs", query)
+        assert client.document_file("copy", added["id"]) == make_pdf(3)
+        with pytest.raises(Conflict):
+            client.import_collection(archive)  # as 'docs', which exists
+        (tmp_path / "junk.tar").write_bytes(b"not an archive" * 100)
+        with pytest.raises(UnprocessableDocument, match="not a tar archive"):
+            client.import_collection(tmp_path / "junk.tar", name="junk")
+        before = archive.read_bytes()
+        with pytest.raises(NotFound):
+            client.export_collection("nope", archive)
+        assert archive.read_bytes() == before and [p.name for p in tmp_path.glob(".docs.tar*")] == []
+        assert sorted(c["name"] for c in client.collections()) == ["copy", "docs"]
+
+        from pagelens.index import snapshot
+
+        def failing(*args):
+            raise Conflict("a document was deleted during the export")
+
+        monkeypatch.setattr(snapshot, "_export_document", failing)  # the stream ends after the manifest
+        with pytest.raises(errors.BackendFailure, match="ended before the archive was complete"):
+            client.export_collection("docs", tmp_path / "cut.tar")
+        assert [p.name for p in tmp_path.iterdir() if "cut" in p.name] == [], "no partial archive is left"
+    service.engine.close()

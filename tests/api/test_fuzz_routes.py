@@ -19,6 +19,7 @@ from tests.index.test_pdf import make_pdf
 KEY = "fuzz-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 FUZZ_EXAMPLES = 25
+schemathesis.serializer.alias("application/x-tar", "application/octet-stream")  # collection imports: any bytes
 REQUEST_TIMEOUT = 30  # seconds: a route slower than this on these tiny inputs counts as a hang
 
 

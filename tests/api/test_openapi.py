@@ -187,3 +187,16 @@ def test_docs_load_nothing_from_outside_the_server(client):
     assert client.get("/docs/../pyproject.toml").status_code == 404
     assert client.get("/docs/redoc.standalone.js").status_code == 404
     assert client.get("/redoc").status_code == 404
+
+
+def test_the_snapshot_routes_are_described(document):
+    paths = document["paths"]
+    export = paths["/collections/{name}/export"]["get"]["responses"]
+    assert export["200"]["content"] == {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}
+    assert {"400", "404"} <= set(export)
+    imported = paths["/collections/import"]["post"]
+    assert imported["requestBody"]["required"] is True
+    assert set(imported["requestBody"]["content"]) == {"application/x-tar"}
+    assert imported["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/CollectionInfo")
+    assert {"400", "409", "413", "422"} <= set(imported["responses"])
+    assert [p["name"] for p in imported["parameters"]] == ["name"]

@@ -48,15 +48,16 @@ class ApiKeyAuth:
         return await self.app(scope, receive, send)
 
 
-UPLOAD_PATH = re.compile(r"/collections/[^/]+/documents")  # POST: a document upload
+UPLOAD_PATH = re.compile(r"/collections/[^/]+/documents|/collections/import")  # POST: a document or an archive
 
 
 class BodyLimit:
     """Refuse bodies over `max_bytes` (at once from Content-Length, else while the body streams in)
     with a 413, and bodies that stop arriving for `timeout_seconds` with a 408 that closes the connection.
-    Document uploads have their own limit, `max_document_bytes` (their files go to disk as they arrive);
-    `/score` a lower one, `max_score_bytes`: its page embeddings come as JSON lists of floats, whose
-    parsing holds the interpreter's lock (60 MB of them stalled every other request for over a second)."""
+    Document uploads and collection imports have their own limit, `max_document_bytes` (their bodies
+    go to disk as they arrive); `/score` a lower one, `max_score_bytes`: its page embeddings come as
+    JSON lists of floats, whose parsing holds the interpreter's lock (60 MB of them stalled every
+    other request for over a second)."""
 
     def __init__(
         self,
@@ -77,7 +78,8 @@ class BodyLimit:
     def _limit(self, scope) -> tuple[int, str]:
         """The body limit of this request, and what to say when it is over."""
         if scope["method"] == "POST" and UPLOAD_PATH.fullmatch(scope["path"]):
-            return self.max_document_bytes, "a document upload (PAGELENS_MAX_DOCUMENT_BYTES)"
+            what = "a collection import" if scope["path"].endswith("/import") else "a document upload"
+            return self.max_document_bytes, f"{what} (PAGELENS_MAX_DOCUMENT_BYTES)"
         if scope["method"] == "POST" and scope["path"] == "/score":
             return self.max_score_bytes, "/score (PAGELENS_MAX_SCORE_BYTES); score fewer pages a request"
         return self.max_bytes, "a request body; split the batch"

@@ -31,6 +31,14 @@ the other stored); files are replaced atomically through uniquely named, fsynced
 deleting a collection first stops its writers (an ingest in flight ends with `NotFound`) and
 renames its directory to a tombstone (`.deleted-<name>-<random>`), so a crash leaves it either
 whole or gone; tombstones are removed when the data directory is next opened.
+
+A collection can also be built out of sight and published whole (`building`: a snapshot's
+import). On Edge it is built in `.importing-<name>-<random>/` and renamed into place at the end.
+A Qdrant server collection cannot be renamed, so it is made under its final name, marked in its
+metadata as importing (with a journal `.importing-<name>-<random>.json` beside the files naming
+it); the mark goes last. A build that fails is removed at once; one a crash interrupted is
+removed when the data directory is next opened (the Qdrant collection only if it still carries
+that build's mark). While it is built, this process neither opens nor lists it.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,10 +59,10 @@ from pagelens.errors import BackendFailure, Conflict, InvalidInput, NotFound
 from pagelens.index.binding import BINDING_FILE, METADATA_KEY, ModelBinding, read_binding_file
 from pagelens.index.collection import Collection, EmbedPages, Progress
 from pagelens.index.edge_store import open_edge_store
-from pagelens.index.files import write_atomically
+from pagelens.index.files import sync_directory, write_atomically
 from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore
 from pagelens.index.pdf import RenderPool
-from pagelens.index.qdrant_store import QdrantPageStore, qdrant_errors, qdrant_location
+from pagelens.index.qdrant_store import QdrantPageStore, create_collection, qdrant_errors, qdrant_location
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -67,6 +76,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "pagelens_"
 SERVER_FILES = "_qdrant"
 TOMBSTONE_PREFIX = ".deleted-"
+BUILD_PREFIX = ".importing-"  # a collection being built (`building`), or what a crash left of one
+BUILD_KEY = "pagelens_importing"  # a Qdrant collection's metadata while it is built: the build's token
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always fullmatch
 
 
@@ -93,6 +104,7 @@ class Collections:
         self.renderer = renderer
         self._owns_renderer = False
         self._open: dict[str, Collection] = {}
+        self._building: set[str] = set()  # names being built (`building`): neither opened nor listed
         self._lock = threading.Lock()
         if qdrant is not None:
             self.where = qdrant_location(qdrant)
@@ -106,6 +118,10 @@ class Collections:
             self.files_root = self.data_dir
         for tombstone in self.files_root.glob(f"{TOMBSTONE_PREFIX}*"):  # deletes a crash interrupted
             shutil.rmtree(tombstone, ignore_errors=True)
+        for journal in self.files_root.glob(f"{BUILD_PREFIX}*.json"):  # Qdrant builds a crash interrupted
+            self._abandon_build(journal)
+        for leftover in self.files_root.glob(f"{BUILD_PREFIX}*"):  # their files, and Edge builds
+            shutil.rmtree(leftover, ignore_errors=True)
 
     @classmethod
     def from_settings(
@@ -162,6 +178,8 @@ class Collections:
                 return read_binding_file(self.data_dir / name / BINDING_FILE)
             with qdrant_errors(self.where, name):
                 metadata = self.qdrant.get_collection(self.prefix + name).config.metadata or {}
+            if BUILD_KEY in metadata:  # another server's import, running or interrupted
+                raise NotFound(f"collection {name!r} is being imported (or its import was interrupted)")
             return ModelBinding.from_dict(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
         except ValueError as error:
             raise BackendFailure(
@@ -199,6 +217,121 @@ class Collections:
             return
         shutil.rmtree(tombstone, ignore_errors=True)
 
+    # ------------------------------------------------- building a collection out of sight
+    @contextmanager
+    def building(self, name: str, binding: ModelBinding | None, schema: PageSchema) -> Iterator[Collection]:
+        """A new, empty collection `name` of `schema` pages (and `binding`, when not None: it must be
+        for `schema`) to fill in the block; published whole when the block ends, removed when it
+        raises (or the process dies: see the module docstring). `Conflict` when `name` is taken, now
+        or when the block ends. Fill it through its store and files only: it is not open for searches."""
+        self._check_name(name)
+        token = uuid.uuid4().hex[:12]
+        directory = self.files_root / f"{BUILD_PREFIX}{name}-{token}"
+        journal = directory.with_name(directory.name + ".json")
+        with self._lock:
+            if name in self._building or self._exists(name):
+                raise Conflict(f"collection {name!r} already exists")
+            self._building.add(name)
+        store: PageStore | None = None
+        made_on_server = published = False
+        try:
+            directory.mkdir(parents=True)
+            if self.qdrant is None:
+                if binding is not None:
+                    write_atomically(directory / BINDING_FILE, json.dumps(binding.to_dict()).encode())
+                store = open_edge_store(directory / "store", schema=schema)
+            else:
+                write_atomically(journal, json.dumps({"name": name, "token": token}).encode())
+                made_on_server = True  # whatever of it exists is this build's, unless the name was taken
+                try:
+                    with qdrant_errors(self.where, self.prefix + name):  # 409 -> Conflict: another server took it
+                        create_collection(self.qdrant, self.prefix + name, schema)
+                except Conflict:
+                    made_on_server = False
+                    raise
+                marks = {BUILD_KEY: token} | ({METADATA_KEY: binding.to_dict()} if binding is not None else {})
+                with qdrant_errors(self.where, name):
+                    self.qdrant.update_collection(self.prefix + name, metadata=marks)
+                store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
+            collection = Collection(directory, store, binding, renderer=self.renderer)
+            yield collection
+            collection.close()
+            store = None
+            with self._lock:
+                self._publish(name, directory, journal)
+                published = True
+                self._building.discard(name)
+                self._open[name] = self._open_collection(name)
+        finally:
+            if not published:
+                self._discard_build(name, directory, journal, store, made_on_server)
+            with self._lock:
+                self._building.discard(name)
+
+    def _discard_build(
+        self, name: str, directory: Path, journal: Path, store: PageStore | None, made_on_server: bool
+    ) -> None:
+        """Remove a build that failed; what cannot be removed now is logged and left to the next start."""
+        try:
+            if store is not None:
+                store.close()
+            if made_on_server:
+                with qdrant_errors(self.where):
+                    self.qdrant.delete_collection(self.prefix + name)  # type: ignore[union-attr]
+        except Exception as error:  # the build's own error is the one to raise
+            log.error("collection %r: cannot remove the failed import (%s); the next start will", name, error)
+            return
+        shutil.rmtree(directory, ignore_errors=True)
+        journal.unlink(missing_ok=True)
+
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A new, empty directory beside the collections (an import's spooled upload), removed when
+        the block ends, or at the next open after a crash."""
+        directory = self.files_root / f"{BUILD_PREFIX}scratch-{uuid.uuid4().hex[:12]}"
+        directory.mkdir()
+        try:
+            yield directory
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _publish(self, name: str, directory: Path, journal: Path) -> None:
+        """Move a finished build into place (the caller holds the lock): rename its directory, then,
+        on a Qdrant server, lift the collection's build mark and drop the journal."""
+        target = self.files_root / name
+        if self.qdrant is None and self._exists(name):  # made by another process meanwhile
+            raise Conflict(f"collection {name!r} already exists")
+        shutil.rmtree(target, ignore_errors=True)  # a directory without a store: what an interrupted create left
+        os.replace(directory, target)
+        sync_directory(self.files_root)
+        if self.qdrant is not None:
+            try:
+                with qdrant_errors(self.where, name):
+                    self.qdrant.update_collection(self.prefix + name, metadata={BUILD_KEY: None})
+            except BaseException:
+                os.replace(target, directory)  # still a build, to be removed
+                raise
+            journal.unlink(missing_ok=True)
+
+    def _abandon_build(self, journal: Path) -> None:
+        """Remove what a Qdrant build a crash interrupted made: its collection if it still carries the
+        build's mark (else it was published), with the files it may have moved into place."""
+        try:
+            entry = json.loads(journal.read_text())
+            name, token = entry["name"], entry["token"]
+            if self.qdrant is not None and NAME_PATTERN.fullmatch(name):
+                with qdrant_errors(self.where):
+                    if self.qdrant.collection_exists(self.prefix + name):
+                        metadata = self.qdrant.get_collection(self.prefix + name).config.metadata or {}
+                        if metadata.get(BUILD_KEY) == token:
+                            self.qdrant.delete_collection(self.prefix + name)
+                            shutil.rmtree(self.files_root / name, ignore_errors=True)
+                            log.warning("removed collection %r, whose import was interrupted", name)
+        except (OSError, ValueError, KeyError, TypeError, BackendFailure) as error:
+            log.error("cannot clean up the interrupted import %s (%s); it is kept for the next start", journal, error)
+            return
+        journal.unlink(missing_ok=True)
+
     # ------------------------------------------------- the collections
     def create(self, name: str, binding: ModelBinding | None = None) -> Collection:
         """A new, empty collection for `binding`'s model, its pages of that model's PageSchema
@@ -206,7 +339,7 @@ class Collections:
         `Conflict` when `name` is taken."""
         self._check_name(name)
         with self._lock:
-            if self._exists(name):
+            if name in self._building or self._exists(name):
                 raise Conflict(f"collection {name!r} already exists")
             if self.qdrant is None:
                 # a directory without a store is what a create interrupted before its store left
@@ -232,13 +365,13 @@ class Collections:
         self._check_name(name)
         with self._lock:
             if name not in self._open:
-                if not self._exists(name):
+                if name in self._building or not self._exists(name):
                     raise NotFound(f"no collection {name!r}")
                 self._open[name] = self._open_collection(name)
             return self._open[name]
 
     def names(self) -> list[str]:
-        return sorted(self._stored_names())
+        return sorted(set(self._stored_names()) - self._building)
 
     def delete(self, name: str) -> None:
         """Delete collection `name`: its running operations end first (an ingest gives up at its

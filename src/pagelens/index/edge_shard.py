@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,12 +44,14 @@ from pagelens.index.pages import (
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
+    READ_BATCH,
     PageSchema,
     page_payload,
     page_vectors,
     point_id,
     resolve_schema,
     search_conditions,
+    stored_pages,
 )
 
 log = logging.getLogger(__name__)
@@ -345,6 +347,16 @@ class EdgeShardStore:
             conditions.append(self._match("document_id", document_id))
         with self._lock:
             return self._shard.count(q.CountRequest(filter=q.Filter(must=conditions)))
+
+    def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
+        """A complete document's pages from the shard (the source of truth), READ_BATCH at a time, in
+        page order: `(page, (n_tokens, 128) or (dim,) float16)`."""
+        pages = self.page_count(document_id)
+        for first in range(1, pages + 1, READ_BATCH):
+            numbers = range(first, min(first + READ_BATCH, pages + 1))
+            with self._lock:
+                records = self._shard.retrieve([point_id(document_id, n) for n in numbers], ["status"], [PAGE_VECTOR])
+            yield from stored_pages(document_id, numbers, records)
 
     def close(self) -> None:
         with self._lock:

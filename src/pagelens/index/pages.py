@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from pagelens.codecs.metadata import Condition, check_filter
-from pagelens.errors import Conflict, InvalidInput
+from pagelens.errors import Conflict, InvalidInput, NotFound
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
 DIM = 128
@@ -34,6 +34,7 @@ LEGACY_POOLED_ROWS = 64  # what pages stored before 2026-12 have
 INGESTING, COMPLETE = "ingesting", "complete"
 MAX_K = 1000
 MAX_PREFETCH = 10_000  # fast-mode candidates per search
+READ_BATCH = 8  # pages retrieved at once when a document's vectors are read back (~3 MB of Python floats a page)
 SearchMode = Literal["exact", "fast"]
 
 
@@ -147,6 +148,20 @@ def page_payload(document_id: str, number: int, name: str, metadata: dict[str, A
     return {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {}, "status": INGESTING}
 
 
+def stored_pages(document_id: str, numbers: range, records: Iterable[Any]) -> list[tuple[int, np.ndarray]]:
+    """Pages `numbers` of `document_id` from retrieved points (Qdrant Edge's or qdrant-client's records:
+    `.id`, `.payload` with `status`, `.vector[PAGE_VECTOR]`) as `(page, float16 array)`; `NotFound`
+    naming a page that is missing or not complete. Stored values are float16, so nothing is rounded."""
+    by_id = {record.id: record for record in records}
+    pages = []
+    for number in numbers:
+        record = by_id.get(point_id(document_id, number))
+        if record is None or (record.payload or {}).get("status") != COMPLETE:
+            raise NotFound(f"page {number} of document {document_id!r} is no longer stored")
+        pages.append((number, np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32).astype(np.float16)))
+    return pages
+
+
 def check_query(
     query: np.ndarray, k: int, mode: str, prefetch: int, schema: PageSchema = MULTI_VECTOR_128
 ) -> np.ndarray:
@@ -228,6 +243,12 @@ class PageStore(Protocol):
 
     def page_count(self, document_id: str | None = None) -> int:
         """Pages of complete documents (of one document if given)."""
+        ...
+
+    def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
+        """A complete document's pages as stored, in page order: `(page, vectors)`, `(n_tokens, 128)`
+        or `(dim,)` float16 (a snapshot's export). Nothing for a document with no complete page;
+        `NotFound` when a page goes missing while it is read (the caller holds the document's lock)."""
         ...
 
     def search(

@@ -45,6 +45,7 @@ from pagelens.index.pages import (
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
+    READ_BATCH,
     PageSchema,
     SearchHit,
     SearchMode,
@@ -54,6 +55,7 @@ from pagelens.index.pages import (
     point_id,
     resolve_schema,
     search_conditions,
+    stored_pages,
     to_hit,
 )
 
@@ -279,6 +281,18 @@ class QdrantPageStore:
         matches = [("status", COMPLETE)] + ([("document_id", document_id)] if document_id is not None else [])
         with self._calls():
             return self.client.count(self.collection, count_filter=self._filter(*matches), exact=True).count
+
+    def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
+        """A complete document's pages, retrieved with their vectors READ_BATCH at a time, in page order:
+        `(page, (n_tokens, 128) or (dim,) float16)` (the server stores float16; local mode keeps the
+        float16-rounded values it was sent)."""
+        pages = self.page_count(document_id)
+        for first in range(1, pages + 1, READ_BATCH):
+            numbers = range(first, min(first + READ_BATCH, pages + 1))
+            with self._calls():
+                records = self.client.retrieve(self.collection, [point_id(document_id, n) for n in numbers],
+                                               with_payload=["status"], with_vectors=[PAGE_VECTOR])  # fmt: skip
+            yield from stored_pages(document_id, numbers, records)
 
     def has_metadata_field(self, key: str) -> bool:
         """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""

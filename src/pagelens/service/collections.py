@@ -12,7 +12,14 @@ Listing, inspecting, reading pages and deleting need no model and work under any
 
 Every blocking call (opening a collection and its mirror, rendering, storing, deleting, encoding
 page images) runs on this service's thread pools, never on the event loop: ingests on their
-own pool, so a burst of uploads leaves the pool that searches and reads use free.
+own pool, so a burst of uploads leaves the pool that searches and reads use free; snapshot
+exports and imports (index/snapshot.py) on a third, as a slow download holds its thread.
+
+Snapshots need no model: an archive carries the binding of the model that filled it, and the
+imported collection keeps it, so the binding rules above guard it as they guard the original (a
+server running another model lists it as incompatible and refuses to search or fill it). Making
+an import depend on the model loaded would only stop a backup from being restored on a server
+that runs another model, or whose model is still loading.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import asyncio
 import io
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pagelens.codecs.metadata import check_filter, check_metadata
 from pagelens.errors import ModelMismatch, NotFound, PagelensError
@@ -43,6 +50,7 @@ __all__ = ["MAX_PREFETCH", "CollectionService", "SearchHit", "binding_of"]
 log = logging.getLogger(__name__)
 
 READ_WORKERS = 4  # opening collections, searches, lists, page images, deletes
+SNAPSHOT_WORKERS = 4  # exports (each holds its thread while its client downloads) and imports
 
 
 def binding_of(info: EmbedderInfo) -> ModelBinding:
@@ -73,6 +81,7 @@ class CollectionService:
         self._office = OfficeConverter(timeout=settings.office_timeout_seconds)
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
+        self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
 
     # ------------------------------------------------------------------ plumbing
     def index(self) -> Collections:
@@ -84,12 +93,15 @@ class CollectionService:
                 self._collections = Collections.from_settings(self.settings, resumable=lambda c: self.resumable(c))
             return self._collections
 
-    async def _run(self, function: Callable[..., Any], *args: Any, ingest: bool = False, **kwargs: Any) -> Any:
-        pool = self._ingests if ingest else self._reads
+    async def _run(
+        self, function: Callable[..., Any], *args: Any, ingest: bool = False, snapshot: bool = False, **kwargs: Any
+    ) -> Any:
+        pool = self._ingests if ingest else self._snapshots if snapshot else self._reads
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: function(*args, **kwargs))
 
     def close(self) -> None:
         self._reads.shutdown(wait=False, cancel_futures=True)
+        self._snapshots.shutdown(wait=False, cancel_futures=True)
         self._ingests.shutdown(wait=True, cancel_futures=True)
         with self._open_lock:
             if self._collections is not None:
@@ -307,3 +319,47 @@ class CollectionService:
         collection = await self._run(self.bound, name, for_ingest=False)
         (vectors,) = await embeddings.embed_queries([query], timings=timings)
         return await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
+
+    # ------------------------------------------------------------------ snapshots
+    async def export(self, name: str, target: BinaryIO | Path) -> dict[str, Any]:
+        """Write collection `name` as a snapshot archive (index/snapshot.py: a tar of its manifest,
+        records, files and stored vectors) to `target`: a path (replaced once the archive is
+        complete) or a binary file object, written sequentially. Returns the manifest. No model needed."""
+        from pagelens.index.snapshot import export_collection
+
+        return await self._run(lambda: export_collection(self.index().get(name), target), snapshot=True)
+
+    async def export_stream(self, name: str) -> AsyncIterator[bytes]:
+        """Collection `name` as snapshot archive bytes, produced while they are consumed (a few MiB
+        ahead at most). `NotFound` or `InvalidInput` before any byte; a failure later ends the stream
+        with that error, the archive unfinished (its import refuses it). Stop iterating to stop the export."""
+        from pagelens.index.snapshot import export_collection
+        from pagelens.service.snapshots import start_writer
+
+        collection = await self._run(self.index().get, name)
+        loop = asyncio.get_running_loop()
+        return start_writer(loop, self._snapshots, lambda pipe: export_collection(collection, pipe))
+
+    async def import_(self, source: Path | BinaryIO | AsyncIterable[bytes], name: str | None = None) -> dict[str, Any]:
+        """Create collection `name` (None: the name in the archive) from a snapshot archive: a path,
+        a binary file object, or chunks (an HTTP body: spooled to a file under the data directory
+        first). Its documents, files, vectors and binding are the archive's; no model is needed.
+        Returns its summary, as `info` (`compatible` false when the loaded model cannot use it).
+        `Conflict` (409) when the name is taken, `InvalidInput` (400) for a bad name,
+        `UnprocessableDocument` (422) naming what is wrong with the archive. All or nothing: on any
+        failure, or a crash, no collection is left behind."""
+        from pagelens.index.snapshot import import_collection
+        from pagelens.service.snapshots import spool
+
+        def restore(path_or_file: Path | BinaryIO) -> dict[str, Any]:
+            return self._summary(import_collection(self.index(), path_or_file, name))
+
+        if not isinstance(source, AsyncIterable):
+            return await self._run(restore, source, snapshot=True)
+        scratch = (await self._run(self.index)).scratch()  # removed at exit, or at the next start after a crash
+        directory = await self._run(scratch.__enter__)
+        try:
+            await spool(source, directory / "archive.tar", self._reads)
+            return await self._run(restore, directory / "archive.tar", snapshot=True)
+        finally:
+            await self._run(scratch.__exit__, None, None, None)

@@ -1,6 +1,6 @@
 """Collections: create, list, delete; upload PDFs/images; read, change and download documents; page
-images; search. The work is the collection service's (pagelens.service.collections); these routes
-parse and shape JSON."""
+images; search; export and import whole collections as snapshot archives. The work is the
+collection service's (pagelens.service.collections); these routes parse and shape JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from pagelens.api.openapi import BINARY, BODY_ERRORS, error_responses
 from pagelens.api.protocol import (
@@ -35,6 +35,7 @@ router = APIRouter(prefix="/collections", tags=["collections"], responses=error_
 # a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
 NAMED = (400, 404, 409)
 
+ARCHIVE_MEDIA_TYPE = "application/x-tar"
 FILE_MEDIA_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 DISCONNECT_POLL_SECONDS = 0.25  # how soon an upload whose client left stops its ingest
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for it: logged, never read (nobody is listening)
@@ -54,6 +55,27 @@ async def create_collection(body: CreateCollectionRequest, collections: Collecti
     return await collections.create(body.name)
 
 
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=None,
+    responses=declared(CollectionInfo, 400, 409, *BODY_ERRORS, 422, status=201),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {ARCHIVE_MEDIA_TYPE: BINARY}, "description": "A snapshot archive"}
+    },
+)
+async def import_collection(
+    request: Request,
+    collections: CollectionsService,
+    name: Annotated[str | None, Query(description="The new collection's name (default: the archive's)")] = None,
+):
+    """Create a collection from a snapshot archive (what `GET /collections/{name}/export` gives), sent
+    as the request body: its documents, files, vectors and model binding. The body may be as large as
+    an upload (PAGELENS_MAX_DOCUMENT_BYTES). 409 when the name is taken, 422 naming what is wrong with
+    the archive; either way, and on any failure, no collection is created. Needs no model loaded."""
+    return await collections.import_(request.stream(), name)
+
+
 @router.get("", response_model=None, responses=declared(CollectionList))
 async def list_collections(collections: CollectionsService):
     """Every collection with its model binding; `compatible` false where this server's model cannot use it."""
@@ -69,6 +91,23 @@ async def get_collection(name: str, collections: CollectionsService):
 async def delete_collection(name: str, collections: CollectionsService):
     await collections.delete(name)
     return {"deleted": name}
+
+
+@router.get(
+    "/{name}/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {ARCHIVE_MEDIA_TYPE: BINARY}, "description": "The collection's snapshot archive (a tar)"},
+        **error_responses(*NAMED),
+    },
+)
+async def export_collection(name: str, collections: CollectionsService) -> StreamingResponse:
+    """The whole collection as one archive, streamed as it is written: a manifest (model binding,
+    page schema, counts), then each document's record, file and stored vectors (float16). Needs no
+    model loaded. An archive cut short (a failure mid-way) is refused by the import."""
+    chunks = await collections.export_stream(name)
+    disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}.tar"
+    return StreamingResponse(chunks, media_type=ARCHIVE_MEDIA_TYPE, headers={"Content-Disposition": disposition})
 
 
 @router.post(
