@@ -12,10 +12,8 @@ read it there); `patch_metadata` changes both, and says how they agree again aft
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +39,7 @@ from pagelens.index.pdf import (
     file_sha256,
     load_source,
     open_document,
+    rendered_ahead,
 )
 from pagelens.index.qdrant_store import QdrantPageStore
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
@@ -61,44 +60,6 @@ def check_page_count(pages: int, max_pages: int | None) -> None:
         raise PayloadTooLarge(
             f"the document has {pages} pages, over the limit of {max_pages} (PAGELENS_MAX_DOCUMENT_PAGES)"
         )
-
-
-def rendered_ahead(batches: Iterator[list[Image.Image]]) -> Iterator[list[Image.Image]]:
-    """`batches` with the next batch rendered in a thread while the caller embeds the current one
-    (the render workers are other processes, so rendering and embedding overlap). At most one
-    batch waits; when the caller stops early, the producer is closed before this returns."""
-    ready: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        ready.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(done)
-        except BaseException as error:  # handed to the consumer, raised there
-            ready.put(error)
-
-    producer = threading.Thread(target=produce, name="pagelens-render-ahead", daemon=True)
-    producer.start()
-    try:
-        while (item := ready.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while producer.is_alive():  # unblock a put, let the thread finish its page
-            with contextlib.suppress(queue.Empty):
-                ready.get(timeout=0.1)
-        batches.close()
 
 
 class Collection:
