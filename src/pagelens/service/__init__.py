@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
-    from pagelens.service.jobs import JobService, jobs_running_elsewhere, raise_job_error, stored_job, stored_jobs
+    from pagelens.service.jobs import (
+        JobService,
+        jobs_running_elsewhere,
+        raise_job_error,
+        resumable_documents,
+        stored_job,
+        stored_jobs,
+    )
     from pagelens.service.pages import document_pages
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
@@ -32,6 +39,7 @@ _WHERE = {
     "JobService": "jobs",
     "raise_job_error": "jobs",
     "jobs_running_elsewhere": "jobs",
+    "resumable_documents": "jobs",
     "stored_job": "jobs",
     "stored_jobs": "jobs",
     "document_pages": "pages",
@@ -55,6 +63,7 @@ __all__ = [
     "load",
     "load_embedder",
     "raise_job_error",
+    "resumable_documents",
     "stored_job",
     "stored_jobs",
 ]

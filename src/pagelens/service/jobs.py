@@ -389,6 +389,13 @@ def stored_jobs(data_dir: str | Path, *, collection: str | None = None, state: s
     return sorted(found, key=lambda job: job.created_at)
 
 
+def resumable_documents(data_dir: str | Path, collection: str) -> set[str]:
+    """`JobService.resumable` read from the records: the documents whose stored pages a durable job
+    will resume from, so a process that does not run the jobs keeps them when it opens `collection`."""
+    return {job.document_id for job in stored_jobs(data_dir, collection=collection)
+            if job.durable and not job.encrypted and job.state not in FINISHED}  # fmt: skip
+
+
 def stored_job(data_dir: str | Path, job_id: str) -> Job:
     """One recorded job, read as `stored_jobs` reads them; `NotFound` when there is none."""
     path = Path(data_dir) / JOBS_DIRECTORY / job_id / "job.json"
