@@ -6,7 +6,6 @@ from __future__ import annotations
 import traceback
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,10 +16,10 @@ from pagelens.cli.common import State, describe
 class _Commands(TyperGroup):
     """The root command group: its `invoke` runs every command, so errors are turned into one line here."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException):  # exits, Ctrl-C, usage errors: typer's own
             raise
         except Exception as error:
             message = describe(error)
