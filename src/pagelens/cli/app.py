@@ -3,6 +3,9 @@ failure a user can act on becomes one line `error: ...` and exit code 2."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import traceback
 from typing import Annotated, Any
 
@@ -21,6 +24,10 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # exits, Ctrl-C, usage errors: typer's own
             raise
+        except BrokenPipeError:  # the reader of the output went away (`| head`): stop quietly
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            raise typer.Exit(1) from None
         except Exception as error:
             message = describe(error)
             if message is None:
