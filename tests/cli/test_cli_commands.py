@@ -121,3 +121,18 @@ def _pdf(tmp_path):
     path = tmp_path / "one.pdf"
     path.write_bytes(make_pdf(1))
     return path
+
+
+def test_embed_on_a_server_gives_the_vectors_embedded_here(server, tiny_model, tmp_path):
+    import numpy as np
+
+    (tmp_path / "report.pdf").write_bytes(make_pdf(2))
+    common = ["embed", "-i", str(tmp_path / "report.pdf"), "-q", "revenue?", "--device", "cpu", "--dtype", "float32"]
+    here = runner.invoke(app, [*common, "-m", str(tiny_model), "-o", str(tmp_path / "here.npz")])
+    there = runner.invoke(app, [*common, "--url", server, "--api-key", REAL_KEY, "-o", str(tmp_path / "there.npz")])
+    assert here.exit_code == 0 and there.exit_code == 0, here.output + there.output
+    local, remote = np.load(tmp_path / "here.npz"), np.load(tmp_path / "there.npz")
+    assert sorted(local.files) == sorted(remote.files) == ["image_0", "image_1", "info", "query_0", "sources"]
+    assert json.loads(str(remote["info"]))["model"] == str(tiny_model)
+    for name in ("image_0", "image_1", "query_0"):
+        np.testing.assert_allclose(remote[name], local[name], atol=1e-4)

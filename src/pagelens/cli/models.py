@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 
-from pagelens.cli.common import prefixed, settings_from_options
+from pagelens.cli.common import KeyOption, prefixed, settings_from_options
 from pagelens.errors import InvalidInput, PagelensError
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id or local checkpoint directory.")]
+if TYPE_CHECKING:
+    from pagelens.settings import Settings
+
 # Model options default to None, so that PAGELENS_* variables apply when a flag is not given.
 DeviceOption = Annotated[str | None, typer.Option(help="auto | cpu | cuda[:n] | mps (default auto)")]
 DtypeOption = Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default auto)")]
@@ -39,7 +43,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def embed(
-    model: ModelOption,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Hub id or local checkpoint directory (default PAGELENS_MODEL).")
+    ] = None,
     image: Annotated[
         list[Path] | None,
         typer.Option(
@@ -49,6 +55,10 @@ def embed(
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Query text (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .npz file.")] = Path("embeddings.npz"),
     password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs (never stored or logged).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Embed on this pagelens server (its morphik-core route) instead of here.")
+    ] = None,
+    api_key: KeyOption = None,
     device: DeviceOption = None,
     dtype: DtypeOption = None,
     attn: AttnOption = None,
@@ -60,12 +70,12 @@ def embed(
     output_dtype: Annotated[str, typer.Option(help="float32 | float16")] = "float32",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Embed pages and queries into an .npz file, in this process.
+    """Embed pages and queries into an .npz file, in this process or on a server (--url).
 
     The file holds `image_i` (numbered across files and their pages), `query_i`, `info` (the model,
-    as JSON) and `sources` (JSON: the file and page of each `image_i`). PDFs render at
+    as JSON) and `sources` (JSON: the file and page of each `image_i`). PDFs render here, at
     PAGELENS_PDF_DPI (150), a few pages at a time."""
-    from pagelens.service import Runtime, document_pages
+    from pagelens.service import document_pages
 
     _setup_logging(verbose)
     files, queries = image or [], query or []
@@ -80,29 +90,48 @@ def embed(
     contents = [path.read_bytes() for path in files]  # a missing file fails before the model loads
     arrays: dict[str, np.ndarray] = {}
     sources: list[dict] = []
-    with Runtime(settings).start() as runtime:
+    with _embedder(settings, url, api_key) as (embed_images, embed_queries, info):
         for path, data in zip(files, contents, strict=True):
             done = 0
             try:
                 for batch in document_pages(data, settings, password=password):
-                    for vectors in runtime.embed_images(batch, dtype=output_dtype):  # type: ignore[arg-type]
+                    for vectors in embed_images(batch, dtype=output_dtype):
                         done += 1
                         arrays[f"image_{len(sources)}"] = vectors
                         sources.append({"file": str(path), "page": done})
             except PagelensError as error:
                 page = f" page {done + 1 + error.index}" if error.index is not None else ""
                 raise prefixed(error, f"{path}{page}") from error
-        for number, vectors in enumerate(runtime.embed_queries(queries, dtype=output_dtype) if queries else []):  # type: ignore[arg-type]
+        for number, vectors in enumerate(embed_queries(queries, dtype=output_dtype) if queries else []):
             arrays[f"query_{number}"] = vectors
-        info = runtime.info
+        model_info = info()
     extra = {"sources": np.array(json.dumps(sources))} if sources else {}
-    np.savez(out, info=np.array(json.dumps(info.as_dict())), **extra, **arrays)
-    typer.echo(json.dumps(info.as_dict()))
+    np.savez(out, info=np.array(json.dumps(model_info)), **extra, **arrays)
+    typer.echo(json.dumps(model_info))
     for name, vectors in arrays.items():
         origin = sources[int(name[6:])] if name.startswith("image_") else None
         where = f"  <- {origin['file']} page {origin['page']}" if origin else ""
         typer.echo(f"{name}: shape {tuple(vectors.shape)} {vectors.dtype}{where}")
     typer.echo(f"wrote {out}")
+
+
+@contextmanager
+def _embedder(settings: Settings, url: str | None, api_key: str | None) -> Iterator[tuple[Any, Any, Any]]:
+    """`(embed_images, embed_queries, info)` of a server (`url`) or of the settings' model, loaded here."""
+    if url:
+        from pagelens.cli.backends import Remote
+
+        remote = Remote(url, api_key if api_key is not None else settings.api_key)
+        try:
+            client = remote.client
+            yield client.embed_images, client.embed_queries, lambda: client.info()["model"]
+        finally:
+            remote.close()
+        return
+    from pagelens.service import Runtime
+
+    with Runtime(settings).start() as runtime:
+        yield runtime.embed_images, runtime.embed_queries, lambda: runtime.info.as_dict()
 
 
 def serve(
