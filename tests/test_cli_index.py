@@ -42,10 +42,10 @@ def test_embedded_index_and_search_resume_without_duplicates(tiny_model, tmp_pat
 
 
 def test_page_progress_off_a_terminal_prints_a_line_at_most_every_few_seconds(capsys):
-    from pagelens.cli_index import _PageProgress
+    from pagelens.cli.progress import PageProgress
 
     now = [0.0]
-    progress = _PageProgress("big.pdf", tty=False, clock=lambda: now[0])
+    progress = PageProgress("big.pdf", tty=False, clock=lambda: now[0])
     for done in (0, 8, 16, 24, 32, 40):
         progress(done, 40)
         now[0] += 4.0  # a batch every 4 s: a line at 0, then every LINE_SECONDS, and the last

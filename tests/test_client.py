@@ -13,7 +13,7 @@ import pytest
 
 from pagelens import errors
 from pagelens.api import create_app
-from pagelens.client import Client, error_from_response
+from pagelens.client import Client, error_from_response, job_error
 from pagelens.codecs.outputs import encode_npz
 from pagelens.engine import EngineConfig
 from pagelens.errors import InvalidInput, Overloaded, Unauthorized
@@ -313,3 +313,42 @@ def test_a_collection_exported_and_imported_through_the_client(tmp_path, monkeyp
             client.export_collection("docs", tmp_path / "cut.tar")
         assert [p.name for p in tmp_path.iterdir() if "cut" in p.name] == [], "no partial archive is left"
     service.engine.close()
+
+
+def test_a_queued_upload_is_followed_through_its_job_and_its_events(tmp_path):
+    from tests.index.test_pdf import make_pdf
+
+    settings = Settings(model="fake", api_key="k", data_dir=str(tmp_path / "data"), pdf_dpi=72)
+    service = fake_runtime(FakeBackend(dim=128), settings=settings)
+    with uvicorn_in_thread(create_app(runtime=service)) as url, Client(url, api_key="k", timeout=None) as client:
+        client.create_collection("docs")
+        queued = client.add_document("docs", make_pdf(3), filename="a.pdf", metadata={"team": "x"}, wait=False)
+        assert queued["state"] in ("queued", "running", "done") and queued["pages_total"] == 3
+        events = list(client.job_events(queued["id"]))
+        assert events[-1][0] == "done" and all(name == "progress" for name, _ in events[:-1])
+        assert events[-1][1]["pages_done"] == 3 and events[-1][1]["created"] is True
+        job = client.job(queued["id"])
+        assert (job["state"], job["document_id"]) == ("done", queued["document_id"])
+        assert [j["id"] for j in client.jobs(collection="docs", state="done")] == [queued["id"]]
+        assert client.jobs(collection="other") == []
+        with pytest.raises(errors.Conflict, match="already ended"):
+            client.cancel_job(queued["id"])
+        with pytest.raises(errors.NotFound):
+            list(client.job_events("0" * 32))
+        assert client.collection("docs")["pages"] == 3
+        assert client.page_png("docs", job["document_id"], 1, full=True).startswith(b"\x89PNG")
+    service.engine.close()
+
+
+def test_event_streams_are_parsed_with_comments_and_multi_line_data():
+    stream = (
+        b': still running\n\nevent: progress\ndata: {"state": "running",\ndata:  "pages_done": 1}\n\n'
+        b'event: failed\ndata: {"state": "failed", "error": {"type": "unprocessable_document", '
+        b'"message": "page 2 would not render"}}\n\n'
+    )
+    with mock_client(lambda request: httpx.Response(200, content=stream)) as client:
+        events = list(client.job_events("j"))
+    failed = {"state": "failed", "error": {"type": "unprocessable_document", "message": "page 2 would not render"}}
+    assert events == [("progress", {"state": "running", "pages_done": 1}), ("failed", failed)]
+    error = job_error(events[-1][1])
+    assert type(error) is errors.UnprocessableDocument and error.message == "page 2 would not render"

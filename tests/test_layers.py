@@ -11,7 +11,7 @@ import pytest
 import pagelens
 
 PACKAGE = Path(pagelens.__file__).parent
-ENTRY_POINTS = [*sorted((PACKAGE / "api").rglob("*.py")), PACKAGE / "cli.py", PACKAGE / "cli_index.py",
+ENTRY_POINTS = [*sorted((PACKAGE / "api").rglob("*.py")), *sorted((PACKAGE / "cli").rglob("*.py")),
                 *sorted((PACKAGE / "deploy").rglob("*.py"))]  # fmt: skip
 BELOW_THE_SERVICE = ("pagelens.index", "pagelens.engine")
 
@@ -39,12 +39,31 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path):
     assert imported_modules(module) == ["pagelens.index.pages"]
 
 
+def test_every_command_line_module_is_checked():
+    assert {path.name for path in ENTRY_POINTS if path.parent.name == "cli"} >= {"app.py", "backends.py", "index.py"}
+
+
 def test_the_command_line_starts_without_importing_torch():
     """`pagelens --help` and the --url commands stay quick: torch loads only when a model does."""
     import subprocess
     import sys
 
     code = "import sys, pagelens.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+
+
+def test_the_commands_over_a_server_run_without_importing_torch():
+    """The settings (the default key) and the HTTP client are all a `--url` command needs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pagelens.cli.backends import open_backend\n"
+        "with open_backend('http://127.0.0.1:9', None): pass\n"
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"

@@ -12,6 +12,10 @@
         client.export_collection("reports", "reports.tar")          # a snapshot archive, streamed to disk
         client.import_collection("reports.tar", name="reports-copy")
 
+        job = client.add_document("reports", big_pdf, filename="annual.pdf", wait=False)   # 202: queued
+        for event, state in client.job_events(job["id"]):    # progress ..., then done | failed | cancelled
+            print(event, state["pages_done"], "/", state["pages_total"])
+
 It speaks the morphik-core route (`/embeddings`, npz bodies). 429 and 503 are retried after the
 server's Retry-After (capped); 413 splits the batch in halves and retries each half, as morphik-core
 does. Every other error is raised at once as the class in pagelens.errors whose `error_type` the
@@ -27,9 +31,10 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -39,6 +44,7 @@ from pagelens import errors
 from pagelens.codecs.outputs import NPZ_MEDIA, decode_npz
 
 _RETRYABLE = (429, 503)
+EVENT_READ_TIMEOUT = 60.0  # a job's event stream sends a heartbeat every 15 s; silence this long means it is gone
 
 
 def error_from_response(response: httpx.Response) -> errors.PagelensError:
@@ -49,13 +55,29 @@ def error_from_response(response: httpx.Response) -> errors.PagelensError:
         error_type, message, index = body["type"], body["message"], body.get("index")
     except (ValueError, KeyError, TypeError):
         error_type, message, index = "http_error", f"HTTP {response.status_code}: {response.text[:200]}", None
-    cls = next((cls for cls in errors.error_classes() if cls.error_type == error_type), None)
-    if cls is errors.Overloaded:
+    if _error_class(error_type) is errors.Overloaded:
         error = errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
         return error if index is None else error.with_index(index)
+    return _typed_error(error_type, message, index=index, status=response.status_code)
+
+
+def job_error(job: dict) -> errors.PagelensError:
+    """The typed error a failed or cancelled job (`GET /jobs/{id}`) ended with (cancelled: Conflict,
+    its collection deleted: NotFound, a PDF that would not open: UnprocessableDocument, ...)."""
+    detail = job.get("error") or {"type": "internal_error", "message": f"the ingest job ended {job.get('state')}"}
+    return _typed_error(detail.get("type"), detail.get("message", ""))
+
+
+def _error_class(error_type: object) -> type[errors.PagelensError] | None:
+    return next((cls for cls in errors.error_classes() if cls.error_type == error_type), None)
+
+
+def _typed_error(error_type: object, message: str, *, index: int | None = None, status: int = 500):
+    """The class whose `error_type` this is, else a PagelensError carrying the status and type."""
+    cls = _error_class(error_type)
     if cls is None:
         error = errors.PagelensError(message, index=index)
-        error.http_status, error.error_type = response.status_code, str(error_type)
+        error.http_status, error.error_type = status, str(error_type)
         return error
     return cls(message, index=index)
 
@@ -77,20 +99,30 @@ def _image_to_base64(image: bytes | Image.Image) -> str:
 
 class Client:
     """Synchronous client. `max_retries` bounds retries of 429/503/connection errors per request;
-    each wait is the server's Retry-After, capped at `max_retry_wait` seconds."""
+    each wait is the server's Retry-After, capped at `max_retry_wait` seconds. `timeout`: seconds to
+    wait for each answer, None for no limit (an upload that waits for a long ingest: a 500-page PDF
+    takes many minutes on a CPU); connecting gives up after `connect_timeout` either way."""
 
     def __init__(
         self,
         url: str,
         api_key: str | None = None,
         *,
-        timeout: float = 300.0,
+        timeout: float | None = 300.0,
+        connect_timeout: float = 30.0,
         max_retries: int = 5,
         max_retry_wait: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+        if timeout is not None:
+            connect_timeout = min(connect_timeout, timeout)
+        self._connect_timeout = connect_timeout
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+        )  # fmt: skip
+        self.url = str(self._http.base_url).rstrip("/")
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
         self.retries = 0  # how many retries this client has made (observability, tests)
@@ -176,6 +208,10 @@ class Client:
     def collections(self) -> list[dict]:
         return self._request("GET", "/collections").json()["collections"]
 
+    def collection(self, name: str) -> dict:
+        """`{"name", "documents", "pages", "model", "compatible", "mismatch", "recovered"}`."""
+        return self._request("GET", f"/collections/{name}").json()
+
     def delete_collection(self, name: str) -> None:
         self._request("DELETE", f"/collections/{name}")
 
@@ -187,15 +223,22 @@ class Client:
         filename: str = "document",
         metadata: dict | None = None,
         password: str | None = None,
+        wait: bool = True,
     ) -> dict:
         """Upload a PDF, image or office document (an encrypted PDF with its `password`); returns
-        `{"id", "pages", "created", "metadata_kept"}` (re-uploading the same bytes stores nothing and
-        keeps the stored metadata: `patch_document` changes it)."""
+        `{"id", "pages", "created", "metadata_kept"}` once it is stored (re-uploading the same bytes
+        stores nothing and keeps the stored metadata: `patch_document` changes it). With `wait=False`
+        the server answers at once with the queued ingest job (`{"id", "state", "pages_done",
+        "pages_total", "document_id", ...}`; follow it with `job` or `job_events`), which survives a
+        restart of the server. A waiting upload is answered when the ingest ends: give the client
+        `timeout=None` for long documents."""
         form = {"metadata": json.dumps(metadata)} if metadata is not None else {}
         if password is not None:
             form["password"] = password
         files = {"file": (filename, data, "application/octet-stream")}
-        return self._request("POST", f"/collections/{collection}/documents", files=files, data=form or None).json()
+        params = None if wait else {"wait": "false"}
+        path = f"/collections/{collection}/documents"
+        return self._request("POST", path, files=files, data=form or None, params=params).json()
 
     def documents(self, collection: str) -> list[dict]:
         return self._request("GET", f"/collections/{collection}/documents").json()["documents"]
@@ -217,8 +260,12 @@ class Client:
         self._request("DELETE", f"/collections/{collection}/documents/{document_id}")
 
     def page_image(self, collection: str, document_id: str, page: int) -> Image.Image:
-        response = self._request("GET", f"/collections/{collection}/documents/{document_id}/pages/{page}")
-        return Image.open(io.BytesIO(response.content))
+        return Image.open(io.BytesIO(self.page_png(collection, document_id, page)))
+
+    def page_png(self, collection: str, document_id: str, page: int, *, full: bool = False) -> bytes:
+        """Page `page` (1-based) as PNG bytes; over 4 megapixels it comes downscaled unless `full`."""
+        path = f"/collections/{collection}/documents/{document_id}/pages/{page}"
+        return self._request("GET", path, params={"full": "true"} if full else None).content
 
     def search(
         self,
@@ -286,6 +333,47 @@ class Client:
             raise error_from_response(response)
         return response.json()
 
+    # ---------------------------------------------------------------- ingest jobs
+    def jobs(self, collection: str | None = None, state: str | None = None) -> list[dict]:
+        """The server's ingest jobs, oldest first, optionally of one collection or in one state
+        (`queued`, `running`, `done`, `failed`, `cancelled`)."""
+        params = {key: value for key, value in (("collection", collection), ("state", state)) if value is not None}
+        return self._request("GET", "/jobs", params=params).json()["jobs"]
+
+    def job(self, job_id: str) -> dict:
+        """`{"id", "collection", "filename", "document_id", "state", "pages_done", "pages_total",
+        "created", "error", "created_at", "finished_at"}`."""
+        return self._request("GET", f"/jobs/{quote(job_id, safe='')}").json()
+
+    def cancel_job(self, job_id: str) -> dict:
+        """Cancel a queued or running job (nothing of its document stays); `Conflict` once it has ended."""
+        return self._request("DELETE", f"/jobs/{quote(job_id, safe='')}").json()
+
+    def job_events(self, job_id: str) -> Iterator[tuple[str, dict]]:
+        """The job's server-sent events as `(event, job)`: `progress` whenever it changes, then one
+        named after its final state (`done`, `failed`, `cancelled`), and the iterator ends. No time
+        limit on the whole; a stream silent for EVENT_READ_TIMEOUT seconds fails (the server sends a
+        heartbeat every 15 s). Not retried."""
+        timeout = httpx.Timeout(EVENT_READ_TIMEOUT, connect=self._connect_timeout)
+        with self._http.stream("GET", f"/jobs/{quote(job_id, safe='')}/events", timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise error_from_response(response)
+            event, data = "message", []
+            for line in response.iter_lines():
+                if not line:  # an event ends
+                    if data:
+                        yield event, json.loads("\n".join(data))
+                    event, data = "message", []
+                    continue
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)  # a line starting with ':' (field "") is a comment: skipped
+
+    # ---------------------------------------------------------------- server
     def health(self) -> dict:
         response = self._http.get("/health")
         if response.status_code != 200:

@@ -46,7 +46,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app = FastAPI(
         title="pagelens",
         version=__version__,
-        description="ColPali-family embeddings: morphik-core, seed 004 and OpenAI-style routes.",
+        description=(
+            "ColPali-family embeddings in morphik-core's format, the /embed format and OpenAI-style; "
+            "MaxSim scoring; collections of documents, search and ingest jobs."
+        ),
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
         openapi_url=OPENAPI_PATH,

@@ -4,6 +4,7 @@
     EmbeddingService   base64 images and queries -> vectors, within the request limits (embeddings.py)
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
     JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
+    document_pages     a document's page images without a collection (pages.py)
 
 Entry points import this package (and settings, errors, codecs), never `pagelens.index` or
 `pagelens.engine` directly. Names load on first use, so `pagelens --help` does not import torch.
@@ -17,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
-    from pagelens.service.jobs import JobService, raise_job_error
+    from pagelens.service.jobs import (
+        JobService,
+        jobs_running_elsewhere,
+        raise_job_error,
+        resumable_documents,
+        stored_job,
+        stored_jobs,
+    )
+    from pagelens.service.pages import document_pages
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 _WHERE = {
@@ -29,6 +38,11 @@ _WHERE = {
     "StageTimings": "embeddings",
     "JobService": "jobs",
     "raise_job_error": "jobs",
+    "jobs_running_elsewhere": "jobs",
+    "resumable_documents": "jobs",
+    "stored_job": "jobs",
+    "stored_jobs": "jobs",
+    "document_pages": "pages",
     "Runtime": "runtime",
     "fetch_model": "runtime",
     "load": "runtime",
@@ -43,10 +57,15 @@ __all__ = [
     "Runtime",
     "SearchHit",
     "StageTimings",
+    "document_pages",
     "fetch_model",
+    "jobs_running_elsewhere",
     "load",
     "load_embedder",
     "raise_job_error",
+    "resumable_documents",
+    "stored_job",
+    "stored_jobs",
 ]
 
 

@@ -16,6 +16,11 @@ what it stored is purged). A password is never written anywhere: an encrypted PD
 resume after a restart and fails saying so. Cancelling a job, or deleting its collection, stops
 it within a page and leaves nothing of its document stored. Finished jobs are forgotten after
 `job_retention_hours`.
+
+The process running the jobs holds an advisory lock on `<data_dir>/_jobs/.lock` (POSIX `flock`),
+so another process (the embedded CLI) can tell whether jobs it reads are being run: `stored_jobs`
+reads the records without changing them, and only a `JobService(exclusive=True)`, which refuses
+to start while a server holds the lock, may cancel them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -34,11 +40,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from pagelens.errors import Conflict, InvalidInput, NotFound, PagelensError, error_classes
 from pagelens.index.files import write_atomically
 from pagelens.service.collections import CollectionService
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; jobs held elsewhere are not detected
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,8 @@ FINISHED = frozenset({"done", "failed", "cancelled"})
 COPY_CHUNK = 1 << 20
 CANCELLED = {"type": "conflict", "message": "the ingest job was cancelled"}
 PROGRESS_SECONDS = 1.0  # pages_done is written to disk at most this often (and at every batch end)
+LOCK_FILE = ".lock"
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def now() -> str:
@@ -81,11 +94,21 @@ class Job:
 class JobService:
     """The ingest jobs of one runtime, run `settings.ingest_workers` at a time."""
 
-    def __init__(self, settings: Any, collections: CollectionService) -> None:
+    def __init__(self, settings: Any, collections: CollectionService, *, exclusive: bool = False) -> None:
+        """Load the jobs under `settings.data_dir`, holding their lock. `exclusive`: `Conflict` when
+        another process holds it (a server runs them); else that is only logged."""
         self.settings = settings
         self.collections = collections
         self.root = Path(settings.data_dir) / JOBS_DIRECTORY
         self.root.mkdir(parents=True, exist_ok=True)
+        self._held = _hold_lock(self.root)
+        if self._held is None:
+            if exclusive:
+                raise Conflict(
+                    f"the ingest jobs in {settings.data_dir} are run by another process (a running pagelens "
+                    "serve?); go through that server (--url)"
+                )
+            log.warning("another process runs ingest jobs in %s too; each may fail the other's", settings.data_dir)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -104,12 +127,14 @@ class JobService:
         interrupted is failed unless it is durable (then it is queued again by `start`)."""
         cutoff = time.time() - self.settings.job_retention_hours * 3600
         for directory in sorted(self.root.iterdir()):
+            if not directory.is_dir():
+                continue  # the lock file
             path = directory / "job.json"
             if not path.exists():  # a submit the server died in before the job existed (no 202 was sent)
                 shutil.rmtree(directory, ignore_errors=True)
                 continue
             try:
-                job = Job(**json.loads(path.read_text()))
+                job = _read_job(path)
             except (OSError, ValueError, TypeError) as error:
                 log.error("ingest job record %s is unreadable (%s); it is left out", path, error)
                 continue
@@ -155,6 +180,9 @@ class JobService:
         for event in list(self._cancels.values()):
             event.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._held is not None:
+            self._held.close()  # releases the lock
+            self._held = None
 
     # ------------------------------------------------------------------ submitting
     async def submit(
@@ -299,7 +327,7 @@ class JobService:
             event = self._cancels.get(job_id)
             if event is not None:
                 event.set()
-            if job.state == "queued":
+            if job.state == "queued" or event is None:  # waiting, or interrupted and not resumed (yet)
                 self._finish(job, "cancelled", error=self._cancel_reasons[job_id])
         return job
 
@@ -316,6 +344,70 @@ class JobService:
         while job.state not in FINISHED:
             await asyncio.sleep(poll)
         return job
+
+
+def _read_job(path: Path) -> Job:
+    return Job(**json.loads(path.read_text()))
+
+
+def _hold_lock(root: Path) -> IO[str] | None:
+    """The jobs lock of `root`, held until the returned file is closed; None when another process holds it."""
+    handle = open(root / LOCK_FILE, "a")  # noqa: SIM115 (held for the life of the job service)
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def jobs_running_elsewhere(data_dir: str | Path) -> bool:
+    """Whether another process (a server) runs the ingest jobs of `data_dir` now."""
+    root = Path(data_dir) / JOBS_DIRECTORY
+    if not root.is_dir():
+        return False
+    handle = _hold_lock(root)
+    if handle is None:
+        return True
+    handle.close()
+    return False
+
+
+def stored_jobs(data_dir: str | Path, *, collection: str | None = None, state: str | None = None) -> list[Job]:
+    """The ingest jobs recorded under `data_dir` as last written, oldest first, read without changing
+    anything (for a process that does not run them: an unfinished one may be a server's, running)."""
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    root = Path(data_dir) / JOBS_DIRECTORY
+    found = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else ():
+        try:
+            job = _read_job(directory / "job.json")
+        except (OSError, ValueError, TypeError):
+            continue  # the lock file, a job being submitted, or a record the server will report
+        if (collection is None or job.collection == collection) and (state is None or job.state == state):
+            found.append(job)
+    return sorted(found, key=lambda job: job.created_at)
+
+
+def resumable_documents(data_dir: str | Path, collection: str) -> set[str]:
+    """`JobService.resumable` read from the records: the documents whose stored pages a durable job
+    will resume from, so a process that does not run the jobs keeps them when it opens `collection`."""
+    return {job.document_id for job in stored_jobs(data_dir, collection=collection)
+            if job.durable and not job.encrypted and job.state not in FINISHED}  # fmt: skip
+
+
+def stored_job(data_dir: str | Path, job_id: str) -> Job:
+    """One recorded job, read as `stored_jobs` reads them; `NotFound` when there is none."""
+    path = Path(data_dir) / JOBS_DIRECTORY / job_id / "job.json"
+    try:
+        if not JOB_ID.fullmatch(job_id):
+            raise FileNotFoundError(job_id)
+        return _read_job(path)
+    except (OSError, ValueError, TypeError):
+        raise NotFound(f"no ingest job {job_id!r}") from None
 
 
 def raise_job_error(job: Job) -> None:

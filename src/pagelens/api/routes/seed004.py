@@ -1,4 +1,5 @@
-"""`POST /embed`: seed 004's HF server format (`images`, `texts`, `normalize`)."""
+"""`POST /embed`: the /embed format of Hugging Face-style embedding servers (`images`, `texts`,
+`normalize`; seed 004's)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pagelens.api.protocol import Seed004EmbedRequest, Seed004EmbedResponse
 from pagelens.api.routes.common import Service, request_timings, timing_encode
 from pagelens.codecs.outputs import to_nested_lists
 
-router = APIRouter(tags=["seed 004"], responses=error_responses(*EMBEDDING_ERRORS))
+router = APIRouter(tags=["/embed format"], responses=error_responses(*EMBEDDING_ERRORS))
 
 
 def _unit_rows(array: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from pagelens.api.protocol import Health, HealthUnavailable, ServerInfo
 from pagelens.api.routes.common import get_runtime
 
 router = APIRouter(tags=["system"], responses=error_responses())
+ROUTES = ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/jobs", "/health", "/metrics", "/docs"]
 
 
 @router.get(
@@ -35,7 +36,7 @@ async def server_info(request: Request):
         "version": __version__,
         "ready": runtime.ready,
         "model": runtime.info.as_dict() if runtime.info is not None else None,
-        "routes": ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/health", "/metrics", "/docs"],
+        "routes": ROUTES,
     }
 
 

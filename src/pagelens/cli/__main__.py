@@ -1,0 +1,5 @@
+"""`python -m pagelens.cli ...`, as the `pagelens` command."""
+
+from pagelens.cli import main
+
+main()
