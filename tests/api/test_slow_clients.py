@@ -77,9 +77,11 @@ def test_serve_sets_uvicorns_timeouts(monkeypatch):
     started = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: started.append(options))
     monkeypatch.setenv("PAGELENS_SHUTDOWN_TIMEOUT_SECONDS", "12")
+    monkeypatch.setenv("PAGELENS_HEADER_TIMEOUT_SECONDS", "3")
     result = CliRunner().invoke(cli, ["serve", "--model", "some/model", "--api-key", "k"])
     assert result.exit_code == 0, result.output
     assert (started[0]["timeout_keep_alive"], started[0]["timeout_graceful_shutdown"]) == (5, 12)
+    assert started[0]["http"].header_timeout == 3
 
 
 def test_headers_that_trickle_in_past_the_limit_lose_their_connection():

@@ -86,6 +86,20 @@ def test_every_collection_document_and_search_command(where, tmp_path):
     else:  # an embedded ingest runs in the command's process
         assert jobs == [] and where.run("jobs", "list").output.strip() == "no ingest jobs"
 
+    archive = tmp_path / "snapshot.tar"
+    assert "exported collection" in where.run("collections", "export", name, str(archive)).output
+    copy = f"{name}-copy"
+    imported = where.run("collections", "import", str(archive), "--as", copy).output
+    assert f"imported collection {copy}: 1 documents, 2 pages" in imported
+    copied = where.json("search", "revenue", "-c", copy, "--json", "-k", "5", model=True)
+    assert copied == where.json("search", "revenue", "-c", name, "--json", "-k", "5", model=True)
+    assert (
+        where.run("collections", "import", str(archive), "--as", copy, expect=2)
+        .output.strip()
+        .endswith("already exists")
+    )
+    where.run("collections", "delete", copy, "--yes")
+
     assert f"deleted document {doc_id}" in where.run("documents", "delete", doc_id, "-c", name).output
     assert where.run("documents", "list", "-c", name).output.strip() == f"no documents in {name}"
     kept = where.run("collections", "delete", name, input="n\n", expect=1)

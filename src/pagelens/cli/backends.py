@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pagelens.cli.common import settings_from_options
@@ -86,6 +87,12 @@ class Remote:
 
     def delete_collection(self, name: str) -> None:
         self.client.delete_collection(name)
+
+    def export_collection(self, name: str, path: Path) -> Path:
+        return self.client.export_collection(name, path)
+
+    def import_collection(self, path: Path, name: str | None) -> dict:
+        return self.client.import_collection(path, name=name)
 
     # ---------------------------------------------------------------- documents
     def add_document(self, collection: str, data: bytes, *, progress: Progress | None = None, **fields: Any) -> dict:
@@ -189,6 +196,13 @@ class Embedded:
 
     def delete_collection(self, name: str) -> None:
         self._run(self.runtime.collections.delete(name))
+
+    def export_collection(self, name: str, path: Path) -> Path:
+        self._run(self.runtime.collections.export(name, path))
+        return path
+
+    def import_collection(self, path: Path, name: str | None) -> dict:
+        return self._run(self.runtime.collections.import_(path, name))
 
     # ---------------------------------------------------------------- documents
     def add_document(self, collection: str, data: bytes, *, progress: Progress | None = None, **fields: Any) -> dict:

@@ -53,6 +53,28 @@ def bench_engine(
         json_path=out, docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    arch: Annotated[
+        list[str] | None, typer.Option("--arch", help="Architectures (default: tiny-colqwen2.5 and colqwen2.5-3b).")
+    ] = None,
+    layers: LayersOption = 2,
+    full_depth: FullDepthOption = False,
+    pages: Annotated[int, typer.Option(help="Pages of the synthetic PDF.")] = 100,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds of each configuration.")] = 2,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
+) -> None:
+    """A PDF ingested end to end (render + embed + store) against the engine alone on the same pages pre-rendered."""
+    from pagelens.bench.ingest import run
+
+    archs = arch or ["tiny-colqwen2.5", "colqwen2.5-3b"]
+    args = {"arch": archs, "layers": layers, "full_depth": full_depth, "pages": pages, "rounds": rounds}
+    run(archs=archs, layers=None if full_depth else layers, pages=pages, rounds=rounds, args=args, json_path=out,
+        docs_path=_docs(docs, update_docs))  # fmt: skip
+
+
 @bench_app.command("variants")
 def bench_variants(
     text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,

@@ -1,7 +1,8 @@
-"""`pagelens collections list|create|info|delete`, embedded or with `--url`."""
+"""`pagelens collections list|create|info|delete|export|import`, embedded or with `--url`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -81,3 +82,39 @@ def delete_collection(
     with open_backend(url, api_key, data_dir=data_dir) as backend:
         backend.delete_collection(name)
     typer.echo(f"deleted collection {name}")
+
+
+@collections_app.command("export")
+def export_collection(
+    name: NameArgument,
+    file: Annotated[Path, typer.Argument(help="The archive to write (replaced only once complete).")],
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    data_dir: DataOption = None,
+) -> None:
+    """Write a collection as one portable snapshot archive (a tar): its documents' files and records,
+    every page's stored vectors and its model binding. No model loads."""
+    with open_backend(url, api_key, data_dir=data_dir) as backend:
+        backend.export_collection(name, file)
+    typer.echo(f"exported collection {name} to {file} ({file.stat().st_size:,} bytes)")
+
+
+@collections_app.command("import")
+def import_collection(
+    file: Annotated[Path, typer.Argument(help="A snapshot archive written by `collections export`.")],
+    as_name: Annotated[
+        str | None, typer.Option("--as", help="The new collection's name (default: the archive's).")
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+    data_dir: DataOption = None,
+) -> None:
+    """Create a collection from a snapshot archive, into Qdrant Edge or a Qdrant server, all or nothing
+    (a bad archive is refused naming what is wrong, and nothing is created). No model loads: the
+    collection keeps the archive's model binding."""
+    with open_backend(url, api_key, data_dir=data_dir) as backend:
+        summary = backend.import_collection(file, as_name)
+    note = "" if summary.get("compatible", True) else f"; not usable by this model: {summary['mismatch']}"
+    typer.echo(
+        f"imported collection {summary['name']}: {summary['documents']} documents, {summary['pages']} pages{note}"
+    )

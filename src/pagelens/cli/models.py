@@ -177,6 +177,7 @@ def serve(
 
     from pagelens.api import create_app
     from pagelens.api.security import AuthNotConfigured
+    from pagelens.api.server import uvicorn_options
 
     settings = settings_from_options(
         model=model, host=host, port=port, api_key=api_key, no_auth=no_auth or None, device=device, dtype=dtype,
@@ -190,12 +191,8 @@ def serve(
     except AuthNotConfigured as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    # uvicorn reads request headers with no time limit of its own (h11 and httptools alike); it closes idle
-    # keep-alive connections, and on shutdown gives requests in flight a bounded time to finish
-    uvicorn.run(
-        asgi_app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
-        timeout_keep_alive=settings.keep_alive_seconds, timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
-    )  # fmt: skip
+    # keep-alive and shutdown timeouts, and a protocol that closes connections whose headers trickle in
+    uvicorn.run(asgi_app, **uvicorn_options(settings))
 
 
 def make_tiny(

@@ -1,0 +1,21 @@
+"""`pagelens bench ingest` on the tiny architecture: what it writes, not how fast."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from pagelens.cli import app
+from tests.bench_checks import assert_published, doc_copy
+
+
+def test_bench_ingest_times_a_pdf_end_to_end_against_the_engine_alone(tmp_path):
+    docs, out = doc_copy(tmp_path), tmp_path / "ingest.json"
+    options = ["--arch", "tiny-colqwen2.5", "--pages", "6", "--rounds", "1", "--out", str(out), "--docs", str(docs)]
+    result = CliRunner().invoke(app, ["bench", "ingest", *options])
+    assert result.exit_code == 0, result.output
+    written = assert_published("ingest", out, docs, table_rows=1)
+    (row,) = written["tables"]["main"]
+    assert row["engine alone pages/s"] > 0 and row["ingest pages/s"] > 0
+    assert row["ingest / engine"] == row["ingest pages/s"] / row["engine alone pages/s"]
+    assert written["figures"]["tiny-colqwen2.5_ratio"] == row["ingest / engine"]
+    assert "6-page PDF" in written["description"]
