@@ -219,3 +219,45 @@ def test_a_burst_of_uploads_leaves_health_and_search_answering(server):
         assert [job.result().status_code for job in uploads] == [200] * 8
     assert max(health) < 1.0, health
     assert len(searches) >= 3 and max(searches) < 5.0, searches
+
+
+def test_the_remaining_findings_through_a_real_server(server):
+    """Names ending in a newline, a broken page tree, /score values that overflow, /embed's limit
+    counting images and texts together, and a large page image: each a 4xx (or a bounded answer)
+    while /health keeps answering within a second."""
+    import base64
+
+    from tests.conftest import encode, make_page
+    from tests.index.hostile_pdfs import broken_page_trees
+
+    newline = httpx.post(f"{server}/collections", json={"name": "abc\n"}, headers=HEADERS)
+    assert newline.status_code == 400 and "collection name" in newline.json()["error"]["message"]
+
+    if get(server, "/collections/c").status_code == 404:
+        create(server)
+    for what, (pdf, page) in broken_page_trees().items():
+        response = upload(server, pdf, "broken.pdf")
+        assert response.status_code == 422, (what, response.text)
+        assert f"page {page}" in response.json()["error"]["message"], what
+
+    huge = [[3e38] * 128] * 4  # finite, but their dot products overflow float32
+    scored = httpx.post(f"{server}/score", json={"query": "q", "embeddings": [huge]}, headers=HEADERS, timeout=60)
+    assert scored.status_code == 400 and scored.json()["error"]["index"] == 0
+    image = base64.b64encode(encode(make_page(40, 40))).decode()
+    too_many = {"images": [image] * 200, "texts": ["q"] * 100}  # under 256 each, over it together
+    refused = httpx.post(f"{server}/embed", json=too_many, headers=HEADERS, timeout=60)
+    assert refused.status_code == 413 and "300 inputs" in refused.json()["error"]["message"]
+
+    scan = make_page(6000, 6000, 3)  # a 36-megapixel page: PNG-encoded off the event loop, served downscaled
+    added = upload(server, encode(scan), "scan.png")
+    assert added.status_code == 200, added.text
+    slowest = 0.0
+    with ThreadPoolExecutor(4) as pool:
+        pages = [pool.submit(get, server, f"/collections/c/documents/{added.json()['id']}/pages/1") for _ in range(4)]
+        while not all(job.done() for job in pages):
+            started = time.perf_counter()
+            assert httpx.get(f"{server}/health", timeout=10).status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            time.sleep(0.05)
+    assert all(job.result().status_code == 200 for job in pages)
+    assert slowest < 1.0, slowest
