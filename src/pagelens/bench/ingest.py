@@ -99,7 +99,7 @@ def run(
                 engine.embed_images(images[:1])  # warm up
                 for number in range(rounds):
                     alone.append(engine_alone(engine, images))
-                    ingested.append(ingest(engine, data, Path(scratch), len(ingested) + 100 * number))
+                    ingested.append(ingest(engine, data, Path(scratch) / name, number))
             engine_rate, ingest_rate = pages / statistics.median(alone), pages / statistics.median(ingested)
             ratio = ingest_rate / engine_rate
             report.add_row({
