@@ -21,6 +21,10 @@ WIRE = {
     "overloaded": 429,
     "backend_failure": 500,
     "model_not_ready": 503,
+    "llm_not_configured": 501,
+    "llm_unavailable": 502,
+    "llm_error": 502,
+    "llm_timeout": 504,
     "model_load_error": 500,
     "unknown_model_family": 500,
 }

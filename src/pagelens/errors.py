@@ -14,7 +14,11 @@
     ├── Overloaded                 429  admission control refused the work; retry after `retry_after` s
     ├── BackendFailure             500  the model failed on an input (e.g. out of memory on a single item),
     │                                   or the Qdrant server is unreachable or refused a request (names its URL)
+    ├── GeneratorNotConfigured     501  /ask or /v1/chat/completions with no generator (names the flags)
+    ├── GeneratorUnavailable       502  the answer model's server is unreachable (names its URL, never the key)
+    │   └── GeneratorFailed        502  the answer model's server answered an error (its status and message)
     ├── ModelNotReady              503  model not loaded or engine stopped
+    ├── GeneratorTimeout           504  the answer model was slower than PAGELENS_LLM_TIMEOUT
     └── ModelLoadError             —    a model could not be resolved or loaded (start-up, not per request)
         └── UnknownModelFamily     —    config matches no supported family
 
@@ -122,6 +126,25 @@ class BackendFailure(PagelensError):
 class ModelNotReady(PagelensError):
     http_status = 503
     error_type = "model_not_ready"
+
+
+class GeneratorNotConfigured(PagelensError):
+    http_status = 501
+    error_type = "llm_not_configured"
+
+
+class GeneratorUnavailable(PagelensError):
+    http_status = 502
+    error_type = "llm_unavailable"
+
+
+class GeneratorFailed(GeneratorUnavailable):
+    error_type = "llm_error"
+
+
+class GeneratorTimeout(PagelensError):
+    http_status = 504
+    error_type = "llm_timeout"
 
 
 class ModelLoadError(PagelensError):
