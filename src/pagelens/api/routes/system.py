@@ -13,7 +13,9 @@ from pagelens.api.routes.common import get_runtime
 from pagelens.api.ui import prefers_html, root_page
 
 router = APIRouter(tags=["system"], responses=error_responses())
-ROUTES = ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/jobs", "/health", "/metrics", "/docs", "/ui"]
+ROUTES = [
+    "/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/jobs", "/health", "/metrics", "/docs", "/ui",
+]  # fmt: skip
 
 
 @router.get(

@@ -1,0 +1,229 @@
+"""The web page in a real browser: Debian's chromium driven by Playwright (the system browser's
+executable; Playwright's own browsers are never installed) against a real `pagelens serve` on
+loopback with a tiny ColQwen2.5 checkpoint. Enter the key (a wrong one first), create a
+collection, upload a 5-page PDF whose name is HTML, follow its progress, search, see 5 thumbnails
+(only thumbnails: every page image request carries `width`), open one. Screenshots of each step go
+to test-artifacts/ui/ (git-ignored) for a person to look at.
+
+Without chromium the test fails under CI (CI=true: .ci/run installs it, so its absence is a broken
+install) and skips with the reason elsewhere."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.api.server import running_server
+from tests.conftest import make_page
+
+KEY = "browser-test-key"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
+HOSTILE_NAME = "<img src=x onerror=alert(1)>.pdf"
+TIMEOUT_MS = 120_000
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run installs it as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def five_page_pdf() -> bytes:
+    """Five 288 x 384 pt pages (600 x 800 px at 150 DPI) of synthetic text bars."""
+    images = [make_page(600, 800, seed) for seed in range(5)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "PDF", save_all=True, append_images=images[1:], resolution=150)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ui_server(tiny_model, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("ui-server") / "server.log"
+    with running_server(tiny_model, api_key=KEY, log_path=log_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where chromium's sandbox refuses to start
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Steps:
+    """A page with its screenshots numbered by step, and every page-image request it made."""
+
+    def __init__(self, page, name: str) -> None:
+        self.page, self.name, self.count = page, name, 0
+        self.image_requests: list[str] = []
+        self.dialogs: list[str] = []
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.on("request", self._request)
+        page.on("dialog", self._dialog)
+
+    def _request(self, request) -> None:
+        if "/pages/" in request.url and not request.url.endswith("/heatmap"):
+            self.image_requests.append(request.url)
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        if dialog.type == "confirm":
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    def shot(self, label: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(ARTIFACTS / f"{self.name}-{self.count:02d}-{label}.png"), full_page=True)
+
+
+def unlabelled_controls(page) -> list[str]:
+    """Visible inputs, selects and textareas without a label, and buttons and links without a name."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea, button, a[href]')]
+            .filter((el) => el.getClientRects().length && getComputedStyle(el).visibility !== 'hidden')
+            .filter((el) => ['BUTTON', 'A'].includes(el.tagName)
+                ? !(el.getAttribute('aria-label') || el.textContent.trim())
+                : !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+            .map((el) => el.outerHTML.slice(0, 80))"""
+    )
+
+
+def tab_reaches(page, selector: str, presses: int = 60) -> bool:
+    """Whether pressing Tab from the top of the page focuses `selector` within `presses`."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => document.activeElement === document.querySelector(s)", selector):
+            return True
+    return False
+
+
+def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    steps = Steps(page, "desktop")
+
+    served = page.goto(f"{ui_server}/ui")
+    assert served.status == 200
+    assert "script-src 'self'" in served.headers["content-security-policy"]
+    assert served.headers["x-content-type-options"] == "nosniff" and served.headers["referrer-policy"]
+
+    # the key: a wrong one is refused in words and asked again; the right one opens the page
+    page.get_by_label("The API key of this server").fill("not-the-key")
+    page.keyboard.press("Enter")
+    page.get_by_text("The server refused that API key").wait_for()
+    assert page.locator("#key-dialog").is_visible() and page.locator("#app").is_hidden()
+    steps.shot("wrong-key")
+    page.get_by_label("The API key of this server").fill(KEY)
+    page.get_by_role("button", name="Continue").click()
+    page.locator("#app").wait_for(state="visible")
+    assert page.evaluate("() => sessionStorage.getItem('pagelens.apiKey')") == KEY
+
+    # a collection
+    page.get_by_label("New collection").fill("browser-test")
+    page.get_by_role("button", name="Create").click()
+    page.locator("#collection-title", has_text="browser-test").wait_for()
+    assert page.locator("#collection-summary").text_content().startswith("0 documents · 0 pages · ")
+    steps.shot("collection")
+
+    # a 5-page PDF whose name is HTML: uploaded, followed to the end, listed by name as text
+    pdf = tmp_path / HOSTILE_NAME.replace("/", "_")
+    pdf.write_bytes(five_page_pdf())
+    page.get_by_label("Metadata for these uploads").fill('{"team": "<b>finance</b>"}')
+    page.locator("#file-input").set_input_files(str(pdf))
+    page.locator(".upload.done").wait_for()
+    assert "5 / 5 pages" in page.locator(".upload-status").text_content()
+    assert page.locator(".upload progress").evaluate("(bar) => [bar.value, bar.max]") == [5, 5]
+    page.locator(".document-name").wait_for()
+    assert page.locator(".document-name").text_content() == HOSTILE_NAME
+    assert "team: <b>finance</b>" in page.locator(".document .metadata").text_content()
+    assert page.locator("img[src='x']").count() == 0 and page.locator("b").count() == 0
+    page.locator(".document img.thumb").evaluate("(img) => img.decode()")
+    steps.shot("uploaded")
+
+    # a refused upload is explained beside its file
+    bad = tmp_path / "notes.txt"
+    bad.write_text("plain text is no document")
+    page.locator("#file-input").set_input_files(str(bad))
+    page.locator(".upload.failed").wait_for()
+    assert page.locator(".upload.failed .upload-status").text_content().startswith("Not a file type pagelens can read")
+
+    # search: 5 thumbnails, every page image asked for with a width
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_label("Query").fill("quarterly revenue table")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text("5 results").wait_for()
+    thumbnails = page.locator("#results img.result-thumb")
+    assert thumbnails.count() == 5
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    natural = thumbnails.evaluate_all("(images) => images.map((i) => i.naturalWidth)")
+    assert all(16 <= width <= 400 for width in natural), natural
+    steps.shot("search")
+
+    # a search error is shown in words and the page keeps working
+    page.get_by_label("Metadata filter").fill('{"nope": "x"}')
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text("The search failed").wait_for()
+    assert "nope" in page.locator("#search-status").text_content()
+    page.get_by_label("Metadata filter").fill("")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text("5 results").wait_for()
+
+    # open a result: the page viewer, flipping through the document
+    page.locator(".result-button").first.click()
+    page.locator("#viewer").wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    assert page.locator("#viewer-title").text_content() == HOSTILE_NAME
+    first = page.locator("#viewer-page").text_content()
+    assert first.startswith("Page ") and first.endswith("of 5")
+    page.locator("#heatmap-note").wait_for()
+    steps.shot("viewer")
+    page.get_by_role("button", name="Previous page" if first.startswith("Page 5") else "Next page").click()
+    assert page.locator("#viewer-page").text_content() != first
+    page.get_by_role("button", name="Close").click()
+
+    widths = [parse_qs(urlparse(url).query).get("width") for url in steps.image_requests]
+    assert steps.image_requests and all(widths), [u for u, w in zip(steps.image_requests, widths, strict=True) if not w]
+    assert steps.dialogs == [], steps.dialogs  # no alert(1) ever ran
+
+    # every control is labelled and reachable by keyboard
+    assert unlabelled_controls(page) == []
+    assert tab_reaches(page, "#search-query") and tab_reaches(page, "#delete-collection")
+
+    # 375 px wide: nothing wider than the screen
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.get_by_role("tab", name="Documents").click()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    steps.shot("narrow-documents")
+    page.get_by_role("tab", name="Search").click()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    steps.shot("narrow-search")
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+    # delete the document, then the collection, each after a confirmation
+    page.get_by_role("tab", name="Documents").click()
+    page.get_by_role("button", name=f"Delete {HOSTILE_NAME}").click()
+    page.get_by_text("No documents yet").wait_for()
+    page.get_by_role("button", name="Delete collection").click()
+    page.locator("#no-collection").wait_for(state="visible")
+    assert [d.split(":")[0] for d in steps.dialogs] == ["confirm", "confirm"]
+    steps.shot("deleted")
+    context.close()
