@@ -227,3 +227,117 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     assert [d.split(":")[0] for d in steps.dialogs] == ["confirm", "confirm"]
     steps.shot("deleted")
     context.close()
+
+
+def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser, tmp_path):
+    """The page's heatmap overlay and streamed answer, fed the answers the heatmap and ask routes are
+    specified to give (#13; those routes are built elsewhere: here the browser's requests to them
+    are answered by the test, everything else by the real server)."""
+    import json
+
+    import httpx
+
+    with httpx.Client(base_url=ui_server, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
+        assert client.post("/collections", json={"name": "contracts"}).status_code == 201
+        files = {"file": ("report.pdf", five_page_pdf(), "application/pdf")}
+        document_id = client.post("/collections/contracts/documents", files=files).json()["id"]
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    steps = Steps(page, "contracts")
+    heatmap_pages: list[int] = []
+    asks: list[dict] = []
+
+    def heatmap(route):
+        number = int(route.request.url.rsplit("/pages/", 1)[1].split("/")[0])
+        heatmap_pages.append(number)
+        assert json.loads(route.request.post_data) == {"query": "quarterly revenue"}
+        assert route.request.headers["authorization"] == f"Bearer {KEY}"
+        if len(heatmap_pages) > 1:  # pages after the first: stored pooled
+            body = {"error": {"type": "model_mismatch", "message": "the pages are stored pooled"}}
+            return route.fulfill(status=409, json=body)
+        ramp = [[row * 3 + column for column in range(3)] for row in range(4)]
+        maps = [ramp, [[1, 0, 0], [0] * 3, [0] * 3, [0, 0, 9]]]
+        route.fulfill(json={"tokens": ["quarterly", "revenue"], "grid": [4, 3], "maps": maps})
+
+    def ask(route):
+        asks.append(json.loads(route.request.post_data))
+        if len(asks) == 1:
+            body = {"error": {"type": "llm_not_configured", "message": "no answer model is configured"}}
+            return route.fulfill(status=501, json=body)
+        sources = [
+            {"document_id": document_id, "page": 3, "score": 9.5, "metadata": {}},
+            {"document_id": document_id, "page": 1, "score": 8.25, "metadata": {}},
+        ]
+        events = [
+            ("sources", {"sources": sources}),
+            ("token", {"text": "Revenue grew "}),
+            ("token", {"text": "[1] while costs fell [2]; see [7]."}),
+            (
+                "done",
+                {"timings": {"retrieve": 0.012, "generate": 0.25}, "usage": {"completion_tokens": 9}, "cached": False},
+            ),
+        ]
+        stream = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+        route.fulfill(status=200, body=stream, headers={"Content-Type": "text/event-stream"})
+
+    page.route("**/heatmap", heatmap)
+    page.route("**/collections/contracts/ask", ask)
+    page.goto(f"{ui_server}/ui")
+    page.get_by_label("The API key of this server").fill(KEY)
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="contracts").click()
+
+    # the heatmap: drawn on the canvas over the page; per token; opacity; hidden on a 409
+    page.get_by_role("tab", name="Search").click()
+    page.get_by_label("Query").fill("quarterly revenue")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_text("5 results").wait_for()
+    page.locator(".result-button").first.click()
+    page.locator("#heatmap-controls").wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    options = page.locator("#heatmap-token option").all_text_contents()
+    assert options == ["All query tokens (combined)", "1: quarterly", "2: revenue"]
+    alpha = """() => { const c = document.querySelector('#heatmap-canvas');
+        return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data].filter((v, i) => i % 4 == 3); }"""
+    combined = page.evaluate(alpha)
+    assert len(combined) == 12 and max(combined) == 255 and any(value > 0 for value in combined)
+    assert page.locator("#heatmap-canvas").is_visible()
+    box, image = page.locator("#heatmap-canvas").bounding_box(), page.locator("#viewer-image").bounding_box()
+    assert abs(box["width"] - image["width"]) < 2 and abs(box["height"] - image["height"]) < 2
+    page.get_by_label("Similarity map").select_option(label="2: revenue")
+    second = page.evaluate(alpha)
+    assert second != combined and second[0] > second[1] and second[11] == 255
+    page.get_by_label("Opacity").fill("0.3")
+    assert page.locator("#heatmap-canvas").evaluate("(c) => c.style.opacity") == "0.3"
+    steps.shot("heatmap")
+    page.get_by_role("button", name="Previous page" if heatmap_pages[0] == 5 else "Next page").click()
+    page.get_by_text("No similarity map for this page").wait_for()
+    assert page.locator("#heatmap-controls").is_hidden() and page.locator("#heatmap-canvas").is_hidden()
+    steps.shot("heatmap-409")
+    page.get_by_role("button", name="Close").click()
+
+    # ask: without a generator the box names the flags; then a streamed answer with working citations
+    page.get_by_role("tab", name="Ask").click()
+    page.get_by_label("Question").fill("How did revenue change?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.get_by_text("This server has no answer model").wait_for()
+    assert "--llm-url" in page.locator("#ask-error").text_content()
+    steps.shot("ask-501")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    page.locator("#ask-timings", has_text="retrieve 12 ms").wait_for()
+    assert asks[-1] == {"question": "How did revenue change?", "k": 3, "max_tokens": 512, "stream": True}
+    assert page.locator("#answer").text_content() == "Revenue grew [1] while costs fell [2]; see [7]."
+    assert page.locator("#answer a.cite").all_text_contents() == ["[1]", "[2]"]  # [7] names no source
+    assert "generate 250 ms" in page.locator("#ask-timings").text_content()
+    page.locator("#ask-sources li", has_text="report.pdf, page 3").wait_for()
+    assert page.locator("#ask-error").text_content() == ""
+    steps.shot("ask")
+    page.locator("#answer a.cite", has_text="[1]").click()
+    page.locator("#viewer").wait_for(state="visible")
+    assert page.locator("#viewer-title").text_content() == "report.pdf"
+    assert page.locator("#viewer-page").text_content() == "Page 3 of 5"
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    steps.shot("ask-citation")
+    context.close()
