@@ -71,7 +71,9 @@ class Steps:
         self.page, self.name, self.count = page, name, 0
         self.image_requests: list[str] = []
         self.dialogs: list[str] = []
+        self.script_errors: list[str] = []
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.on("pageerror", lambda error: self.script_errors.append(str(error)))
         page.on("request", self._request)
         page.on("dialog", self._dialog)
 
@@ -203,6 +205,7 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     widths = [parse_qs(urlparse(url).query).get("width") for url in steps.image_requests]
     assert steps.image_requests and all(widths), [u for u, w in zip(steps.image_requests, widths, strict=True) if not w]
     assert steps.dialogs == [], steps.dialogs  # no alert(1) ever ran
+    assert steps.script_errors == []
 
     # every control is labelled and reachable by keyboard
     assert unlabelled_controls(page) == []
@@ -258,8 +261,22 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
             body = {"error": {"type": "model_mismatch", "message": "the pages are stored pooled"}}
             return route.fulfill(status=409, json=body)
         ramp = [[row * 3 + column for column in range(3)] for row in range(4)]
-        maps = [ramp, [[1, 0, 0], [0] * 3, [0] * 3, [0, 0, 9]]]
-        route.fulfill(json={"tokens": ["quarterly", "revenue"], "grid": [4, 3], "maps": maps})
+        corners = [[1, 0, 0], [0] * 3, [0] * 3, [0, 0, 9]]
+        combined = [[(a + b) / 2 for a, b in zip(x, y, strict=True)] for x, y in zip(ramp, corners, strict=True)]
+        route.fulfill(
+            json={
+                "document_id": document_id,
+                "page": number,
+                "query": "quarterly revenue",
+                "tokens": ["quarterly", "revenue"],
+                "token_rows": [1, 2],
+                "grid": [4, 3],
+                "maps": [ramp, corners],
+                "combined": combined,
+                "value_range": [0, 11],
+                "score": 7.5,
+            }
+        )
 
     def ask(route):
         asks.append(json.loads(route.request.post_data))
@@ -267,8 +284,8 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
             body = {"error": {"type": "llm_not_configured", "message": "no answer model is configured"}}
             return route.fulfill(status=501, json=body)
         sources = [
-            {"document_id": document_id, "page": 3, "score": 9.5, "metadata": {}},
-            {"document_id": document_id, "page": 1, "score": 8.25, "metadata": {}},
+            {"document_id": document_id, "page": 3, "score": 9.5, "name": "report.pdf", "metadata": {}},
+            {"document_id": document_id, "page": 1, "score": 8.25, "metadata": {}},  # no name: looked up
         ]
         events = [
             ("sources", {"sources": sources}),
@@ -276,7 +293,13 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
             ("token", {"text": "[1] while costs fell [2]; see [7]."}),
             (
                 "done",
-                {"timings": {"retrieve": 0.012, "generate": 0.25}, "usage": {"completion_tokens": 9}, "cached": False},
+                {
+                    "timings": {"embed_ms": 12.4, "search_ms": 3.1, "ttft_ms": 80.0, "generate_ms": 250.2},
+                    "usage": {"prompt_tokens": 900, "completion_tokens": 9},
+                    "model": "stand-in",
+                    "cached": False,
+                    "finish_reason": "stop",
+                },
             ),
         ]
         stream = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
@@ -326,12 +349,14 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
     assert "--llm-url" in page.locator("#ask-error").text_content()
     steps.shot("ask-501")
     page.get_by_role("button", name="Ask", exact=True).click()
-    page.locator("#ask-timings", has_text="retrieve 12 ms").wait_for()
+    page.locator("#ask-timings", has_text="embed question 12 ms").wait_for()
     assert asks[-1] == {"question": "How did revenue change?", "k": 3, "max_tokens": 512, "stream": True}
     assert page.locator("#answer").text_content() == "Revenue grew [1] while costs fell [2]; see [7]."
     assert page.locator("#answer a.cite").all_text_contents() == ["[1]", "[2]"]  # [7] names no source
-    assert "generate 250 ms" in page.locator("#ask-timings").text_content()
-    page.locator("#ask-sources li", has_text="report.pdf, page 3").wait_for()
+    timings = page.locator("#ask-timings").text_content()
+    assert "first token 80 ms" in timings and "generate 250 ms" in timings and "9 answer tokens" in timings
+    page.locator("#ask-sources li", has_text="report.pdf, page 1").wait_for()  # the name looked up
+    assert page.locator("#ask-sources li").all_text_contents()[0].startswith("report.pdf, page 3")
     assert page.locator("#ask-error").text_content() == ""
     steps.shot("ask")
     page.locator("#answer a.cite", has_text="[1]").click()
@@ -340,4 +365,5 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
     assert page.locator("#viewer-page").text_content() == "Page 3 of 5"
     page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
     steps.shot("ask-citation")
+    assert steps.script_errors == []
     context.close()

@@ -8,14 +8,18 @@ const NO_GENERATOR_HINT =
   "Start pagelens with --llm-url URL (an OpenAI-compatible server such as vLLM or Ollama; --llm-model names its model) " +
   "or with --llm-model alone (a vision-language model loaded in the server); or set PAGELENS_LLM_URL / PAGELENS_LLM_MODEL.";
 
-function formatSeconds(name, value) {
+// the ask route's stage names ({embed_ms, search_ms, images_ms, ttft_ms, generate_ms, total_ms}) in words
+const STAGES = { embed: "embed question", search: "search", images: "page images", ttft: "first token", generate: "generate", total: "total" };
+
+function formatTiming(name, value) {
   if (typeof value !== "number") return `${name} ${value}`;
-  const ms = name.endsWith("_ms") ? value : value * 1000;
-  return `${name.replace(/_ms$|_s$|_seconds$/, "").replace(/_/g, " ")} ${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
+  const ms = name.endsWith("_ms") ? value : value * 1000; // stages without _ms are seconds
+  const stage = name.replace(/_ms$|_s$|_seconds$/, "");
+  return `${STAGES[stage] || stage.replace(/_/g, " ")} ${ms < 10 ? ms.toFixed(1) : Math.round(ms)} ms`;
 }
 
 export function timingsText(done) {
-  const parts = Object.entries(done.timings || {}).map(([name, value]) => formatSeconds(name, value));
+  const parts = Object.entries(done.timings || {}).map(([name, value]) => formatTiming(name, value));
   const usage = done.usage || {};
   if (usage.prompt_tokens != null) parts.push(`${usage.prompt_tokens} prompt tokens`);
   if (usage.completion_tokens != null) parts.push(`${usage.completion_tokens} answer tokens`);
@@ -31,7 +35,9 @@ export function initAsk({ getCollection, openViewer }) {
 
   /** Learn the file names of the sources' documents, then show them. */
   async function nameSources(collection) {
-    const missing = [...new Set(sources.map((source) => source.document_id))].filter((id) => !names.has(`${collection}/${id}`));
+    const unnamed = sources.filter((source) => !source.name).map((source) => source.document_id);
+    const missing = [...new Set(unnamed)].filter((id) => !names.has(`${collection}/${id}`));
+    if (!missing.length) return;
     await Promise.all(missing.map(async (id) => {
       try {
         const doc = await api(`/collections/${encodeURIComponent(collection)}/documents/${encodeURIComponent(id)}`);
@@ -78,7 +84,7 @@ export function initAsk({ getCollection, openViewer }) {
   }
 
   function sourceName(source) {
-    return names.get(`${getCollection()}/${source.document_id}`) || source.name || source.document_id;
+    return source.name || names.get(`${getCollection()}/${source.document_id}`) || source.document_id;
   }
 
   function showSources() {

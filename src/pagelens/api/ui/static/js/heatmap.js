@@ -8,13 +8,19 @@ function flat(map, cells) {
   return values;
 }
 
-/** The maps of a heatmap answer as Float32Arrays, plus their sum (the combined map) first. */
+/** The maps of a heatmap answer as Float32Arrays: per token, and combined (the route's `combined`,
+ *  the mean of the token maps; computed here when it is absent). */
 export function mapsOf(answer) {
   const [rows, columns] = answer.grid;
   const cells = rows * columns;
   const maps = answer.maps.map((map) => flat(map, cells));
-  const combined = new Float32Array(cells);
-  for (const map of maps) for (let i = 0; i < cells; i++) combined[i] += map[i];
+  let combined;
+  if (answer.combined) {
+    combined = flat(answer.combined, cells);
+  } else {
+    combined = new Float32Array(cells);
+    for (const map of maps) for (let i = 0; i < cells; i++) combined[i] += map[i] / maps.length;
+  }
   return { rows, columns, combined, maps };
 }
 
