@@ -69,7 +69,8 @@ def test_an_upload_renders_its_pdf_pages_within_the_loaded_models_budget(tmp_pat
     finally:
         runtime.close()
     assert len(backend.sizes) == 3
-    assert all(20_000 * 0.98 <= width * height <= 20_000 + width + height for width, height in backend.sizes), backend.sizes
+    for width, height in backend.sizes:  # a rounded-up pixel per side at most
+        assert 20_000 * 0.98 <= width * height <= 20_000 + width + height, backend.sizes
     import io
 
     from PIL import Image
