@@ -25,6 +25,7 @@ KEY = "browser-test-key"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.pdf"
 TIMEOUT_MS = 120_000
+MAX_DOCUMENT_BYTES = 3_000_000  # the server's upload limit: a 4 MB file is refused with a 413
 
 
 def chromium_path() -> str:
@@ -48,7 +49,8 @@ def five_page_pdf() -> bytes:
 @pytest.fixture(scope="module")
 def ui_server(tiny_model, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("ui-server") / "server.log"
-    with running_server(tiny_model, api_key=KEY, log_path=log_path) as url:
+    limit = {"PAGELENS_MAX_DOCUMENT_BYTES": str(MAX_DOCUMENT_BYTES)}
+    with running_server(tiny_model, api_key=KEY, log_path=log_path, env=limit) as url:
         yield url
 
 
@@ -165,6 +167,14 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     page.locator("#file-input").set_input_files(str(bad))
     page.locator(".upload.failed").wait_for()
     assert page.locator(".upload.failed .upload-status").text_content().startswith("Not a file type pagelens can read")
+
+    # refused uploads are explained beside their file: too large (413, refused before the body is read)
+    big = tmp_path / "scan.pdf"
+    big.write_bytes(b"%PDF-1.7\n" + os.urandom(4_000_000))
+    page.locator("#file-input").set_input_files(str(big))
+    page.locator(".upload.failed", has_text="scan.pdf").wait_for()
+    assert page.locator(".upload.failed", has_text="scan.pdf").text_content().count("Too large for this server") == 1
+    steps.shot("refused")
 
     # search: 5 thumbnails, every page image asked for with a width
     page.get_by_role("tab", name="Search").click()
