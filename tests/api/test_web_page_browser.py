@@ -220,6 +220,7 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     # every control is labelled and reachable by keyboard
     assert unlabelled_controls(page) == []
     assert tab_reaches(page, "#search-query") and tab_reaches(page, "#delete-collection")
+    assert tab_reaches(page, "#collection-list button") and tab_reaches(page, "#change-key")
 
     # 375 px wide: nothing wider than the screen
     page.set_viewport_size({"width": 375, "height": 812})
