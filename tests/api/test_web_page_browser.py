@@ -72,6 +72,7 @@ class Steps:
     def __init__(self, page, name: str) -> None:
         self.page, self.name, self.count = page, name, 0
         self.image_requests: list[str] = []
+        self.urls: list[str] = []
         self.dialogs: list[str] = []
         self.script_errors: list[str] = []
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,7 @@ class Steps:
         page.on("dialog", self._dialog)
 
     def _request(self, request) -> None:
+        self.urls.append(request.url)
         if "/pages/" in request.url and not request.url.endswith("/heatmap"):
             self.image_requests.append(request.url)
 
@@ -215,6 +217,7 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     widths = [parse_qs(urlparse(url).query).get("width") for url in steps.image_requests]
     assert steps.image_requests and all(widths), [u for u, w in zip(steps.image_requests, widths, strict=True) if not w]
     assert steps.dialogs == [], steps.dialogs  # no alert(1) ever ran
+    assert not [url for url in steps.urls if KEY in url], "the key went into a URL"
     assert steps.script_errors == []
 
     # every control is labelled and reachable by keyboard
@@ -359,9 +362,12 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
     page.get_by_text("This server has no answer model").wait_for()
     assert "--llm-url" in page.locator("#ask-error").text_content()
     steps.shot("ask-501")
+    page.get_by_label("Search mode").select_option("fast")
+    page.get_by_label("Only pages whose metadata matches").fill('{"team": "x"}')
     page.get_by_role("button", name="Ask", exact=True).click()
     page.locator("#ask-timings", has_text="embed question 12 ms").wait_for()
-    assert asks[-1] == {"question": "How did revenue change?", "k": 3, "max_tokens": 512, "stream": True}
+    question = {"question": "How did revenue change?", "k": 3, "mode": "fast", "max_tokens": 512, "stream": True}
+    assert asks[-1] == {**question, "filter": {"team": "x"}}
     assert page.locator("#answer").text_content() == "Revenue grew [1] while costs fell [2]; see [7]."
     assert page.locator("#answer a.cite").all_text_contents() == ["[1]", "[2]"]  # [7] names no source
     timings = page.locator("#ask-timings").text_content()

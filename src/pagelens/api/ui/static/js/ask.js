@@ -105,6 +105,22 @@ export function initAsk({ getCollection, openViewer }) {
     const collection = getCollection();
     const question = $("ask-question").value.trim();
     if (!collection || !question) return;
+    const body = {
+      question,
+      k: Number($("ask-k").value) || 3,
+      mode: $("ask-mode").value,
+      max_tokens: Number($("ask-max-tokens").value) || 512,
+      stream: true,
+    };
+    const filterText = $("ask-filter").value.trim();
+    if (filterText) {
+      try {
+        body.filter = JSON.parse(filterText);
+      } catch (error) {
+        say($("ask-error"), `The filter is not valid JSON (${error.message}).`);
+        return;
+      }
+    }
     if (controller) controller.abort();
     controller = new AbortController();
     const signal = controller.signal;
@@ -114,12 +130,6 @@ export function initAsk({ getCollection, openViewer }) {
     render("");
     say($("ask-error"), "");
     say($("ask-timings"), "Retrieving pages…");
-    const body = {
-      question,
-      k: Number($("ask-k").value) || 3,
-      max_tokens: Number($("ask-max-tokens").value) || 512,
-      stream: true,
-    };
     try {
       const response = await request(`/collections/${encodeURIComponent(collection)}/ask`, {
         method: "POST", json: body, signal, headers: { Accept: "text/event-stream" },
