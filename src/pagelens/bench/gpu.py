@@ -13,11 +13,11 @@ time so that the float32 baseline never shares the GPU with the others. Rows, pe
   pagelens over HTTP   the real server on loopback, `--clients` concurrent one-item requests
 MFU is counted forward FLOPs x rate over the bf16 matmul peak measured on the same GPU.
 
-Budget (8 minutes on an L40S, 181 dense bf16 TFLOP/s): a ColQwen2.5-3B page is ~8.5 TFLOP at full
-depth (4.8 text, 3.7 vision), so at 30% MFU ~19 pages/s, at the seed 001 loop's ~10% ~6 pages/s;
-32 pages through five configurations is ~20 s of forward passes per architecture, plus model
-builds on the GPU (seconds) and CUDA start-up: a run is about 2-3 minutes, and the total is
-printed and kept in the JSON (`seconds`, against `budget_seconds`).
+Budget (8 minutes): a ColQwen2.5-3B page is ~8 TFLOP at full depth (docs/scale.md), so an L40S
+(362 dense bf16 TFLOP/s) at 13-35% MFU embeds 6-16 pages/s; 32 pages through five configurations
+is well under a minute of forward passes per architecture, plus model builds on the GPU (seconds)
+and CUDA start-up: a run is about 2-3 minutes. The total is printed and kept in the JSON
+(`seconds`, and `figures.within_budget` against `budget_seconds`).
 
 `--dry-run` takes the same path on the CPU with the tiny architecture and two pages: it checks that
 the command works (tests/test_bench_gpu.py), not how fast anything is.
