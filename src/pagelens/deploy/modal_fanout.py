@@ -89,7 +89,8 @@ def coordinate(collection: str, run: str, paths: list, batch_pages: int, metadat
     embedder = FanoutEmbedder()
 
     def map_batches(batches):
-        return embedder.embed.map(batches, kwargs={"collection": collection}, return_exceptions=True)
+        return embedder.embed.map(batches, kwargs={"collection": collection}, return_exceptions=True,
+                                  wrap_returned_exceptions=False)  # fmt: skip
 
     client = qdrant_client(settings)
     try:

@@ -300,6 +300,16 @@ class QdrantPageStore:
                 self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
         return pages
 
+    def discard_incomplete(self, document_id: str) -> int:
+        """Delete the pages of `document_id` this owner left "ingesting" (a failed fan-out); return how
+        many. Complete pages and other owners' ingests are left alone."""
+        incomplete = self._filter(("document_id", document_id), ("status", INGESTING), ("owner", self.owner))
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
+            if pages:
+                self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
+        return pages
+
     # ---------------------------------------------------------------- reads
     def page_count(self, document_id: str | None = None) -> int:
         """Pages of complete documents (of one document if given)."""

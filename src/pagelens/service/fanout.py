@@ -21,7 +21,7 @@ Protocol (the coordinator is the one caller of `run_fanout`; workers only write 
 4. Once every batch of a document has succeeded, the coordinator counts its stored pages and, when
    all are there, marks the document complete: once, in one update (stale pages of an older,
    longer version deleted first). A document with a batch still failing after `retries` retries is
-   never marked; its pages are deleted and it is reported as failed.
+   never marked; the pages the fan-out wrote for it are deleted and it is reported as failed.
 
 A serving pagelens purges only its own owner's incomplete pages when it opens a collection, so a
 fan-out in flight is safe from the replicas serving that collection.
@@ -252,7 +252,7 @@ def run_fanout(plan: FanoutPlan, store: QdrantPageStore, map_batches: MapBatches
                 report.completed.append(document.document_id)
                 continue
             errors[document.document_id] = f"{stored} of {document.pages} pages stored after every batch succeeded"
-        store.delete_document(document.document_id)
+        store.discard_incomplete(document.document_id)
         report.failed[document.document_id] = errors[document.document_id]
     return report
 
