@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_module_imports_without_modal_credentials_and_declares_a_gpu_worker(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "PAGELENS_MODAL_"))}
@@ -66,3 +68,61 @@ def test_deploy_settings_of_the_fanout(monkeypatch):
     monkeypatch.setenv("PAGELENS_MODAL_QDRANT_SECRET", "qd")
     monkeypatch.setenv("PAGELENS_MODAL_FANOUT_CONTAINERS", "50")
     assert (ModalSettings().qdrant_secret, ModalSettings().fanout_containers) == ("qd", 50)
+
+
+@pytest.mark.filterwarnings("ignore:The coordinate function is executing locally")
+def test_the_coordinator_runs_the_fanout_over_its_workers(monkeypatch, tmp_path, tiny_model):
+    """`coordinate`'s own body on this machine: its `FanoutEmbedder` containers replaced by in-process
+    workers over the tiny model and its Qdrant by local mode; the files as the entry point uploads them."""
+    from qdrant_client import QdrantClient
+
+    from pagelens.deploy import modal_fanout
+    from pagelens.service import Runtime, fanout
+    from pagelens.settings import Settings
+    from tests.conftest import encode, make_page
+    from tests.index.test_pdf import make_pdf
+
+    run = tmp_path / "documents" / "run1"
+    for number, (name, data) in enumerate([("a.pdf", make_pdf(3)), ("b.png", encode(make_page(120, 160, 2)))]):
+        (run / f"{number:05d}").mkdir(parents=True)
+        (run / f"{number:05d}" / name).write_bytes(data)
+    runtime = Runtime(Settings(model=str(tiny_model), device="cpu", dtype="float32", data_dir=str(tmp_path))).start()
+    qdrant = QdrantClient(path=str(tmp_path / "qdrant"))
+    worker = fanout.FanoutWorker(runtime, qdrant, root=tmp_path / "documents")
+    calls = []
+
+    class Method:
+        def __init__(self, function):
+            self.function = function
+
+        def remote(self, *args):
+            return self.function(*args)
+
+        def map(self, batches, kwargs, return_exceptions, wrap_returned_exceptions):
+            calls.append((len(batches), kwargs, return_exceptions, wrap_returned_exceptions))
+            return [self.function(batch, **kwargs) for batch in batches]
+
+    class Containers:
+        binding = Method(worker.binding)
+        embed = Method(lambda batch, collection: worker.embed(collection, batch))
+
+    monkeypatch.setattr(modal_fanout, "FanoutEmbedder", Containers)
+    monkeypatch.setattr(modal_fanout, "DOCUMENTS_DIR", str(tmp_path / "documents"))
+    monkeypatch.setattr(modal_fanout.documents_volume, "reload", lambda: None)
+    monkeypatch.setattr(fanout, "qdrant_client", lambda settings: qdrant)
+    try:
+        report = modal_fanout.coordinate.local("reports", "run1", ["00000/a.pdf", "00001/b.png"], 2, {"by": "modal"}, 1)
+        assert len(report["completed"]) == 2 and report["failed"] == {} and report["pages_written"] == 4
+        assert calls == [(3, {"collection": "reports"}, True, False)], "2 + 1 batches of the PDF, 1 of the image"
+        reopened = QdrantClient(path=str(tmp_path / "qdrant"))  # coordinate closed its client
+        points, _ = reopened.scroll("pagelens_reports", limit=10)
+        assert sorted((p.payload["name"], p.payload["page"], p.payload["status"]) for p in points) == [
+            ("a.pdf", 1, "complete"),
+            ("a.pdf", 2, "complete"),
+            ("a.pdf", 3, "complete"),
+            ("b.png", 1, "complete"),
+        ]
+        assert {p.payload["metadata"]["by"] for p in points} == {"modal"}
+        reopened.close()
+    finally:
+        runtime.close()
