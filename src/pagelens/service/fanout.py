@@ -40,6 +40,7 @@ import numpy as np
 from pagelens.codecs.metadata import check_metadata
 from pagelens.errors import BackendFailure, Conflict, InvalidInput, ModelMismatch, NotFound
 from pagelens.index.binding import METADATA_KEY, ModelBinding
+from pagelens.index.collections import BUILD_KEY
 from pagelens.index.pdf import DEFAULT_DPI, file_sha256, load_source, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, create_collection, qdrant_errors, qdrant_location
 
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 FANOUT_OWNER = "pagelens-fanout"  # the owner of the pages a fan-out writes (replicas never purge them)
 DEFAULT_BATCH_PAGES = 16
 MAX_BATCH_PAGES = 256
-BUILD_KEY = "pagelens_importing"  # index/collections.py: a collection another server is still importing
 
 
 @dataclass(frozen=True)
