@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from pagelens.errors import InvalidInput, ModelMismatch
+from pagelens.errors import InvalidInput, ModelMismatch, UnprocessableDocument, UnsupportedMediaType
 from pagelens.service import Runtime
 from pagelens.service.collections import binding_of
 from pagelens.service.fanout import (
@@ -114,6 +114,12 @@ def test_plan_refuses_bad_input_naming_it(documents):
         plan_fanout(root, [*paths, "copy.pdf"])
     with pytest.raises(InvalidInput, match="batch_pages must be between 1 and 256, got 0"):
         plan_fanout(root, paths, batch_pages=0)
+    (root / "notes.txt").write_bytes(b"plain text, no document")
+    with pytest.raises(UnsupportedMediaType, match=r"^notes\.txt: the upload is neither a PDF"):
+        plan_fanout(root, [*paths, "notes.txt"])
+    (root / "broken.pdf").write_bytes(b"%PDF-1.7 broken")
+    with pytest.raises(UnprocessableDocument, match=r"^broken\.pdf: "):
+        plan_fanout(root, ["broken.pdf"])
 
 
 def test_a_document_set_fans_out_into_searchable_whole_documents(runtime, qdrant, documents, tmp_path):
@@ -225,6 +231,8 @@ def test_a_collection_of_another_model_is_refused(runtime, qdrant):
         open_fanout_store(client, collection, replace(binding, model="org/other"))
     with pytest.raises(ModelMismatch, match="pool_factor None vs 3"):
         open_fanout_store(client, collection, replace(binding, pool_factor=3))
+    with pytest.raises(InvalidInput, match="collection name 'a/b' must be"):
+        open_fanout_store(client, "a/b", binding)
 
 
 def test_a_worker_batch_renders_only_its_pages(runtime, qdrant, documents):

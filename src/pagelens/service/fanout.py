@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pagelens.codecs.metadata import check_metadata
-from pagelens.errors import BackendFailure, Conflict, InvalidInput, ModelMismatch, NotFound
+from pagelens.errors import BackendFailure, Conflict, InvalidInput, ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import METADATA_KEY, ModelBinding
-from pagelens.index.collections import BUILD_KEY
+from pagelens.index.collections import BUILD_KEY, NAME_PATTERN
 from pagelens.index.pdf import DEFAULT_DPI, file_sha256, load_source, open_document
 from pagelens.index.qdrant_store import QdrantPageStore, create_collection, qdrant_errors, qdrant_location
 
@@ -124,7 +124,8 @@ def plan_fanout(
 ) -> FanoutPlan:
     """Open each file under `root` once (PDF or image: sniffed, pages counted, nothing rendered) and
     plan its batches. InvalidInput naming a file that is missing or the same bytes as an earlier one,
-    or a bad `batch_pages`; the document errors of an upload (415, 422) for a file that is no document."""
+    or a bad `batch_pages`; the document errors of an upload (415, 422) naming a file that is no
+    document (an encrypted PDF too: the fan-out takes no passwords)."""
     if not 1 <= batch_pages <= MAX_BATCH_PAGES:
         raise InvalidInput(f"batch_pages must be between 1 and {MAX_BATCH_PAGES}, got {batch_pages}")
     check_metadata(metadata or {})
@@ -138,8 +139,11 @@ def plan_fanout(
         if document_id in seen:
             raise InvalidInput(f"{relative} has the same bytes as {seen[document_id]}: give each document once")
         seen[document_id] = relative
-        with open_document(load_source(path)) as opened:
-            pages = opened.pages
+        try:
+            with open_document(load_source(path)) as opened:
+                pages = opened.pages
+        except PagelensError as error:  # 415 / 422 of an upload, naming the file
+            raise type(error)(f"{relative}: {error.message}") from None
         documents.append(SourceDocument(str(relative), document_id, Path(relative).name, pages, dict(metadata or {})))
     return FanoutPlan(documents, batch_pages, dpi)
 
@@ -156,6 +160,8 @@ def open_fanout_store(
     of `binding`'s model: created with the binding when missing; `ModelMismatch` when it holds
     another model's vectors or pooling, NotFound while another server imports it. Opening it purges
     nothing: the coordinator purges (`run_fanout`), never a worker."""
+    if not isinstance(collection, str) or not NAME_PATTERN.fullmatch(collection):
+        raise InvalidInput(f"collection name {collection!r} must be 1-64 letters, digits, '_', '-' or '.'")
     name, where = prefix + collection, qdrant_location(client)
     with qdrant_errors(where, name):
         exists = client.collection_exists(name)
