@@ -98,8 +98,8 @@ def test_the_coordinator_runs_the_fanout_over_its_workers(monkeypatch, tmp_path,
         def remote(self, *args):
             return self.function(*args)
 
-        def map(self, batches, kwargs, return_exceptions, wrap_returned_exceptions):
-            calls.append((len(batches), kwargs, return_exceptions, wrap_returned_exceptions))
+        def map(self, batches, kwargs, return_exceptions):
+            calls.append((len(batches), kwargs, return_exceptions))
             return [self.function(batch, **kwargs) for batch in batches]
 
     class Containers:
@@ -113,7 +113,7 @@ def test_the_coordinator_runs_the_fanout_over_its_workers(monkeypatch, tmp_path,
     try:
         report = modal_fanout.coordinate.local("reports", "run1", ["00000/a.pdf", "00001/b.png"], 2, {"by": "modal"}, 1)
         assert len(report["completed"]) == 2 and report["failed"] == {} and report["pages_written"] == 4
-        assert calls == [(3, {"collection": "reports"}, True, False)], "2 + 1 batches of the PDF, 1 of the image"
+        assert calls == [(3, {"collection": "reports"}, True)], "2 + 1 batches of the PDF, 1 of the image"
         reopened = QdrantClient(path=str(tmp_path / "qdrant"))  # coordinate closed its client
         points, _ = reopened.scroll("pagelens_reports", limit=10)
         assert sorted((p.payload["name"], p.payload["page"], p.payload["status"]) for p in points) == [

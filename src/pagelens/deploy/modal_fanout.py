@@ -89,8 +89,7 @@ def coordinate(collection: str, run: str, paths: list, batch_pages: int, metadat
     embedder = FanoutEmbedder()
 
     def map_batches(batches):
-        return embedder.embed.map(batches, kwargs={"collection": collection}, return_exceptions=True,
-                                  wrap_returned_exceptions=False)  # fmt: skip
+        return embedder.embed.map(batches, kwargs={"collection": collection}, return_exceptions=True)
 
     client = qdrant_client(settings)
     try:
