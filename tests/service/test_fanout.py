@@ -246,3 +246,26 @@ def test_a_worker_batch_renders_only_its_pages(runtime, qdrant, documents):
     assert store.stored_pages(middle.document.document_id) == 2 and store.page_count() == 0
     numbers = sorted(point.payload["page"] for point in client.scroll(f"pagelens_{collection}", limit=10)[0])
     assert numbers == [3, 4]
+
+
+def test_a_worker_takes_batches_from_two_threads_at_once(runtime, qdrant, documents):
+    """What a Modal container does with two inputs in flight: both batches' pages stored, whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, collection, _ = qdrant
+    root, paths = documents
+    worker = FanoutWorker(runtime, client, root=root)
+    plan = plan_fanout(root, paths, batch_pages=1, dpi=72)
+    store = open_fanout_store(client, collection, worker.binding())
+    threads: set[str] = set()
+
+    def embed(batch):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return worker.embed(collection, batch)
+
+    with ThreadPoolExecutor(2) as pool:
+        report = run_fanout(plan, store, lambda batches: list(pool.map(embed, batches)))
+    assert len(threads) == 2 and report.pages_written == 6 and len(report.completed) == 2
+    assert store.page_count() == 6 and client.count(f"pagelens_{collection}", exact=True).count == 6

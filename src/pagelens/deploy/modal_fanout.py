@@ -50,8 +50,9 @@ qdrant_secret = modal.Secret.from_name(DEPLOY.qdrant_secret)
     max_containers=FANOUT_CONTAINERS,
     timeout=TIMEOUT,
 )
+@modal.concurrent(max_inputs=2)  # one batch renders while the other is on the GPU
 class FanoutEmbedder:
-    """A GPU container: the model loaded once, then page batches written into Qdrant."""
+    """A GPU container: the model loaded once, then page batches written into Qdrant, two at a time."""
 
     model_name: str = modal.parameter(default=MODEL)
 

@@ -30,6 +30,7 @@ fan-out in flight is safe from the replicas serving that collection.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,12 +277,14 @@ def qdrant_client(settings: Settings) -> QdrantClient:
 
 class FanoutWorker:
     """One worker's state: a started runtime (the model, batched pages on its device) and a Qdrant
-    client. `binding()` is the model's; `embed(collection, batch)` runs `embed_batch`. The stores it
-    opens never purge (`purge=False`). Close it to stop the engine."""
+    client. `binding()` is the model's; `embed(collection, batch)` runs `embed_batch`, from several
+    threads at once if need be (the engine batches their pages together). The stores it opens never
+    purge (`purge=False`). Close it to stop the engine."""
 
     def __init__(self, runtime: Runtime, client: QdrantClient, *, root: str | Path, prefix: str = "pagelens_") -> None:
         self.runtime, self.client, self.root, self.prefix = runtime, client, Path(root), prefix
         self._stores: dict[str, QdrantPageStore] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, root: str | Path) -> FanoutWorker:
@@ -296,10 +299,11 @@ class FanoutWorker:
 
     def embed(self, collection: str, batch: PageBatch) -> int:
         """Embed and write one batch into `collection` (which the coordinator opened for this model)."""
-        store = self._stores.get(collection)
-        if store is None:
-            store = self._stores[collection] = QdrantPageStore(self.client, self.prefix + collection,
-                                                               owner=FANOUT_OWNER, purge=False)  # fmt: skip
+        with self._lock:
+            store = self._stores.get(collection)
+            if store is None:
+                store = self._stores[collection] = QdrantPageStore(self.client, self.prefix + collection,
+                                                                   owner=FANOUT_OWNER, purge=False)  # fmt: skip
         return embed_batch(batch, root=self.root, embed=self.runtime.embed_images, store=store)
 
     def close(self) -> None:
