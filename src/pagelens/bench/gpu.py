@@ -135,7 +135,12 @@ def measure(
     _free(device)
 
     attention = best_attention(bench_model, device)
-    model = _model(bench_model, attention, torch.bfloat16, device)
+    try:
+        model = _model(bench_model, attention, torch.bfloat16, device)
+    except (ImportError, ValueError) as error:  # flash-attn installed, but this GPU is older than Ampere
+        print(f"  {attention} unavailable ({error}); sdpa instead", flush=True)
+        attention = "sdpa"
+        model = _model(bench_model, attention, torch.bfloat16, device)
     with torch.inference_mode():
         model(**one_page.to(device))
     runs[f"colpali-engine batched forward ({attention}, batch {batch})"] = _baseline(
