@@ -138,7 +138,9 @@ def test_a_document_set_fans_out_into_searchable_whole_documents(runtime, qdrant
     from pagelens.service import document_pages
 
     pdf = (root / "report.pdf").read_bytes()
-    rendered = [image for batch in document_pages(pdf, Settings(model="m", pdf_dpi=72)) for image in batch]
+    budget = runtime.info.page_pixels  # pages render within the model's budget, as an upload's do
+    batches = document_pages(pdf, Settings(model="m", pdf_dpi=72), render_pixels=budget)
+    rendered = [image for batch in batches for image in batch]
     expected = runtime.embed_images(rendered)
     stored = dict(store.iter_pages(ids[0]))
     assert sorted(stored) == [1, 2, 3, 4, 5]
@@ -269,3 +271,24 @@ def test_a_worker_takes_batches_from_two_threads_at_once(runtime, qdrant, docume
         report = run_fanout(plan, store, lambda batches: list(pool.map(embed, batches)))
     assert len(threads) == 2 and report.pages_written == 6 and len(report.completed) == 2
     assert store.page_count() == 6 and client.count(f"pagelens_{collection}", exact=True).count == 6
+
+
+def test_a_batch_renders_within_the_model_page_budget(runtime, qdrant, documents):
+    """Pages render as an upload's ingest renders them: within `render_pixels` (the worker passes the
+    model's `page_pixels`), so a page's vectors do not depend on the path it took."""
+    client, collection, _ = qdrant
+    root, paths = documents
+    store = open_fanout_store(client, collection, binding_of(runtime.info))
+    batch = plan_fanout(root, paths[:1], batch_pages=2, dpi=150).batches()[0]
+    sizes: list[list[int]] = []
+
+    def embed(images):
+        sizes.append([image.width * image.height for image in images])
+        return runtime.embed_images(images)
+
+    embed_batch(batch, root=root, embed=embed, store=store)
+    embed_batch(batch, root=root, embed=embed, store=store, render_pixels=50_000)
+    assert min(sizes[0]) > 250_000 and max(sizes[1]) < 51_000, sizes  # the scale is rounded to whole pixels
+    assert store.stored_pages(batch.document.document_id) == 2, "the second write replaced the first"
+    worker = FanoutWorker(runtime, client, root=root)
+    assert worker.runtime.info.page_pixels is not None

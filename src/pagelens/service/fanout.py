@@ -200,8 +200,10 @@ def embed_batch(
     root: str | Path,
     embed: Callable[[Sequence[Image.Image]], list[np.ndarray]],
     store: QdrantPageStore,
+    render_pixels: int | None = None,
 ) -> int:
-    """A worker's call: render the batch's pages from `root / batch.document.path`, embed them
+    """A worker's call: render the batch's pages from `root / batch.document.path` (PDF pages within
+    `render_pixels`, the model's page budget, as an upload's ingest renders them), embed them
     (`embed`: images -> `(n_tokens, 128)` or `(dim,)` float arrays, in order) and upsert them as
     ingesting pages; return how many were written."""
     document = batch.document
@@ -209,7 +211,8 @@ def embed_batch(
     with open_document(load_source(path)) as opened:
         if opened.pages != document.pages:
             raise Conflict(f"{document.path} has {opened.pages} pages now, not the {document.pages} planned")
-        images = next(opened.batches(dpi=batch.dpi, batch_pages=batch.pages, start_page=batch.first - 1))
+        images = next(opened.batches(dpi=batch.dpi, batch_pages=batch.pages, start_page=batch.first - 1,
+                                     render_pixels=render_pixels))  # fmt: skip
     vectors = embed(images)
     if len(vectors) != len(images):
         raise BackendFailure(f"the model returned {len(vectors)} embeddings for {len(images)} pages")
@@ -304,7 +307,8 @@ class FanoutWorker:
             if store is None:
                 store = self._stores[collection] = QdrantPageStore(self.client, self.prefix + collection,
                                                                    owner=FANOUT_OWNER, purge=False)  # fmt: skip
-        return embed_batch(batch, root=self.root, embed=self.runtime.embed_images, store=store)
+        return embed_batch(batch, root=self.root, embed=self.runtime.embed_images, store=store,
+                           render_pixels=self.runtime.info.page_pixels)  # fmt: skip
 
     def close(self) -> None:
         self.runtime.close()
