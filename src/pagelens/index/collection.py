@@ -121,6 +121,13 @@ class Collection:
         if not isinstance(document_id, str) or not DOCUMENT_ID.fullmatch(document_id):
             raise NotFound(f"no document {document_id!r} in collection {self.name!r} (ids are 32 hex digits)")
         path = self.files / f"{document_id}.json"
+        shared = isinstance(self.store, QdrantPageStore)  # other servers store pages in it too
+        if shared and not path.exists() and self.store.page_count(document_id) > 0:
+            raise NotFound(
+                f"document {document_id!r} of collection {self.name!r} was stored through another pagelens server "
+                "sharing this Qdrant (or a fan-out): its pages are searchable here, but its file and record are "
+                "that server's; ask it for the document, its pages' images or its deletion"
+            )
         if not path.exists() or self.store.page_count(document_id) == 0:
             raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
         return json.loads(path.read_text())

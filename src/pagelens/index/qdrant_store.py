@@ -153,7 +153,9 @@ def stored_schema(client: QdrantClient, collection: str) -> PageSchema:
 class QdrantPageStore:
     """One collection's pages in a Qdrant collection: opened with the schema it stores, or created
     with `schema` (default MULTI_VECTOR_128) when missing; `Conflict` when `schema` contradicts the
-    stored one. A PageStore (index/pages.py). The client is the caller's: `close` leaves it open."""
+    stored one. Opening purges this owner's incomplete pages but those in `keep_incomplete` (none
+    with `purge=False`: a fan-out worker, whose coordinator purges). A PageStore (index/pages.py).
+    The client is the caller's: `close` leaves it open."""
 
     default_prefetch = QDRANT_DEFAULT_PREFETCH
     recovered = None  # the server recovers its own write-ahead log
@@ -166,6 +168,7 @@ class QdrantPageStore:
         owner: str = "",
         schema: PageSchema | None = None,
         keep_incomplete: Iterable[str] = (),
+        purge: bool = True,
     ) -> None:
         from qdrant_client import models
 
@@ -180,7 +183,7 @@ class QdrantPageStore:
             self.schema = resolve_schema(f"the Qdrant collection {collection!r} at {self.where}", stored, schema)
             if stored is None:
                 create_collection(client, collection, self.schema)
-        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete)
+        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete) if purge else 0
 
     @contextmanager
     def _calls(self) -> Iterator[None]:
@@ -222,21 +225,43 @@ class QdrantPageStore:
         complete in one update. With `first_page` > 1, `pages` starts there, after the pages an
         interrupted ingest of this document stored (`stored_pages`).
         """
-        m = self._m
         count = first_page - 1
         for number, vectors in enumerate(pages, start=first_page):
+            count += self.write_pages(document_id, [(number, vectors)], name=name, metadata=metadata)
+        self.mark_complete(document_id, count)
+        return count
+
+    def write_pages(
+        self,
+        document_id: str,
+        pages: Iterable[tuple[int, np.ndarray]],
+        *,
+        name: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Upsert `(page number, vectors)` pages of a document not yet complete, in one request
+        (`wait=True`), as "ingesting" pages of this store's owner; return how many. Point ids are
+        (document, page) hashes: writing a page again (a retried batch) overwrites it."""
+        m = self._m
+        points = []
+        for number, vectors in pages:
             payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
             named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
-            point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
+            points.append(m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload))
+        if points:
             with self._calls():
-                self.client.upsert(self.collection, [point], wait=True)
-            count = number
+                self.client.upsert(self.collection, points, wait=True)
+        return len(points)
+
+    def mark_complete(self, document_id: str, pages: int) -> None:
+        """Make a document of `pages` pages searchable: delete its pages numbered above `pages` (an
+        older, longer version), then flip all of them to "complete" in one update."""
+        m = self._m
         document = self._filter(("document_id", document_id))
-        stale = m.Filter(must=[document, m.FieldCondition(key="page", range=m.Range(gt=count))])
+        stale = m.Filter(must=[document, m.FieldCondition(key="page", range=m.Range(gt=pages))])
         with self._calls():
             self.client.delete(self.collection, m.FilterSelector(filter=stale), wait=True)  # an older, longer version
             self.client.set_payload(self.collection, {"status": COMPLETE}, points=document, wait=True)
-        return count
 
     def delete_document(self, document_id: str) -> int:
         """Remove a document's pages; return how many there were."""
@@ -269,6 +294,16 @@ class QdrantPageStore:
         keep = list(keep)
         if keep:
             incomplete.must_not = [m.FieldCondition(key="document_id", match=m.MatchAny(any=keep))]
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
+            if pages:
+                self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
+        return pages
+
+    def discard_incomplete(self, document_id: str) -> int:
+        """Delete the pages of `document_id` this owner left "ingesting" (a failed fan-out); return how
+        many. Complete pages and other owners' ingests are left alone."""
+        incomplete = self._filter(("document_id", document_id), ("status", INGESTING), ("owner", self.owner))
         with self._calls():
             pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
             if pages:
