@@ -160,7 +160,7 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     assert page.locator(".document-name").text_content() == HOSTILE_NAME
     assert "team: <b>finance</b>" in page.locator(".document .metadata").text_content()
     assert page.locator("img[src='x']").count() == 0 and page.locator("b").count() == 0
-    page.locator(".document img.thumb").evaluate("(img) => img.decode()")
+    page.wait_for_function("() => document.querySelector('.document img.thumb').naturalWidth > 0")  # loaded lazily
     steps.shot("uploaded")
 
     # a refused upload is explained beside its file
@@ -233,6 +233,12 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     page.get_by_role("tab", name="Search").click()
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
     steps.shot("narrow-search")
+    page.locator(".result-button").first.click()
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    assert page.locator("#viewer-image").bounding_box()["width"] <= 375
+    steps.shot("narrow-viewer")
+    page.keyboard.press("Escape")  # a dialog closes with Escape
+    page.locator("#viewer").wait_for(state="hidden")
     page.set_viewport_size({"width": 1440, "height": 900})
 
     # delete the document, then the collection, each after a confirmation
