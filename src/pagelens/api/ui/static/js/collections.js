@@ -1,7 +1,7 @@
 // The collections list: each with its model binding, documents and pages; create; delete (confirmed).
 
 import { api, explain } from "./api.js";
-import { $, describeMetadata, fill, h, plural, say } from "./dom.js";
+import { $, fill, h, plural, say } from "./dom.js";
 
 export function modelText(model) {
   if (!model) return "no model recorded yet";
@@ -99,5 +99,3 @@ export function initCollections({ onSelect }) {
 
   return { refresh, current: () => selected };
 }
-
-export { describeMetadata };
