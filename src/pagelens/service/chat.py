@@ -1,0 +1,59 @@
+"""Chat completions over the runtime's answer model (the `Generator` of pagelens.rag), for the
+OpenAI-compatible `/v1/chat/completions`.
+
+    model, events = open_chat(runtime, messages, model=None, max_tokens=512)
+    event = await next_event(events, client_gone)   # TextDelta ... Finished; None once the client left
+
+The model-name policy is vLLM's: `model` may be omitted (the served model answers), and a name that
+is not the served model's is a 404 naming both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pagelens.errors import NotFound
+from pagelens.rag.generator import ChatMessage, Finished, GenerationEvent, TextDelta, Usage
+
+if TYPE_CHECKING:
+    from pagelens.service.runtime import Runtime
+
+__all__ = ["DEFAULT_MAX_TOKENS", "Finished", "TextDelta", "Usage", "next_event", "open_chat"]
+
+DEFAULT_MAX_TOKENS = 512  # when the request names none (an OpenAI client often does not)
+DISCONNECT_POLL_SECONDS = 0.25
+
+
+def open_chat(
+    runtime: Runtime, messages: Sequence[ChatMessage], *, model: str | None, max_tokens: int
+) -> tuple[str, AsyncIterator[GenerationEvent]]:
+    """The served model's name and its event stream for `messages`. `GeneratorNotConfigured` (501)
+    without an answer model; `NotFound` (404) when `model` names another one. Nothing runs until the
+    stream is iterated; close it (`aclose`) to stop the generation."""
+    generator = runtime.ready_generator()
+    if model is not None and model != generator.model:
+        raise NotFound(f"model: {model!r} is not served here; the answer model is {generator.model!r} (or omit model)")
+    return generator.model, generator.stream(messages, max_tokens=max_tokens)
+
+
+async def next_event(
+    events: AsyncIterator[GenerationEvent], client_gone: Callable[[], Awaitable[bool]]
+) -> GenerationEvent | None:
+    """The stream's next event, or None when `client_gone()` turns true first (polled every 0.25 s);
+    the caller then closes the stream, which stops the generation. The stream's errors propagate."""
+    pending = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return pending.result()
+            if await client_gone():
+                return None
+    finally:
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
