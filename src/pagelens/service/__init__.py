@@ -17,7 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pagelens.service.chat import DEFAULT_MAX_TOKENS, Finished, TextDelta, next_event, open_chat
+    from pagelens.service.chat import (
+        DEFAULT_MAX_TOKENS,
+        Finished,
+        TextDelta,
+        collect_answer,
+        open_chat,
+        unless_client_leaves,
+    )
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
     from pagelens.service.jobs import (
@@ -35,7 +42,8 @@ _WHERE = {
     "DEFAULT_MAX_TOKENS": "chat",
     "Finished": "chat",
     "TextDelta": "chat",
-    "next_event": "chat",
+    "collect_answer": "chat",
+    "unless_client_leaves": "chat",
     "open_chat": "chat",
     "MAX_PREFETCH": "collections",
     "CollectionService": "collections",
@@ -67,17 +75,18 @@ __all__ = [
     "SearchHit",
     "StageTimings",
     "TextDelta",
+    "collect_answer",
     "document_pages",
     "fetch_model",
     "jobs_running_elsewhere",
     "load",
     "load_embedder",
-    "next_event",
     "open_chat",
     "raise_job_error",
     "resumable_documents",
     "stored_job",
     "stored_jobs",
+    "unless_client_leaves",
 ]
 
 

@@ -2,7 +2,8 @@
 OpenAI-compatible `/v1/chat/completions`.
 
     model, events = open_chat(runtime, messages, model=None, max_tokens=512)
-    event = await next_event(events, client_gone)   # TextDelta ... Finished; None once the client left
+    first = await unless_client_leaves(anext(events), client_gone)   # None once the client left
+    text, finished = await unless_client_leaves(collect_answer(first, events), client_gone)
 
 The model-name policy is vLLM's: `model` may be omitted (the served model answers), and a name that
 is not the served model's is a 404 naming both.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pagelens.errors import NotFound
 from pagelens.rag.generator import ChatMessage, Finished, GenerationEvent, TextDelta, Usage
@@ -21,7 +22,17 @@ from pagelens.rag.generator import ChatMessage, Finished, GenerationEvent, TextD
 if TYPE_CHECKING:
     from pagelens.service.runtime import Runtime
 
-__all__ = ["DEFAULT_MAX_TOKENS", "Finished", "TextDelta", "Usage", "next_event", "open_chat"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "Finished",
+    "TextDelta",
+    "Usage",
+    "collect_answer",
+    "open_chat",
+    "unless_client_leaves",
+]
+
+T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 512  # when the request names none (an OpenAI client often does not)
 DISCONNECT_POLL_SECONDS = 0.25
@@ -39,21 +50,29 @@ def open_chat(
     return generator.model, generator.stream(messages, max_tokens=max_tokens)
 
 
-async def next_event(
-    events: AsyncIterator[GenerationEvent], client_gone: Callable[[], Awaitable[bool]]
-) -> GenerationEvent | None:
-    """The stream's next event, or None when `client_gone()` turns true first (polled every 0.25 s);
-    the caller then closes the stream, which stops the generation. The stream's errors propagate."""
-    pending = asyncio.ensure_future(anext(events))
+async def unless_client_leaves(work: Awaitable[T], client_gone: Callable[[], Awaitable[bool]]) -> T | None:
+    """`work`'s result, or None when `client_gone()` turns true first (polled every 0.25 s while it
+    runs); `work` is then cancelled: awaiting a generator's stream, that stops the generation. Its
+    errors propagate."""
+    task = asyncio.ensure_future(work)
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=DISCONNECT_POLL_SECONDS)
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
             if done:
-                return pending.result()
+                return task.result()
             if await client_gone():
                 return None
     finally:
-        if not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def collect_answer(first: GenerationEvent, events: AsyncIterator[GenerationEvent]) -> tuple[str, Finished]:
+    """The whole answer's text, from the stream's `first` event on, and its `Finished`."""
+    texts, event = [], first
+    while not isinstance(event, Finished):
+        texts.append(event.text)
+        event = await anext(events)
+    return "".join(texts), event

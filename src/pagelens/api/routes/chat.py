@@ -21,7 +21,7 @@ from pagelens.api.chat_protocol import ChatCompletionChunk, ChatCompletionReques
 from pagelens.api.openapi import BODY_ERRORS, error_responses
 from pagelens.api.routes.common import get_runtime
 from pagelens.errors import PagelensError
-from pagelens.service import DEFAULT_MAX_TOKENS, Finished, next_event, open_chat
+from pagelens.service import DEFAULT_MAX_TOKENS, Finished, collect_answer, open_chat, unless_client_leaves
 
 CHUNK_SCHEMA = {"$ref": f"#/components/schemas/{ChatCompletionChunk.__name__}"}
 router = APIRouter(tags=["chat"], responses=error_responses(400, 404, *BODY_ERRORS, 501, 502, 503, 504))
@@ -59,7 +59,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     model, events = open_chat(get_runtime(request), messages, model=body.model, max_tokens=max_tokens)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     try:  # the first event before any byte: a bad input is still an HTTP error status
-        first = await next_event(events, request.is_disconnected)
+        first = await unless_client_leaves(anext(events), request.is_disconnected)
     except BaseException:
         await events.aclose()
         raise
@@ -71,15 +71,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         chunks = _sse(first, events, head={"id": completion_id, "created": created, "model": model},
                       include_usage=include_usage)  # fmt: skip
         return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    texts, event = [], first
     try:
-        while not isinstance(event, Finished):
-            texts.append(event.text)
-            event = await next_event(events, request.is_disconnected)
-            if event is None:
-                return Response(status_code=CLIENT_CLOSED)
+        answer = await unless_client_leaves(collect_answer(first, events), request.is_disconnected)
     finally:
         await events.aclose()
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED)
+    text, event = answer
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -88,7 +86,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "".join(texts)},
+                "message": {"role": "assistant", "content": text},
                 "finish_reason": _finish_reason(event),
             }
         ],
