@@ -278,3 +278,19 @@ def test_the_qwen2_vl_backbone_answers_too(tmp_path):
         assert last.usage.prompt_tokens > 50  # the page's image tokens are in the prompt
     finally:
         vlm.close()
+
+
+def test_another_familys_processor_and_chat_template_work_the_same_way(tmp_path):
+    """Gemma 3: its own processor, image tokens and chat template, through the same message conversion."""
+    from pagelens.testing import build_tiny_checkpoint
+
+    directory = build_tiny_checkpoint("bigemma3", tmp_path)  # a Gemma 3 backbone with Gemma 3's processor
+    vlm = TransformersVLM.load(str(directory), device="cpu", dtype="float32")
+    try:
+        assert type(vlm._model).__name__ == "Gemma3ForConditionalGeneration"
+        text = asyncio.run(collect(vlm, [{"role": "user", "content": "What?"}], 4))[-1]
+        image = asyncio.run(collect(vlm, with_image(page_uri(), "What?"), 4))[-1]
+        assert text.usage.completion_tokens == 4 == image.usage.completion_tokens
+        assert image.usage.prompt_tokens > text.usage.prompt_tokens  # the image's tokens are in the prompt
+    finally:
+        vlm.close()
