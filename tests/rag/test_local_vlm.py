@@ -259,9 +259,26 @@ def test_the_event_loop_stays_free_while_the_model_decodes(tiny_vlm):
     assert ticks >= elapsed / 0.05  # ticking all along (at least one tick per 50 ms), never stalled for the run
 
 
-def test_a_closed_model_refuses_new_work(tiny_vlm_dir):
+def test_closing_fails_the_running_and_the_queued_requests_and_refuses_new_ones(tiny_vlm_dir):
     vlm = TransformersVLM.load(str(tiny_vlm_dir), device="cpu", dtype="float32")
-    asyncio.run(vlm.aclose())
+
+    async def scenario():
+        running = asyncio.Event()
+
+        async def long_one():
+            async for _ in vlm.stream(QUESTION, max_tokens=3000):
+                running.set()
+
+        first = asyncio.create_task(long_one())
+        await running.wait()
+        second = asyncio.create_task(collect(vlm, QUESTION, 8))
+        await asyncio.sleep(0.3)  # queued behind the first
+        await vlm.aclose()
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    first, second = asyncio.run(scenario())
+    assert isinstance(first, ModelNotReady) and "closed during this generation" in first.message
+    assert isinstance(second, ModelNotReady) and "closed before this request's turn" in second.message
     assert not vlm._thread.is_alive()
     with pytest.raises(ModelNotReady, match="closed"):
         asyncio.run(collect(vlm, QUESTION, 4))

@@ -91,8 +91,9 @@ class _DeltaStreamer(BaseStreamer):
     text ending in U+FFFD waits for the next token); after a newline they are dropped, bounding the
     re-decoding. The first `put` is the prompt and is skipped."""
 
-    def __init__(self, tokenizer: Any, request: _Request) -> None:
+    def __init__(self, tokenizer: Any, lock: threading.Lock, request: _Request) -> None:
         self.tokenizer = tokenizer
+        self.lock = lock
         self.request = request
         self.prompt_seen = False
         self.pending: list[int] = []
@@ -103,7 +104,7 @@ class _DeltaStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         self.pending.extend(value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
+        text = self._decode()
         if text.endswith("\ufffd"):
             return
         self._send(text)
@@ -112,8 +113,12 @@ class _DeltaStreamer(BaseStreamer):
 
     def end(self) -> None:
         if self.pending:
-            self._send(self.tokenizer.decode(self.pending, skip_special_tokens=True))
+            self._send(self._decode())
         self.pending, self.sent_chars = [], 0
+
+    def _decode(self) -> str:
+        with self.lock:
+            return self.tokenizer.decode(self.pending, skip_special_tokens=True)
 
     def _send(self, text: str) -> None:
         if len(text) > self.sent_chars:
@@ -202,6 +207,10 @@ class TransformersVLM:
             )
         self.last_generation: GenerationRecord | None = None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._submit = threading.Lock()  # orders queueing against `close`: nothing queues after its sentinel
+        # The Rust tokenizer is shared by `_prepare` (worker threads) and the streamer (decode thread):
+        # one user at a time, as concurrent use can fail with "Already borrowed".
+        self._tokenizer_lock = threading.Lock()
         self._current: _Request | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._decode_loop, name="pagelens-vlm", daemon=True)
@@ -280,7 +289,10 @@ class TransformersVLM:
             raise InvalidInput(f"max_tokens: must be a positive integer, got {max_tokens!r}")
         inputs, prompt_tokens = await asyncio.to_thread(self._prepare, messages, max_tokens)
         request = _Request(inputs, prompt_tokens, max_tokens, asyncio.get_running_loop(), asyncio.Queue())
-        self._queue.put(request)
+        with self._submit:
+            if self._closed:
+                raise ModelNotReady(f"the answer model {self.name} is closed")
+            self._queue.put(request)
         try:
             while True:
                 item = await request.events.get()
@@ -298,13 +310,14 @@ class TransformersVLM:
 
     def close(self) -> None:
         """`aclose` for synchronous owners (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._submit:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)  # after every queued request, which the decode thread fails
         current = self._current
         if current is not None:
             current.stop.set()
-        self._queue.put(None)
         self._thread.join(timeout=60)
         self._model = None
         if torch.cuda.is_available():
@@ -315,9 +328,10 @@ class TransformersVLM:
         """Messages -> the model's input tensors (on its device and dtype) and the prompt's token count."""
         conversation = to_processor_messages(messages)
         try:
-            features = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-            )
+            with self._tokenizer_lock:
+                features = self.processor.apply_chat_template(
+                    conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+                )
         except (ValueError, TypeError) as error:
             raise InvalidInput(f"messages: the model's chat template refused them: {error}") from None
         prompt_tokens = int(features["input_ids"].shape[1])
@@ -337,6 +351,9 @@ class TransformersVLM:
             request = self._queue.get()
             if request is None:
                 return
+            if self._closed:
+                request.emit(ModelNotReady(f"the answer model {self.name} closed before this request's turn"))
+                continue
             if request.stop.is_set():  # its consumer went away while it waited
                 self.last_generation = GenerationRecord(request.prompt_tokens, 0, "cancelled")
                 continue
@@ -344,7 +361,11 @@ class TransformersVLM:
             try:
                 record = self._generate(request)
                 self.last_generation = record
-                request.emit(Finished(Usage(record.prompt_tokens, record.completion_tokens), record.finish_reason))
+                if self._closed:
+                    request.emit(ModelNotReady(f"the answer model {self.name} closed during this generation"))
+                else:
+                    usage = Usage(record.prompt_tokens, record.completion_tokens)
+                    request.emit(Finished(usage, record.finish_reason))
             except PagelensError as error:
                 request.emit(error)
             except Exception as error:  # a CUDA OOM, a model bug: the request fails, the thread lives
@@ -354,7 +375,7 @@ class TransformersVLM:
                 self._current = None
 
     def _generate(self, request: _Request) -> GenerationRecord:
-        streamer = _DeltaStreamer(self.tokenizer, request)
+        streamer = _DeltaStreamer(self.tokenizer, self._tokenizer_lock, request)
         with torch.inference_mode():
             output = self._model.generate(
                 **request.inputs,
