@@ -131,6 +131,7 @@ def test_two_images_in_one_message_both_count(tiny_vlm):
         (with_image("data:image/png;base64,bm90IGFuIGltYWdl"), r"messages\[0\].content\[0\].image_url.url"),
         (with_image("data:image/png;base64,@@@"), r"messages\[0\].content\[0\].image_url.url: invalid base64"),
         (with_image("https://example.com/page.png"), "only data URIs"),
+        (with_image(page_uri(4000, 10)), "processor refused them: absolute aspect ratio"),
         ([{"role": "system", "content": "Be brief."}, *with_image("")], r"messages\[1\].content\[0\].image_url.url"),
     ],
 )

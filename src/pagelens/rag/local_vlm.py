@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +75,13 @@ class _Request:
 
 
 class _StopFlag(StoppingCriteria):
-    """Ends decoding once `flag` is set (checked after every generated token)."""
+    """Ends decoding once `should_stop()` is true (asked after every generated token)."""
 
-    def __init__(self, flag: threading.Event) -> None:
-        self.flag = flag
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self.should_stop = should_stop
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
 class _DeltaStreamer(BaseStreamer):
@@ -211,7 +211,6 @@ class TransformersVLM:
         # The Rust tokenizer is shared by `_prepare` (worker threads) and the streamer (decode thread):
         # one user at a time, as concurrent use can fail with "Already borrowed".
         self._tokenizer_lock = threading.Lock()
-        self._current: _Request | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._decode_loop, name="pagelens-vlm", daemon=True)
         self._thread.start()
@@ -305,7 +304,8 @@ class TransformersVLM:
             request.stop.set()  # closed early or cancelled: the decode thread stops after this token
 
     async def aclose(self) -> None:
-        """Stop the running generation, end the decode thread and release the model."""
+        """Stop the running generation (its consumer and the queued ones get `ModelNotReady`), end the
+        decode thread and release the model."""
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
@@ -315,9 +315,6 @@ class TransformersVLM:
                 return
             self._closed = True
             self._queue.put(None)  # after every queued request, which the decode thread fails
-        current = self._current
-        if current is not None:
-            current.stop.set()
         self._thread.join(timeout=60)
         self._model = None
         if torch.cuda.is_available():
@@ -333,7 +330,7 @@ class TransformersVLM:
                     conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
                 )
         except (ValueError, TypeError) as error:
-            raise InvalidInput(f"messages: the model's chat template refused them: {error}") from None
+            raise InvalidInput(f"messages: the model's chat template or processor refused them: {error}") from None
         prompt_tokens = int(features["input_ids"].shape[1])
         if self.context_length is not None and prompt_tokens + max_tokens > self.context_length:
             raise InvalidInput(
@@ -357,7 +354,6 @@ class TransformersVLM:
             if request.stop.is_set():  # its consumer went away while it waited
                 self.last_generation = GenerationRecord(request.prompt_tokens, 0, "cancelled")
                 continue
-            self._current = request
             try:
                 record = self._generate(request)
                 self.last_generation = record
@@ -371,8 +367,6 @@ class TransformersVLM:
             except Exception as error:  # a CUDA OOM, a model bug: the request fails, the thread lives
                 log.exception("the answer model failed")
                 request.emit(GeneratorFailed(f"the in-process answer model {self.name} failed: {error}"))
-            finally:
-                self._current = None
 
     def _generate(self, request: _Request) -> GenerationRecord:
         streamer = _DeltaStreamer(self.tokenizer, self._tokenizer_lock, request)
@@ -381,11 +375,11 @@ class TransformersVLM:
                 **request.inputs,
                 max_new_tokens=request.max_tokens,
                 streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_StopFlag(request.stop)]),
+                stopping_criteria=StoppingCriteriaList([_StopFlag(lambda: request.stop.is_set() or self._closed)]),
                 pad_token_id=self._pad_id,
             )
         generated = output[0, request.prompt_tokens :].tolist()
-        if request.stop.is_set():
+        if request.stop.is_set() or self._closed:
             reason = "cancelled"
         elif generated and generated[-1] in self._eos_ids:
             reason = "stop"
