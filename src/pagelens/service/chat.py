@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from pagelens.errors import NotFound
+from pagelens.errors import GeneratorNotConfigured, NotFound
 from pagelens.rag.generator import ChatMessage, Finished, GenerationEvent, TextDelta, Usage
 
 if TYPE_CHECKING:
@@ -36,18 +36,27 @@ T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 512  # when the request names none (an OpenAI client often does not)
 DISCONNECT_POLL_SECONDS = 0.25
+NOT_CONFIGURED = (
+    "no answer model is configured: start pagelens with --llm-model MODEL (a vision-language model run in this "
+    "process, e.g. Qwen/Qwen2.5-VL-3B-Instruct) or --llm-url URL (an OpenAI-compatible server such as vLLM), "
+    "or set PAGELENS_LLM_MODEL / PAGELENS_LLM_URL"
+)
 
 
 def open_chat(
     runtime: Runtime, messages: Sequence[ChatMessage], *, model: str | None, max_tokens: int
 ) -> tuple[str, AsyncIterator[GenerationEvent]]:
     """The served model's name and its event stream for `messages`. `GeneratorNotConfigured` (501)
-    without an answer model; `NotFound` (404) when `model` names another one. Nothing runs until the
-    stream is iterated; close it (`aclose`) to stop the generation."""
-    generator = runtime.ready_generator()
-    if model is not None and model != generator.model:
-        raise NotFound(f"model: {model!r} is not served here; the answer model is {generator.model!r} (or omit model)")
-    return generator.model, generator.stream(messages, max_tokens=max_tokens)
+    without an answer model; `NotFound` (404) when `model` names another one (a remote generator
+    configured with no model name takes any). Nothing runs until the stream is iterated; close it
+    (`aclose`) to stop the generation."""
+    generator = runtime.generator
+    if generator is None:
+        raise GeneratorNotConfigured(NOT_CONFIGURED)
+    served = generator.model
+    if model is not None and served and model != served:
+        raise NotFound(f"model: {model!r} is not served here; the answer model is {served!r} (or omit model)")
+    return served or model or "", generator.stream(messages, max_tokens=max_tokens)
 
 
 async def unless_client_leaves(work: Awaitable[T], client_gone: Callable[[], Awaitable[bool]]) -> T | None:

@@ -7,8 +7,6 @@ collections.
     ...                             # runtime.embeddings, runtime.collections
     runtime.close()
 
-`runtime.generator` is the answer model (a `pagelens.rag.Generator`), None when none is configured.
-
 `pagelens serve`, the embedded CLI (`pagelens embed`, `index add`, `search`, `demo`) and the Modal
 app all go through here, so a setting means the same thing wherever it is given.
 """
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pagelens.errors import GeneratorNotConfigured, ModelNotReady
+from pagelens.errors import ModelNotReady
 from pagelens.service.collections import CollectionService
 from pagelens.service.embeddings import EmbeddingService, OutputDtype
 from pagelens.settings import Settings
@@ -75,8 +73,8 @@ class Runtime:
         self.engine: Engine | None = None
         self.embeddings: EmbeddingService | None = None
         self.collections = CollectionService(self.settings, self.ready_embeddings, collections=collections)
+        self.generator: Generator | None = None  # the answer model (pagelens.rag); None: not configured
         self._jobs: JobService | None = None
-        self.generator: Generator | None = None  # the answer model of /ask and /v1/chat/completions
 
     @property
     def jobs(self) -> JobService:
@@ -142,16 +140,6 @@ class Runtime:
         if self.embeddings is None or not self.embeddings.ready:
             raise ModelNotReady("the model is not loaded or the engine has stopped")
         return self.embeddings
-
-    def ready_generator(self) -> Generator:
-        """The answer model; `GeneratorNotConfigured` (501) naming the flags when there is none."""
-        if self.generator is None:
-            raise GeneratorNotConfigured(
-                "no answer model is configured: start pagelens with --llm-model MODEL (a vision-language model "
-                "run in this process, e.g. Qwen/Qwen2.5-VL-3B-Instruct) or --llm-url URL (an OpenAI-compatible "
-                "server such as vLLM), or set PAGELENS_LLM_MODEL / PAGELENS_LLM_URL"
-            )
-        return self.generator
 
     # ------------------------------------------------------------------ library use (blocking)
     def embed_images(self, images: Sequence[Any], *, dtype: OutputDtype = "float32") -> list[np.ndarray]:

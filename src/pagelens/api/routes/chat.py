@@ -126,9 +126,9 @@ async def _sse(first, events: AsyncIterator, *, head: dict, include_usage: bool)
 
 @router.get("/v1/models", response_model=ModelList)
 async def models(request: Request):
-    """The answer model `/v1/chat/completions` serves (an empty list when none is configured)."""
+    """The answer model `/v1/chat/completions` serves (an empty list when none is configured, or a
+    remote one configured with no model name)."""
     generator = get_runtime(request).generator
-    data = (
-        [] if generator is None else [{"id": generator.model, "object": "model", "created": 0, "owned_by": "pagelens"}]
-    )
-    return {"object": "list", "data": data}
+    name = generator.model if generator is not None else None
+    card = {"id": name, "object": "model", "created": 0, "owned_by": "pagelens"}
+    return {"object": "list", "data": [card] if name else []}
