@@ -237,3 +237,57 @@ def test_without_an_answer_model_501_names_the_flags(tmp_path):
     assert "--llm-model" in error["message"] and "--llm-url" in error["message"]
     assert ModelList.model_validate(models.json()).data == []
     assert embeddings.status_code == 200  # the embedding routes do not need an answer model
+
+
+UNREACHABLE = "the answer model's server at http://127.0.0.1:9/v1 is unreachable"
+
+
+class FailsAfter:
+    """An answer model that says `words`, then fails as an unreachable server would."""
+
+    accepts_images = True
+    model = "flaky"
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+
+    async def stream(self, messages, *, max_tokens):
+        from pagelens.errors import GeneratorUnavailable
+        from pagelens.rag.generator import TextDelta
+
+        for word in self.words:
+            yield TextDelta(word)
+        raise GeneratorUnavailable(UNREACHABLE)
+
+    async def aclose(self):
+        pass
+
+
+def test_a_generator_failure_is_its_status_before_the_first_byte_and_an_error_event_after(tmp_path):
+    from openai import APIError, InternalServerError, OpenAI
+
+    settings = Settings(model="fake/model", api_key=API_KEY, data_dir=str(tmp_path))
+    runtime = fake_runtime(settings=settings)
+    try:
+        with server_for(runtime) as base_url, httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as http:
+            runtime.generator = FailsAfter([])
+            at_once = http.post("/v1/chat/completions", json={"messages": QUESTION, "stream": True})
+            runtime.generator = FailsAfter(["Half", " an"])
+            whole = http.post("/v1/chat/completions", json={"messages": QUESTION})
+            with http.stream("POST", "/v1/chat/completions", json={"messages": QUESTION, "stream": True}) as response:
+                status, events = response.status_code, sse_events(response)
+            client = OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0)
+            with pytest.raises(APIError, match="unreachable"):
+                for _ in client.chat.completions.create(model="flaky", messages=QUESTION, stream=True):
+                    pass
+            with pytest.raises(InternalServerError):  # 502: the openai client's class for 5xx
+                client.chat.completions.create(model="flaky", messages=QUESTION)
+    finally:
+        runtime.close()
+    assert at_once.status_code == 502 and at_once.json()["error"]["type"] == "llm_unavailable"
+    assert whole.status_code == 502 and "unreachable" in whole.json()["error"]["message"]
+    assert status == 200  # the stream had begun
+    contents = [e["choices"][0]["delta"].get("content") for e in events[1:3]]
+    assert contents == ["Half", " an"]
+    assert events[-2] == {"error": {"type": "llm_unavailable", "message": UNREACHABLE}}
+    assert events[-1] == "[DONE]"
