@@ -215,6 +215,10 @@ def test_bad_requests_are_400_naming_the_field(http, request_body, named, stream
     assert named in response.json()["error"]["message"]
 
 
+def test_the_server_info_lists_the_routes(http):
+    assert {"/v1/chat/completions", "/v1/models"} <= set(http.get("/").json()["routes"])
+
+
 def test_the_api_key_is_required(url):
     response = httpx.post(f"{url}/v1/chat/completions", json={"messages": QUESTION})
     assert response.status_code == 401
