@@ -219,6 +219,18 @@ def test_the_server_info_lists_the_routes(http):
     assert {"/v1/chat/completions", "/v1/models"} <= set(http.get("/").json()["routes"])
 
 
+def test_the_openapi_document_declares_the_chat_routes_with_every_reference_resolved(http):
+    import re
+
+    document = http.get("/openapi.json").json()
+    operation = document["paths"]["/v1/chat/completions"]["post"]
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert {"400", "404", "501", "502", "504"} <= set(operation["responses"])
+    assert "get" in document["paths"]["/v1/models"]
+    references = set(re.findall(r"#/components/schemas/(\w+)", orjson.dumps(document).decode()))
+    assert references - set(document["components"]["schemas"]) == set()
+
+
 def test_the_api_key_is_required(url):
     response = httpx.post(f"{url}/v1/chat/completions", json={"messages": QUESTION})
     assert response.status_code == 401

@@ -17,13 +17,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from pagelens.api.chat_protocol import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ModelList
+from pagelens.api.chat_protocol import ChatCompletionRequest, ChatCompletionResponse, ModelList
 from pagelens.api.openapi import BODY_ERRORS, error_responses
 from pagelens.api.routes.common import get_runtime
 from pagelens.errors import PagelensError
 from pagelens.service import DEFAULT_MAX_TOKENS, Finished, collect_answer, open_chat, unless_client_leaves
 
-CHUNK_SCHEMA = {"$ref": f"#/components/schemas/{ChatCompletionChunk.__name__}"}
 router = APIRouter(tags=["chat"], responses=error_responses(400, 404, *BODY_ERRORS, 501, 502, 503, 504))
 
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away; never seen by the client
@@ -45,10 +44,9 @@ def _usage(event: Finished) -> dict[str, int]:
     responses={
         200: {
             "model": ChatCompletionResponse,
-            "description": "The answer; with `stream: true`, server-sent events of ChatCompletionChunk",
-            "content": {
-                "text/event-stream": {"schema": {"$ref": f"#/components/schemas/{ChatCompletionChunk.__name__}"}}
-            },
+            "description": "The answer; with `stream: true`, server-sent events `data: <chat.completion.chunk>` "
+            "(api/chat_protocol.py ChatCompletionChunk), then `data: [DONE]`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     },
 )
