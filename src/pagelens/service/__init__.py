@@ -5,6 +5,7 @@
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
     JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
     document_pages     a document's page images without a collection (pages.py)
+    open_chat          chat completions over the runtime's answer model, vLLM's model-name policy (chat.py)
 
 Entry points import this package (and settings, errors, codecs), never `pagelens.index` or
 `pagelens.engine` directly. Names load on first use, so `pagelens --help` does not import torch.
@@ -16,6 +17,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pagelens.service.chat import (
+        DEFAULT_MAX_TOKENS,
+        Finished,
+        TextDelta,
+        collect_answer,
+        open_chat,
+        unless_client_leaves,
+    )
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
     from pagelens.service.jobs import (
@@ -30,6 +39,12 @@ if TYPE_CHECKING:
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 _WHERE = {
+    "DEFAULT_MAX_TOKENS": "chat",
+    "Finished": "chat",
+    "TextDelta": "chat",
+    "collect_answer": "chat",
+    "unless_client_leaves": "chat",
+    "open_chat": "chat",
     "MAX_PREFETCH": "collections",
     "CollectionService": "collections",
     "SearchHit": "collections",
@@ -49,23 +64,29 @@ _WHERE = {
     "load_embedder": "runtime",
 }
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "MAX_PREFETCH",
     "CollectionService",
     "EmbeddingService",
+    "Finished",
     "JobService",
     "OutputDtype",
     "Runtime",
     "SearchHit",
     "StageTimings",
+    "TextDelta",
+    "collect_answer",
     "document_pages",
     "fetch_model",
     "jobs_running_elsewhere",
     "load",
     "load_embedder",
+    "open_chat",
     "raise_job_error",
     "resumable_documents",
     "stored_job",
     "stored_jobs",
+    "unless_client_leaves",
 ]
 
 
