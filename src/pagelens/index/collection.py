@@ -47,7 +47,8 @@ from pagelens.index.records import PENDING, MetadataKeys, media_type, public, ut
 log = logging.getLogger(__name__)
 
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
-EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+# one page's vectors, or (vectors, its patch layout or None) (index/patches.py), per image in order
+EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray] | list[tuple[np.ndarray, dict[str, Any] | None]]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
@@ -366,6 +367,15 @@ class Collection:
                 document = open_document(self.files / document_id, renderer=self.renderer)
         with document:
             return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
+
+    def stored_page(self, document_id: str, page: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Page `page` (1-based) as stored: `(vectors float16, its patch layout or None)` (index/patches.py).
+        `NotFound` for an unknown document or a page it does not have."""
+        with self.in_use():
+            record = self._record(document_id)
+            if not 1 <= page <= record["pages"]:
+                raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+            return self.store.read_page(document_id, page)
 
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None

@@ -50,14 +50,17 @@ from pagelens.index.pages import (
     SearchHit,
     SearchMode,
     check_query,
+    layout_rows,
     page_payload,
     page_vectors,
     point_id,
     resolve_schema,
     search_conditions,
+    stored_page,
     stored_pages,
     to_hit,
 )
+from pagelens.index.patches import PATCHES_KEY, split_page
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -224,9 +227,12 @@ class QdrantPageStore:
         """
         m = self._m
         count = first_page - 1
-        for number, vectors in enumerate(pages, start=first_page):
-            payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
-            named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
+        for number, page in enumerate(pages, start=first_page):
+            vectors, layout = split_page(page)
+            arrays = page_vectors(number, vectors, self.schema)
+            patches = layout_rows(layout, arrays[PAGE_VECTOR], self.schema)
+            payload = page_payload(document_id, number, name, metadata, patches=patches) | {"owner": self.owner}
+            named = {key: array.tolist() for key, array in arrays.items()}
             point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
             with self._calls():
                 self.client.upsert(self.collection, [point], wait=True)
@@ -293,6 +299,30 @@ class QdrantPageStore:
                 records = self.client.retrieve(self.collection, [point_id(document_id, n) for n in numbers],
                                                with_payload=["status"], with_vectors=[PAGE_VECTOR])  # fmt: skip
             yield from stored_pages(document_id, numbers, records)
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page: `(vectors float16, patch layout or None)`."""
+        with self._calls():
+            records = self.client.retrieve(
+                self.collection, [point_id(document_id, number)], with_payload=["status", PATCHES_KEY],
+                with_vectors=[PAGE_VECTOR],
+            )  # fmt: skip
+        return stored_page(document_id, number, records)
+
+    def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
+        """page -> patch layout, for a document's pages that have one (payloads only, no vectors)."""
+        layouts, offset, document = {}, None, self._filter(("document_id", document_id))
+        while True:
+            with self._calls():
+                records, offset = self.client.scroll(
+                    self.collection, scroll_filter=document, limit=256, offset=offset,
+                    with_payload=["page", PATCHES_KEY], with_vectors=False,
+                )  # fmt: skip
+            layouts.update(
+                {int(r.payload["page"]): r.payload[PATCHES_KEY] for r in records if r.payload.get(PATCHES_KEY)}
+            )
+            if offset is None:
+                return layouts
 
     def has_metadata_field(self, key: str) -> bool:
         """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""
