@@ -11,7 +11,7 @@ value to a pixel's alpha. Only the query's word pieces are kept: the augmentatio
 
 A page without a map is `NoSimilarityMap` (409) saying why: single-vector pages (one vector per
 page), pages stored pooled (PAGELENS_POOL_FACTOR merges patch rows), a model whose processor gives no
-patch grid, or a page stored before layouts were recorded (re-ingest it).
+patch grid, or a page stored before layouts were recorded (re-ingest it: delete and upload again).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class HeatmapService:
         if layout is None:
             raise NoSimilarityMap(
                 f"page {page} of document {document_id!r} was stored without its patch grid (ingested before "
-                "heatmaps existed); re-ingest the document to get heatmaps"
+                "heatmaps existed); re-ingest it to get heatmaps: delete the document and upload it again"
             )
         embeddings = self.collections._embeddings()
         (query_vectors,) = await embeddings.embed_queries([query], timings=timings)
