@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,21 @@ def n_patches(processor: Any, model: Any, image_size: tuple[int, int]) -> tuple[
     """`(n_x, n_y)` for a page of PIL size `(width, height)`, as colpali-engine's processor computes
     it, or None when the processor has no grid this module knows how to ask for."""
     width, height = image_size
-    if is_tiled(processor):
-        return tuple(processor.get_n_patches((height, width)))  # this mixin reads (height, width)
     parameters = inspect.signature(processor.get_n_patches).parameters
+    if is_tiled(processor):  # this mixin reads (height, width)
+        if parameters["patch_size"].default is inspect.Parameter.empty:  # ColIdefics3: pixels per token side
+            tile = processor.image_processor.max_image_size["longest_edge"]
+            return tuple(processor.get_n_patches((height, width), tile // math.isqrt(processor.image_seq_len)))
+        return tuple(processor.get_n_patches((height, width)))
     if "spatial_merge_size" in parameters and getattr(model, "spatial_merge_size", None):
         return tuple(processor.get_n_patches((width, height), spatial_merge_size=model.spatial_merge_size))
-    if "patch_size" in parameters and getattr(model, "patch_size", None):
-        return tuple(processor.get_n_patches((width, height), patch_size=model.patch_size))
+    if "patch_size" in parameters:  # ColPali: the vision tower's patch size
+        patch_size = getattr(model, "patch_size", None) or getattr(
+            getattr(model, "config", None), "vision_config", None
+        )
+        patch_size = getattr(patch_size, "patch_size", patch_size)
+        if isinstance(patch_size, int) and patch_size > 0:
+            return tuple(processor.get_n_patches((width, height), patch_size=patch_size))
     return None
 
 
