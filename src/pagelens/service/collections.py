@@ -244,8 +244,9 @@ class CollectionService:
         collection = self.bound(name, for_ingest=True)
         record = collection.add(
             data, name=filename, metadata=metadata, embed=embeddings.engine.embed_pages, dpi=self.settings.pdf_dpi,
-            progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages, password=password or None,
-            keep_partial=keep_partial, office=self._office,
+            render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
+            max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
+            office=self._office,
         )  # fmt: skip
         created = record["created"]
         return {"id": record["id"], "pages": record["pages"], "created": created, "metadata_kept": not created}
