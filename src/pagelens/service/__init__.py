@@ -3,6 +3,7 @@
     Runtime            settings -> model + engine + collections, one lifecycle (runtime.py)
     EmbeddingService   base64 images and queries -> vectors, within the request limits (embeddings.py)
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
+    HeatmapService     similarity maps of stored pages for a query (heatmaps.py)
     JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
     document_pages     a document's page images without a collection (pages.py)
     open_chat          chat completions over the runtime's answer model, vLLM's model-name policy (chat.py)
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     )
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
+    from pagelens.service.heatmaps import HeatmapService
     from pagelens.service.jobs import (
         JobService,
         jobs_running_elsewhere,
@@ -51,6 +53,7 @@ _WHERE = {
     "EmbeddingService": "embeddings",
     "OutputDtype": "embeddings",
     "StageTimings": "embeddings",
+    "HeatmapService": "heatmaps",
     "JobService": "jobs",
     "raise_job_error": "jobs",
     "jobs_running_elsewhere": "jobs",
@@ -69,6 +72,7 @@ __all__ = [
     "CollectionService",
     "EmbeddingService",
     "Finished",
+    "HeatmapService",
     "JobService",
     "OutputDtype",
     "Runtime",
