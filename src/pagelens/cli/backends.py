@@ -122,6 +122,12 @@ class Remote:
     def search(self, collection: str, query: str, **options: Any) -> list[dict]:
         return self.client.search(collection, query, **options)
 
+    def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
+        return self.client.heatmap(collection, document_id, page, query)
+
+    def heatmap_png(self, collection: str, document_id: str, page: int, query: str, *, token: int | None) -> bytes:
+        return self.client.heatmap_png(collection, document_id, page, query, token=token)
+
     # ---------------------------------------------------------------- jobs
     def jobs(self, collection: str | None = None, state: str | None = None) -> list[dict]:
         return self.client.jobs(collection=collection, state=state)
@@ -234,6 +240,19 @@ class Embedded:
         hits = self._run(self.runtime.collections.search(collection, query, **options))
         return [{"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name,
                  "metadata": h.metadata} for h in hits]  # fmt: skip
+
+    def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
+        from pagelens.service import HeatmapService
+
+        self._start(collection)
+        return self._run(HeatmapService(self.runtime.collections).heatmap(collection, document_id, page, query))
+
+    def heatmap_png(self, collection: str, document_id: str, page: int, query: str, *, token: int | None) -> bytes:
+        from pagelens.service import HeatmapService
+
+        self._start(collection)
+        heatmaps = HeatmapService(self.runtime.collections)
+        return self._run(heatmaps.overlay_png(collection, document_id, page, query, token=token))
 
     # ---------------------------------------------------------------- jobs (records under <data_dir>/_jobs)
     def jobs(self, collection: str | None = None, state: str | None = None) -> list[dict]:

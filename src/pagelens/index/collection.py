@@ -47,7 +47,8 @@ from pagelens.index.records import PENDING, MetadataKeys, media_type, public, ut
 log = logging.getLogger(__name__)
 
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
-EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+# per image, its vectors or (vectors, its patch layout or None) (index/patches.py)
+EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray] | list[tuple[np.ndarray, dict[str, Any] | None]]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
@@ -131,6 +132,12 @@ class Collection:
         if not path.exists() or self.store.page_count(document_id) == 0:
             raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
         return json.loads(path.read_text())
+
+    def _page_record(self, document_id: str, page: int) -> dict[str, Any]:
+        record = self._record(document_id)
+        if not 1 <= page <= record["pages"]:
+            raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+        return record
 
     def _write_record(self, record: dict[str, Any]) -> dict[str, Any]:
         write_atomically(self.files / f"{record['id']}.json", json.dumps(record).encode())
@@ -370,13 +377,18 @@ class Collection:
 
     def page_image(self, document_id: str, page: int) -> Image.Image:
         with self.in_use():
-            record = self._record(document_id)
-            if not 1 <= page <= record["pages"]:
-                raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+            record = self._page_record(document_id, page)
             with self._documents.hold(document_id):  # the file stays until a worker has opened it
                 document = open_document(self.files / document_id, renderer=self.renderer)
         with document:
             return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
+
+    def stored_page(self, document_id: str, page: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Page `page` (1-based) as stored: `(vectors float16, its patch layout or None)` (index/patches.py).
+        `NotFound` for an unknown document or a page it does not have."""
+        with self.in_use():
+            self._page_record(document_id, page)
+            return self.store.read_page(document_id, page)
 
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None

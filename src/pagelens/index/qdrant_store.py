@@ -50,14 +50,17 @@ from pagelens.index.pages import (
     SearchHit,
     SearchMode,
     check_query,
+    layout_rows,
     page_payload,
     page_vectors,
     point_id,
     resolve_schema,
     search_conditions,
+    stored_page,
     stored_pages,
     to_hit,
 )
+from pagelens.index.patches import PATCHES_KEY, split_page
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -212,14 +215,14 @@ class QdrantPageStore:
     def add_document(
         self,
         document_id: str,
-        pages: Iterable[np.ndarray],
+        pages: Iterable[Any],
         *,
         name: str = "",
         metadata: dict[str, Any] | None = None,
         first_page: int = 1,
     ) -> int:
-        """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
-        the page count.
+        """Store a document's pages (arrays of the schema's shape, or `(array, patch layout)`, in page
+        order) atomically; return the page count.
 
         `pages` may be a generator: each page is upserted as it comes, then the document is marked
         complete in one update. With `first_page` > 1, `pages` starts there, after the pages an
@@ -234,19 +237,23 @@ class QdrantPageStore:
     def write_pages(
         self,
         document_id: str,
-        pages: Iterable[tuple[int, np.ndarray]],
+        pages: Iterable[tuple[int, Any]],
         *,
         name: str = "",
         metadata: dict[str, Any] | None = None,
     ) -> int:
-        """Upsert `(page number, vectors)` pages of a document not yet complete, in one request
-        (`wait=True`), as "ingesting" pages of this store's owner; return how many. Point ids are
-        (document, page) hashes: writing a page again (a retried batch) overwrites it."""
+        """Upsert `(page number, vectors or (vectors, patch layout))` pages of a document not yet
+        complete, in one request (`wait=True`), as "ingesting" pages of this store's owner; return
+        how many. Point ids are (document, page) hashes: writing a page again (a retried batch)
+        overwrites it."""
         m = self._m
         points = []
-        for number, vectors in pages:
-            payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
-            named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
+        for number, page in pages:
+            vectors, layout = split_page(page)
+            arrays = page_vectors(number, vectors, self.schema)
+            patches = layout_rows(layout, arrays[PAGE_VECTOR], self.schema)
+            payload = page_payload(document_id, number, name, metadata, patches=patches) | {"owner": self.owner}
+            named = {key: array.tolist() for key, array in arrays.items()}
             points.append(m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload))
         if points:
             with self._calls():
@@ -328,6 +335,30 @@ class QdrantPageStore:
                 records = self.client.retrieve(self.collection, [point_id(document_id, n) for n in numbers],
                                                with_payload=["status"], with_vectors=[PAGE_VECTOR])  # fmt: skip
             yield from stored_pages(document_id, numbers, records)
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page: `(vectors float16, patch layout or None)`."""
+        with self._calls():
+            records = self.client.retrieve(
+                self.collection, [point_id(document_id, number)], with_payload=["status", PATCHES_KEY],
+                with_vectors=[PAGE_VECTOR],
+            )  # fmt: skip
+        return stored_page(document_id, number, records)
+
+    def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
+        """page -> patch layout, for a document's pages that have one (payloads only, no vectors)."""
+        layouts, offset, document = {}, None, self._filter(("document_id", document_id))
+        while True:
+            with self._calls():
+                records, offset = self.client.scroll(
+                    self.collection, scroll_filter=document, limit=256, offset=offset,
+                    with_payload=["page", PATCHES_KEY], with_vectors=False,
+                )  # fmt: skip
+            layouts.update(
+                {int(r.payload["page"]): r.payload[PATCHES_KEY] for r in records if r.payload.get(PATCHES_KEY)}
+            )
+            if offset is None:
+                return layouts
 
     def has_metadata_field(self, key: str) -> bool:
         """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""

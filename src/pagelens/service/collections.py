@@ -245,7 +245,7 @@ class CollectionService:
         embeddings = self._embeddings()
         collection = self.bound(name, for_ingest=True)
         record = collection.add(
-            data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images, dpi=self.settings.pdf_dpi,
+            data, name=filename, metadata=metadata, embed=embeddings.engine.embed_pages, dpi=self.settings.pdf_dpi,
             render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
             max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
             office=self._office,

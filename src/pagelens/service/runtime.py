@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pagelens.engine import Engine, EngineConfig
     from pagelens.index.collections import Collections
     from pagelens.models.embedder import EmbedderInfo
+    from pagelens.rag.generator import Generator
     from pagelens.service.jobs import JobService
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Runtime:
         self.engine: Engine | None = None
         self.embeddings: EmbeddingService | None = None
         self.collections = CollectionService(self.settings, self.ready_embeddings, collections=collections)
+        self.generator: Generator | None = None  # the answer model (pagelens.rag); None: not configured
         self._jobs: JobService | None = None
 
     @property

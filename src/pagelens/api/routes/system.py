@@ -14,8 +14,19 @@ from pagelens.api.ui import prefers_html, root_page
 
 router = APIRouter(tags=["system"], responses=error_responses())
 ROUTES = [
-    "/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/jobs", "/health", "/metrics", "/docs", "/ui",
-]  # fmt: skip
+    "/embeddings",
+    "/embed",
+    "/v1/embeddings",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/score",
+    "/collections",
+    "/jobs",
+    "/health",
+    "/metrics",
+    "/docs",
+    "/ui",
+]
 
 
 @router.get(
