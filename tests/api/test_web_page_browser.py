@@ -2,7 +2,8 @@
 executable; Playwright's own browsers are never installed) against a real `pagelens serve` on
 loopback with a tiny ColQwen2.5 checkpoint. Enter the key (a wrong one first), create a
 collection, upload a 5-page PDF whose name is HTML, follow its progress, search, see 5 thumbnails
-(only thumbnails: every page image request carries `width`), open one. Screenshots of each step go
+(only thumbnails: every page image request carries `width`), open one and find the query's
+similarity heatmap drawn over it (canvas pixels not all transparent). Screenshots of each step go
 to test-artifacts/ui/ (git-ignored) for a person to look at.
 
 Without chromium the test fails under CI (CI=true: .ci/run installs it, so its absence is a broken
@@ -25,6 +26,8 @@ KEY = "browser-test-key"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>.pdf"
 TIMEOUT_MS = 120_000
+CANVAS_ALPHA = """() => { const c = document.querySelector('#heatmap-canvas');
+    return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data].filter((v, i) => i % 4 == 3); }"""
 MAX_DOCUMENT_BYTES = 3_000_000  # the server's upload limit: a 4 MB file is refused with a 413
 
 
@@ -208,8 +211,19 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     assert page.locator("#viewer-title").text_content() == HOSTILE_NAME
     first = page.locator("#viewer-page").text_content()
     assert first.startswith("Page ") and first.endswith("of 5")
-    page.locator("#heatmap-note").wait_for()
-    steps.shot("viewer")
+    # the query's similarity heatmap from the real route, drawn over the page: combined, then per token
+    page.locator("#heatmap-controls").wait_for(state="visible")
+    tokens = page.locator("#heatmap-token option").all_text_contents()
+    assert tokens[0] == "All query tokens (combined)" and len(tokens) >= 2, tokens
+    assert page.locator("#heatmap-canvas").is_visible()
+    combined = page.evaluate(CANVAS_ALPHA)
+    assert combined and max(combined) > 0, "the heatmap canvas is all transparent"
+    box, image = page.locator("#heatmap-canvas").bounding_box(), page.locator("#viewer-image").bounding_box()
+    assert abs(box["width"] - image["width"]) < 2 and abs(box["height"] - image["height"]) < 2
+    steps.shot("viewer-heatmap")
+    page.get_by_label("Similarity map").select_option(index=1)
+    assert max(page.evaluate(CANVAS_ALPHA)) > 0
+    steps.shot("viewer-heatmap-token")
     page.get_by_role("button", name="Previous page" if first.startswith("Page 5") else "Next page").click()
     assert page.locator("#viewer-page").text_content() != first
     page.get_by_role("button", name="Close").click()
@@ -342,8 +356,7 @@ def test_heatmap_and_ask_drawn_from_their_documented_answers(ui_server, browser,
     page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
     options = page.locator("#heatmap-token option").all_text_contents()
     assert options == ["All query tokens (combined)", "1: quarterly", "2: revenue"]
-    alpha = """() => { const c = document.querySelector('#heatmap-canvas');
-        return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data].filter((v, i) => i % 4 == 3); }"""
+    alpha = CANVAS_ALPHA
     combined = page.evaluate(alpha)
     assert len(combined) == 12 and max(combined) == 255 and any(value > 0 for value in combined)
     assert page.locator("#heatmap-canvas").is_visible()
