@@ -52,6 +52,7 @@ def test_root_links_to_the_page_for_browsers_and_stays_json_for_clients(client, 
     page = anonymous.get("/", headers={"Accept": BROWSER_ACCEPT})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'href="/ui"' in page.text and "fake" not in page.text  # no server details without the key
+    assert page.headers["vary"] == "Accept"
     assert_secure(page)
     assert anonymous.get("/", headers={"Accept": "*/*"}).status_code == 401
     assert anonymous.get("/").status_code == 401

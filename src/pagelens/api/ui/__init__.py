@@ -61,7 +61,7 @@ def root_page(root_path: str = "") -> HTMLResponse:
         f'<body><h1>pagelens</h1><p><a href="{link}">Open the web page</a> (upload, browse, search, ask). '
         "The JSON API answers clients that do not ask for HTML.</p></body></html>"
     )
-    return HTMLResponse(body, headers=SECURITY_HEADERS)
+    return HTMLResponse(body, headers={**SECURITY_HEADERS, "Vary": "Accept"})
 
 
 async def ui_page() -> FileResponse:
