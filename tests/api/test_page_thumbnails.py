@@ -97,3 +97,18 @@ def test_the_cache_drops_the_least_recently_used_past_its_bytes():
 def test_if_none_match_parsing():
     assert matches('"x"', '"x"') and matches('W/"x"', '"x"') and matches('"y", "x"', '"x"') and matches("*", '"x"')
     assert not matches(None, '"x"') and not matches('"y"', '"x"') and not matches("", '"x"')
+
+
+def test_a_thumbnail_is_rendered_once_then_served_from_the_cache(thumbnail_client, monkeypatch):
+    from pagelens.service import thumbnails
+
+    client, pages = thumbnail_client
+    rendered = []
+    real = thumbnails.render_thumbnail
+    monkeypatch.setattr(thumbnails, "render_thumbnail", lambda *args: rendered.append(args) or real(*args))
+    first = client.get(f"{pages}/3", params={"width": 90})
+    second = client.get(f"{pages}/3", params={"width": 90})  # no If-None-Match: the bytes again, not re-rendered
+    assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+    assert len(rendered) == 1
+    client.get(f"{pages}/3", params={"width": 91})
+    assert len(rendered) == 2

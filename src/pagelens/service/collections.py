@@ -38,7 +38,6 @@ from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
-from pagelens.service.thumbnails import Thumbnail, ThumbnailCache, page_thumbnail
 
 if TYPE_CHECKING:
     from pagelens.index.collections import Collection, Collections, Progress
@@ -83,7 +82,6 @@ class CollectionService:
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
         self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
-        self._thumbnails = ThumbnailCache()
 
     # ------------------------------------------------------------------ plumbing
     def index(self) -> Collections:
@@ -302,17 +300,6 @@ class CollectionService:
             return buffer.getvalue()
 
         return await self._run(render)
-
-    async def page_thumbnail(
-        self, name: str, document_id: str, page: int, *, width: int, if_none_match: str | None = None
-    ) -> Thumbnail:
-        """Page `page` as a JPEG `width` pixels wide with its ETag (service/thumbnails.py); only the
-        ETag (`data` None) when `if_none_match` names it, without rendering."""
-        return await self._run(
-            lambda: page_thumbnail(
-                self.index().get(name), document_id, page, width, cache=self._thumbnails, if_none_match=if_none_match
-            )
-        )
 
     # ------------------------------------------------------------------ search
     async def search(

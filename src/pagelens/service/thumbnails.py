@@ -3,8 +3,8 @@ validator (ETag) that answers a client's cached copy without rendering anything.
 
 A document's id is the start of its content's SHA-256, so a page's pixels depend only on that id,
 the page number, the DPI the document was stored at and the width asked for: the ETag is made of
-those and nothing else. Encoded thumbnails are kept in a small in-memory LRU (bytes-bounded),
-so a results grid shown twice renders each page once.
+those and nothing else. Encoded thumbnails are kept in a small in-memory LRU (bytes-bounded), one
+per collection service, so a results grid shown twice renders each page once.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from pagelens.errors import NotFound
 
 if TYPE_CHECKING:
     from pagelens.index.collections import Collection
+    from pagelens.service.collections import CollectionService
 
 MIN_WIDTH, MAX_WIDTH = 16, 2048  # pixels; the route refuses others with a 400
 MEDIA_TYPE = "image/jpeg"
@@ -118,3 +120,26 @@ def page_thumbnail(
         data = render_thumbnail(collection, document_id, page, width)
         cache.put(etag, data)
     return Thumbnail(etag, data)
+
+
+_caches: WeakKeyDictionary[CollectionService, ThumbnailCache] = WeakKeyDictionary()
+
+
+class ThumbnailService:
+    """Page thumbnails over the collection service (its read pool), with one cache per service."""
+
+    def __init__(self, collections: CollectionService) -> None:
+        self.collections = collections
+        self.cache = _caches.setdefault(collections, ThumbnailCache())
+
+    async def thumbnail(
+        self, name: str, document_id: str, page: int, *, width: int, if_none_match: str | None = None
+    ) -> Thumbnail:
+        """Page `page` (1-based) of a document in collection `name` as a JPEG `width` pixels wide,
+        with its ETag; only the ETag (`data` None) when `if_none_match` names it, without rendering."""
+        return await self.collections._run(
+            lambda: page_thumbnail(
+                self.collections.index().get(name), document_id, page, width, cache=self.cache,
+                if_none_match=if_none_match,
+            )
+        )  # fmt: skip

@@ -244,7 +244,7 @@ async def page_image(
     `Cache-Control`, and 304 when If-None-Match names that ETag."""
     if width is None:
         return Response(await collections.page_png(name, document_id, page, full=full), media_type="image/png")
-    thumbnail = await collections.page_thumbnail(
+    thumbnail = await thumbnails.ThumbnailService(collections).thumbnail(
         name, document_id, page, width=width, if_none_match=request.headers.get("if-none-match")
     )
     headers = {"ETag": thumbnail.etag, "Cache-Control": thumbnails.CACHE_CONTROL}
