@@ -162,7 +162,9 @@ class _Translate:
                 f"the answer model's server at {self.url} answered {error.status_code}: {_message(error)}"
             ) from None
         if isinstance(error, openai.APIError):  # an error sent inside the stream
-            raise GeneratorFailed(f"the answer model's server at {self.url} failed mid-answer: {error.message}") from None
+            raise GeneratorFailed(
+                f"the answer model's server at {self.url} failed mid-answer: {error.message}"
+            ) from None
 
 
 def _message(error: Any) -> str:

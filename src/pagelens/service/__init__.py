@@ -1,9 +1,10 @@
 """The service layer: what every entry point (HTTP routes, CLI, Modal) calls.
 
-    Runtime            settings -> model + engine + collections, one lifecycle (runtime.py)
+    Runtime            settings -> model + engine + collections + generator, one lifecycle (runtime.py)
     EmbeddingService   base64 images and queries -> vectors, within the request limits (embeddings.py)
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
     JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
+    AskService         questions over a collection's pages, answered by the generator (ask.py)
     document_pages     a document's page images without a collection (pages.py)
 
 Entry points import this package (and settings, errors, codecs), never `pagelens.index` or
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pagelens.service.ask import Asking, AskService
     from pagelens.service.collections import MAX_PREFETCH, CollectionService, SearchHit
     from pagelens.service.embeddings import EmbeddingService, OutputDtype, StageTimings
     from pagelens.service.jobs import (
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 _WHERE = {
+    "AskService": "ask",
+    "Asking": "ask",
     "MAX_PREFETCH": "collections",
     "CollectionService": "collections",
     "SearchHit": "collections",
@@ -50,6 +54,8 @@ _WHERE = {
 }
 __all__ = [
     "MAX_PREFETCH",
+    "AskService",
+    "Asking",
     "CollectionService",
     "EmbeddingService",
     "JobService",

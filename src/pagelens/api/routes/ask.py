@@ -1,0 +1,65 @@
+"""`POST /collections/{c}/ask`: an answer over the collection's pages, whole or streamed as
+server-sent events. The work is the ask service's (pagelens.service.ask)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from pagelens.api.openapi import BODY_ERRORS, error_responses
+from pagelens.api.protocol import AskRequest, AskResponse
+from pagelens.api.routes.common import Asks
+from pagelens.errors import PagelensError
+
+router = APIRouter(prefix="/collections", tags=["answers"], responses=error_responses())
+
+ASK_STREAM = {
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "With `stream: true`: `sources` ({sources}), `token` ({text}) per piece of the answer, then "
+    "`done` ({timings, usage, model, cached, finish_reason}) or `error` ({error: {type, message}}); then it ends",
+}
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post(
+    "/{name}/ask",
+    response_model=None,
+    responses={
+        200: {"model": AskResponse, **ASK_STREAM},
+        **error_responses(400, 404, 409, *BODY_ERRORS, 422, 429, 501, 502, 503, 504),
+    },
+)
+async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
+    """Answer `question` from the `k` pages `/search` finds for it (the same `mode`, `prefetch` and
+    `filter`), sent to the answer model as images (or text layers with `--llm-images off`) numbered
+    [1]..[k]; the answer cites them, and `sources` lists them in that order. 501 when no answer model
+    is configured; 502 when it is unreachable or answers an error; 504 when it is silent for
+    PAGELENS_LLM_TIMEOUT. With `stream`, those come as an `error` event; a client that disconnects
+    stops the generation."""
+    asking = await asks.open(
+        name, body.question, k=body.k, mode=body.mode, prefetch=body.prefetch, filter=body.filter,
+        max_tokens=body.max_tokens,
+    )  # fmt: skip
+    request.state.timings = asking.timings  # the access log's stages
+    if not body.stream:
+        return await asking.answer()
+    on_error = request.app.state.metrics.on_error
+
+    async def events() -> AsyncIterator[str]:
+        yield sse("sources", {"sources": asking.sources})
+        try:
+            async for kind, data in asking.events():
+                yield sse(kind, data)
+        except PagelensError as error:
+            on_error(error.error_type)
+            yield sse("error", {"error": error.to_dict()})
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
