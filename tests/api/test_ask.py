@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from pagelens.api import create_app
+from pagelens.api.protocol import AskResponse
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
 from pagelens.testing.llm_standin import StandInLLM, image_urls, texts, tokens, unreachable_url
@@ -104,6 +105,7 @@ def test_the_model_receives_the_question_and_the_top_k_pages_in_search_order(ser
     response = server.post("/collections/reports/ask", json={"question": question, "k": 4})
     assert response.status_code == 200, response.text
     body = response.json()
+    AskResponse.model_validate(body)
     assert body["sources"] == search and body["answer"] == ANSWER and body["cached"] is False
     assert body["model"] == "standin-vlm" and body["finish_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": standin._prompt_tokens(standin.requests[-1]),
@@ -180,6 +182,10 @@ def test_an_identical_ask_is_cached_until_the_collection_changes(server, standin
     server.delete("/collections/reports")
     upload(server, "reports", make_pdf(2))
     assert server.post("/collections/reports/ask", json=body).json()["cached"] is False
+    metrics = server.get("/metrics").text
+    assert "pagelens_answer_cache_hits_total 16.0" in metrics and "pagelens_answer_cache_misses_total 6.0" in metrics
+    assert 'pagelens_ask_stage_seconds_count{stage="total"} 22.0' in metrics
+    assert 'pagelens_ask_stage_seconds_count{stage="ttft"} 6.0' in metrics
 
 
 def test_errors_of_the_answer_model_come_as_502_or_504_and_as_an_error_event(tmp_path, server, standin):

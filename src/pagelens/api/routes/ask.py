@@ -48,9 +48,11 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
         max_tokens=body.max_tokens,
     )  # fmt: skip
     request.state.timings = asking.timings  # the access log's stages
+    metrics = request.app.state.metrics
     if not body.stream:
-        return await asking.answer()
-    on_error = request.app.state.metrics.on_error
+        answer = await asking.answer()
+        metrics.on_ask(asking.timings.as_dict(), cached=asking.cached)
+        return answer
 
     async def events() -> AsyncIterator[str]:
         yield sse("sources", {"sources": asking.sources})
@@ -58,8 +60,10 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
             async for kind, data in asking.events():
                 yield sse(kind, data)
         except PagelensError as error:
-            on_error(error.error_type)
+            metrics.on_error(error.error_type)
             yield sse("error", {"error": error.to_dict()})
+            return
+        metrics.on_ask(asking.timings.as_dict(), cached=asking.cached)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
