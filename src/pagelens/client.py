@@ -8,6 +8,9 @@
         client.create_collection("reports")
         client.add_document("reports", pdf_bytes, filename="q3.pdf", metadata={"year": 2023})
         hits = client.search("reports", "what is the revenue?", k=5, filter={"year": {"$gte": 2020}})
+        answer = client.ask("reports", "what is the revenue?", k=3)   # {"answer", "sources", "timings", ...}
+        for event, data in client.ask("reports", "what is the revenue?", stream=True):
+            print(data["text"], end="") if event == "token" else None   # sources, token ..., done
         client.patch_document("reports", hits[0]["document_id"], {"reviewed": True})
         client.export_collection("reports", "reports.tar")          # a snapshot archive, streamed to disk
         client.import_collection("reports.tar", name="reports-copy")
@@ -31,7 +34,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -95,6 +98,23 @@ def _image_to_base64(image: bytes | Image.Image) -> str:
         image.convert("RGB").save(buffer, format="PNG")
         image = buffer.getvalue()
     return base64.b64encode(image).decode("ascii")
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
+    """`(event, JSON data)` of a `text/event-stream` body's lines; comments (`:` lines) skipped."""
+    event, data = "message", []
+    for line in lines:
+        if not line:  # an event ends
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)  # a line starting with ':' (field "") is a comment: skipped
 
 
 class Client:
@@ -285,6 +305,51 @@ class Client:
             body["prefetch"] = prefetch
         return self._request("POST", f"/collections/{collection}/search", json=body).json()["results"]
 
+    # ---------------------------------------------------------------- answers
+    def ask(
+        self,
+        collection: str,
+        question: str,
+        *,
+        k: int = 3,
+        mode: str = "exact",
+        filter: dict | None = None,
+        prefetch: int | None = None,
+        max_tokens: int = 512,
+        stream: bool = False,
+    ) -> Any:
+        """An answer from the server's answer model over the `k` pages `search` finds for `question`
+        (same `mode`, `filter`, `prefetch`): `{"answer", "sources": [{document_id, page, score, name,
+        metadata}], "model", "usage", "timings", "cached", "finish_reason"}`; `[n]` in the answer cites
+        `sources[n-1]`. With `stream=True`, an iterator of `(event, data)`: `("sources", {"sources"})`,
+        `("token", {"text"})` per piece, then `("done", {timings, usage, model, cached, finish_reason})`;
+        a failure of the answer model mid-stream is raised as its typed error (GeneratorFailed,
+        GeneratorTimeout, ...). Leaving the iterator early closes the stream, which stops the
+        generation on the server. Errors before an answer starts (NotFound, InvalidInput,
+        GeneratorNotConfigured, ...) are raised either way. Not retried."""
+        body: dict[str, Any] = {"question": question, "k": k, "mode": mode, "filter": filter,
+                                "max_tokens": max_tokens, "stream": stream}  # fmt: skip
+        if prefetch is not None:
+            body["prefetch"] = prefetch
+        path = f"/collections/{quote(collection, safe='')}/ask"
+        if not stream:
+            response = self._http.post(path, json=body)
+            if response.status_code >= 400:
+                raise error_from_response(response)
+            return response.json()
+        return self._ask_events(path, body)
+
+    def _ask_events(self, path: str, body: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        with self._http.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise error_from_response(response)
+            for event, data in _server_sent_events(response.iter_lines()):
+                if event == "error":
+                    detail = data.get("error") or {}
+                    raise _typed_error(detail.get("type"), detail.get("message", ""), status=502)
+                yield event, data
+
     # ---------------------------------------------------------------- snapshots
     def export_collection(self, name: str, path: str | Path) -> Path:
         """Download collection `name` as a snapshot archive (a tar: manifest, records, files, stored
@@ -359,19 +424,7 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 raise error_from_response(response)
-            event, data = "message", []
-            for line in response.iter_lines():
-                if not line:  # an event ends
-                    if data:
-                        yield event, json.loads("\n".join(data))
-                    event, data = "message", []
-                    continue
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if field == "event":
-                    event = value
-                elif field == "data":
-                    data.append(value)  # a line starting with ':' (field "") is a comment: skipped
+            yield from _server_sent_events(response.iter_lines())
 
     # ---------------------------------------------------------------- server
     def health(self) -> dict:

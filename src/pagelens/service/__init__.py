@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "AskService": "ask",
     "Asking": "ask",
+    "check_answer_settings": "ask",
     "MAX_PREFETCH": "collections",
     "CollectionService": "collections",
     "SearchHit": "collections",
@@ -63,6 +64,7 @@ __all__ = [
     "Runtime",
     "SearchHit",
     "StageTimings",
+    "check_answer_settings",
     "document_pages",
     "fetch_model",
     "jobs_running_elsewhere",

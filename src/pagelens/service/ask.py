@@ -64,6 +64,13 @@ class AskTimings:
         return {f"{stage}_ms": round(seconds * 1000, 2) for stage, seconds in self.as_dict().items()}
 
 
+def check_answer_settings(settings: Settings) -> None:
+    """`GeneratorNotConfigured` naming the flags when the settings describe no answer model (checked
+    before anything loads)."""
+    if not (settings.llm_url or settings.llm_model):
+        raise GeneratorNotConfigured(HOW_TO_CONFIGURE)
+
+
 def check_question(question: object, max_chars: int) -> str:
     if not isinstance(question, str):
         raise InvalidInput(f"question must be a string, got {type(question).__name__}")
