@@ -70,7 +70,7 @@ def test_a_hanging_generator_is_stopped_by_the_service_and_closed(tmp_path):
         asking = await runtime.asks.open("docs", "what?", k=2)
         seen = []
         started = time.monotonic()
-        with pytest.raises(GeneratorTimeout, match="0.4 s"):
+        with pytest.raises(GeneratorTimeout, match=r"0\.4 s"):
             async for event, data in asking.events():
                 seen.append((event, data))
         return seen, time.monotonic() - started
