@@ -34,7 +34,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -44,52 +44,13 @@ import numpy as np
 from PIL import Image
 
 from pagelens import errors
+from pagelens.client_responses import error_from_response, job_error, retry_after, server_sent_events, typed_error
 from pagelens.codecs.outputs import NPZ_MEDIA, decode_npz
+
+__all__ = ["Client", "error_from_response", "job_error"]
 
 _RETRYABLE = (429, 503)
 EVENT_READ_TIMEOUT = 60.0  # a job's event stream sends a heartbeat every 15 s; silence this long means it is gone
-
-
-def error_from_response(response: httpx.Response) -> errors.PagelensError:
-    """The typed error a pagelens error response stands for: the class with the body's `type`, else a
-    PagelensError carrying the response's status and type (a proxy's page, a newer server's type)."""
-    try:
-        body = response.json()["error"]
-        error_type, message, index = body["type"], body["message"], body.get("index")
-    except (ValueError, KeyError, TypeError):
-        error_type, message, index = "http_error", f"HTTP {response.status_code}: {response.text[:200]}", None
-    if _error_class(error_type) is errors.Overloaded:
-        error = errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
-        return error if index is None else error.with_index(index)
-    return _typed_error(error_type, message, index=index, status=response.status_code)
-
-
-def job_error(job: dict) -> errors.PagelensError:
-    """The typed error a failed or cancelled job (`GET /jobs/{id}`) ended with (cancelled: Conflict,
-    its collection deleted: NotFound, a PDF that would not open: UnprocessableDocument, ...)."""
-    detail = job.get("error") or {"type": "internal_error", "message": f"the ingest job ended {job.get('state')}"}
-    return _typed_error(detail.get("type"), detail.get("message", ""))
-
-
-def _error_class(error_type: object) -> type[errors.PagelensError] | None:
-    return next((cls for cls in errors.error_classes() if cls.error_type == error_type), None)
-
-
-def _typed_error(error_type: object, message: str, *, index: int | None = None, status: int = 500):
-    """The class whose `error_type` this is, else a PagelensError carrying the status and type."""
-    cls = _error_class(error_type)
-    if cls is None:
-        error = errors.PagelensError(message, index=index)
-        error.http_status, error.error_type = status, str(error_type)
-        return error
-    return cls(message, index=index)
-
-
-def _retry_after(response: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", default)))
-    except ValueError:
-        return default
 
 
 def _image_to_base64(image: bytes | Image.Image) -> str:
@@ -98,23 +59,6 @@ def _image_to_base64(image: bytes | Image.Image) -> str:
         image.convert("RGB").save(buffer, format="PNG")
         image = buffer.getvalue()
     return base64.b64encode(image).decode("ascii")
-
-
-def _server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, dict]]:
-    """`(event, JSON data)` of a `text/event-stream` body's lines; comments (`:` lines) skipped."""
-    event, data = "message", []
-    for line in lines:
-        if not line:  # an event ends
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            event = value
-        elif field == "data":
-            data.append(value)  # a line starting with ':' (field "") is a comment: skipped
 
 
 class Client:
@@ -171,7 +115,7 @@ class Client:
                     return response
                 if response.status_code not in _RETRYABLE or attempt >= self.max_retries:
                     raise error_from_response(response)
-                wait = min(self.max_retry_wait, _retry_after(response, 1.0))
+                wait = min(self.max_retry_wait, retry_after(response, 1.0))
             attempt += 1
             self.retries += 1
             time.sleep(wait)
@@ -344,10 +288,10 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 raise error_from_response(response)
-            for event, data in _server_sent_events(response.iter_lines()):
+            for event, data in server_sent_events(response.iter_lines()):
                 if event == "error":
                     detail = data.get("error") or {}
-                    raise _typed_error(detail.get("type"), detail.get("message", ""), status=502)
+                    raise typed_error(detail.get("type"), detail.get("message", ""), status=502)
                 yield event, data
 
     # ---------------------------------------------------------------- snapshots
@@ -424,7 +368,7 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 raise error_from_response(response)
-            yield from _server_sent_events(response.iter_lines())
+            yield from server_sent_events(response.iter_lines())
 
     # ---------------------------------------------------------------- server
     def health(self) -> dict:
