@@ -44,6 +44,7 @@ def standin():
 def standin_behaves(standin):
     standin.behave()
     standin.tokens_per_second = 2000
+    standin.stream_cut.clear()
     yield
     standin.behave()
 
@@ -256,6 +257,16 @@ def test_a_client_that_leaves_a_stream_stops_the_generation_upstream(server, sta
                 break
     assert seen == ["sources", "token"]
     assert standin.stream_cut.wait(5) and standin.streams_cut == cut_before + 1
+
+
+def test_a_client_that_leaves_before_a_whole_answer_stops_the_generation_upstream(server, standin):
+    upload(server, "reports", make_pdf(2))
+    standin.tokens_per_second = 5  # 12 tokens: over two seconds
+    cut_before, finished_before = standin.streams_cut, standin.streams_finished
+    with pytest.raises(httpx.ReadTimeout):
+        server.post("/collections/reports/ask", json={"question": "leaving early?", "k": 1}, timeout=0.8)
+    assert standin.stream_cut.wait(5) and standin.streams_cut == cut_before + 1
+    assert standin.streams_finished == finished_before
 
 
 def test_without_an_answer_model_ask_is_501_naming_the_flags_and_search_works(tmp_path):

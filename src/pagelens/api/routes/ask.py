@@ -3,15 +3,18 @@ server-sent events. The work is the ask service's (pagelens.service.ask)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from pagelens.api.openapi import BODY_ERRORS, error_responses
 from pagelens.api.protocol import AskRequest, AskResponse
+from pagelens.api.routes.collections import CLIENT_CLOSED_REQUEST, DISCONNECT_POLL_SECONDS
 from pagelens.api.routes.common import Asks
 from pagelens.errors import PagelensError
 
@@ -50,7 +53,16 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
     request.state.timings = asking.timings  # the access log's stages
     metrics = request.app.state.metrics
     if not body.stream:
-        answer = await asking.answer()
+        answering = asyncio.ensure_future(asking.answer())
+        left = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({answering, left}, return_when=asyncio.FIRST_COMPLETED)
+        if not answering.done():  # the client left: stop the generation (its stream is closed upstream)
+            answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answering
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        left.cancel()
+        answer = answering.result()
         metrics.on_ask(asking.timings.as_dict(), cached=asking.cached)
         return answer
 
@@ -67,3 +79,9 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (polled)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
