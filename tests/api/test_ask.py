@@ -304,6 +304,14 @@ def test_bad_input_is_a_400_naming_it_and_never_reaches_the_model(tmp_path, stan
         assert len(standin.requests) == asked
 
 
+def test_when_nothing_is_retrieved_the_model_is_not_asked(server, standin):
+    upload(server, "reports", make_pdf(2), metadata={"year": 2023})
+    asked = len(standin.requests)
+    body = server.post("/collections/reports/ask", json={"question": "why?", "filter": {"year": 1999}}).json()
+    assert body["sources"] == [] and "No page of the collection matches" in body["answer"]
+    assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0} and len(standin.requests) == asked
+
+
 def test_an_unknown_collection_is_404(server, standin):
     response = server.post("/collections/nowhere/ask", json={"question": "why?"})
     assert response.status_code == 404 and "nowhere" in response.json()["error"]["message"]

@@ -88,3 +88,9 @@ def test_closing_the_stream_early_closes_the_upstream_stream(standin):
 
     assert asyncio.run(first_then_close()) == TextDelta(tokens(ANSWER)[0])
     assert standin.stream_cut.wait(5) and standin.streams_cut == 1 and standin.streams_finished == 0
+
+
+def test_a_url_without_v1_that_404s_says_so(standin):
+    with pytest.raises(GeneratorFailed) as caught:
+        asyncio.run(collect(OpenAIGenerator(standin.url.removesuffix("/v1"), model="m")))
+    assert "404" in caught.value.message and "should --llm-url end with /v1?" in caught.value.message

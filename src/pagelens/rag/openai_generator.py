@@ -158,8 +158,11 @@ class _Translate:
             reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
             raise GeneratorUnavailable(f"cannot reach the answer model's server at {self.url} ({reason})") from None
         if isinstance(error, openai.APIStatusError):
+            hint = ""
+            if error.status_code == 404 and not self.url.rstrip("/").endswith("/v1"):
+                hint = " (OpenAI-compatible servers serve under /v1: should --llm-url end with /v1?)"
             raise GeneratorFailed(
-                f"the answer model's server at {self.url} answered {error.status_code}: {_message(error)}"
+                f"the answer model's server at {self.url} answered {error.status_code}: {_message(error)}{hint}"
             ) from None
         if isinstance(error, openai.APIError):  # an error sent inside the stream
             raise GeneratorFailed(
