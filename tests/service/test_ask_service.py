@@ -120,3 +120,41 @@ def test_a_generator_failing_mid_answer_ends_the_stream_with_an_error_event_and_
             assert response.status_code == 502 and response.json()["error"]["type"] == "llm_error"
     finally:
         runtime.close()
+
+
+def test_single_vector_collections_answer_from_text_layers_and_scans_without_text_are_a_422(tmp_path):
+    from pagelens.errors import UnprocessableDocument
+    from tests.conftest import encode, make_page
+    from tests.rag.documents import text_pdf
+
+    generator = InProcess([])
+
+    async def finish_after_first(messages, *, max_tokens):  # answers, then finishes
+        generator.received.append(list(messages))
+        yield TextDelta("Forty-two [1].")
+        yield Finished(Usage(10, 3))
+
+    generator.stream = finish_after_first
+    settings = Settings(model="fake", no_auth=True, data_dir=str(tmp_path / "data"), pdf_dpi=72, llm_images="off")
+    runtime = Runtime(settings, generator=generator)
+    runtime.start(FakeBackend(dim=64, multi_vector=False), engine_config=EngineConfig(max_wait_ms=1))
+
+    async def scenario():
+        service = runtime.collections
+        await service.create("bi")
+        await service.add_document("bi", text_pdf(["Revenue 42 M", "Costs 3 M"]), filename="r.pdf", metadata={})
+        answer = await runtime.asks.ask("bi", "revenue?", k=2)
+        await service.create("scans")
+        await service.add_document("scans", encode(make_page(200, 300, 1)), filename="s.png", metadata={})
+        with pytest.raises(UnprocessableDocument, match="has a text layer"):
+            await runtime.asks.open("scans", "revenue?", k=1)
+        return answer
+
+    try:
+        answer = asyncio.run(scenario())
+    finally:
+        runtime.close()
+    assert answer["answer"] == "Forty-two [1]." and answer["usage"] == {"prompt_tokens": 10, "completion_tokens": 3}
+    assert len(answer["sources"]) == 2 and {s["page"] for s in answer["sources"]} == {1, 2}
+    prompt = generator.received[0][1]["content"]
+    assert "Revenue 42 M" in prompt and "Costs 3 M" in prompt and "revenue?" in prompt
