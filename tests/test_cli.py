@@ -52,8 +52,11 @@ def test_embed_gives_a_pdf_one_output_a_page_numbered_across_files(tiny_model, t
     assert "image_2: shape" in result.output and f"<- {tmp_path / 'report.pdf'} page 2" in result.output
     stored = np.load(out, allow_pickle=False)
     assert [source["page"] for source in json.loads(str(stored["sources"]))] == [1, 1, 2]
-    (pages,) = list(document_pages(make_pdf(2), Settings()))  # as an ingest renders them (150 DPI)
-    with Engine(Embedder.load(str(tiny_model), device="cpu", dtype="float32")) as engine:
+    embedder = Embedder.load(str(tiny_model), device="cpu", dtype="float32")
+    # as an ingest renders them: 150 dpi, within the model's page budget
+    (pages,) = list(document_pages(make_pdf(2), Settings(), render_pixels=embedder.info.page_pixels))
+    assert pages[1].width * pages[1].height < 417 * 625  # 150 dpi would be larger than the budget
+    with Engine(embedder) as engine:
         expected = engine.embed_images(pages)
     np.testing.assert_allclose(stored["image_2"], expected[1], atol=1e-5)
 

@@ -3,8 +3,9 @@ alone on the same pages already rendered, per architecture.
 
 For each architecture of bench/models.py (random weights, bf16, sdpa): a PDF of `pages` synthetic
 600x800 pages (text lines and a table box, at 100 dpi) is
-  engine alone   rendered first (not timed), then embedded by the engine in batches of 8 pages,
-                 as an ingest sends them;
+  engine alone   rendered first (not timed) as an ingest renders them (within the model's page
+                 pixel budget), then embedded by the engine in batches of 8 pages, as an ingest
+                 sends them;
   ingest         `Collection.add` into a fresh Qdrant Edge collection: rendering in the PDF worker
                  processes (the next batch while the current one embeds), embedding, and storing
                  (the shard, the vector mirror and each page's centroids).
@@ -50,7 +51,7 @@ def engine_alone(engine, images: list) -> float:
     return time.perf_counter() - started
 
 
-def ingest(engine, data: bytes, scratch: Path, round_number: int) -> float:
+def ingest(engine, data: bytes, scratch: Path, round_number: int, render_pixels: int | None) -> float:
     """Seconds for `Collection.add` of the PDF into a fresh Edge collection."""
     from pagelens.index.collections import Collections
 
@@ -58,7 +59,8 @@ def ingest(engine, data: bytes, scratch: Path, round_number: int) -> float:
     try:
         collection = collections.create("bench")
         started = time.perf_counter()
-        record = collection.add(data, name="bench.pdf", metadata={}, embed=engine.embed_images, dpi=PDF_DPI)
+        record = collection.add(data, name="bench.pdf", metadata={}, embed=engine.embed_images, dpi=PDF_DPI,
+                                render_pixels=render_pixels)  # fmt: skip
         elapsed = time.perf_counter() - started
         assert record["created"] and record["pages"] > 0
         return elapsed
@@ -77,7 +79,7 @@ def run(
     docs_path: Path | None = DEFAULT_DOCS,
 ) -> dict[str, Any]:
     from pagelens.engine import Engine, EngineConfig
-    from pagelens.index.pdf import render_pages
+    from pagelens.index.pdf import DEFAULT_MAX_IMAGE_PIXELS, render_pages
     from pagelens.models import Embedder
 
     report = Report("ingest", args if args is not None else {"arch": archs, "layers": layers, "pages": pages})
@@ -87,23 +89,26 @@ def run(
         f"random weights, bf16, sdpa, the engine's CPU defaults; torch threads {torch.get_num_threads()}."
     )
     data = synthetic_pdf(pages)
-    images = [page for batch in render_pages(data, dpi=PDF_DPI) for page in batch]
     with tempfile.TemporaryDirectory() as scratch:
         for name in archs:
             bench_model = get_arch(name).build(Path(scratch) / name, layers)
             model = bench_model.model("sdpa", torch.bfloat16)
             embedder = Embedder(model, bench_model.processor, bench_model.arch.family_spec, name=name,
                                 attention="sdpa")  # fmt: skip
+            budget = embedder.info.page_pixels
+            rendered = render_pages(data, dpi=PDF_DPI, max_pixels=budget or DEFAULT_MAX_IMAGE_PIXELS)
+            images = [page for batch in rendered for page in batch]
             alone, ingested = [], []
             with Engine(embedder, EngineConfig.for_device("cpu")) as engine:
                 engine.embed_images(images[:1])  # warm up
                 for number in range(rounds):
                     alone.append(engine_alone(engine, images))
-                    ingested.append(ingest(engine, data, Path(scratch) / name, number))
+                    ingested.append(ingest(engine, data, Path(scratch) / name, number, budget))
             engine_rate, ingest_rate = pages / statistics.median(alone), pages / statistics.median(ingested)
             ratio = ingest_rate / engine_rate
             report.add_row({
                 "architecture": f"{bench_model.arch.name} ({bench_model.depth})",
+                "page pixels": f"{images[0].width}x{images[0].height}",
                 "engine alone pages/s": engine_rate,
                 "ingest pages/s": ingest_rate,
                 "ingest / engine": ratio,

@@ -99,10 +99,11 @@ def embed(
     arrays: dict[str, np.ndarray] = {}
     sources: list[dict] = []
     with _embedder(settings, url, api_key) as (embed_images, embed_queries, info):
+        budget = info().get("page_pixels") if files else None  # rendered as an ingest renders them
         for path, data in zip(files, contents, strict=True):
             done = 0
             try:
-                for batch in document_pages(data, settings, password=password):
+                for batch in document_pages(data, settings, password=password, render_pixels=budget):
                     for vectors in embed_images(batch, dtype=output_dtype):
                         done += 1
                         arrays[f"image_{len(sources)}"] = vectors

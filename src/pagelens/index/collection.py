@@ -166,6 +166,7 @@ class Collection:
         metadata: dict[str, Any],
         embed: EmbedPages,
         dpi: int = DEFAULT_DPI,
+        render_pixels: int | None = None,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         max_pages: int | None = None,
@@ -175,6 +176,7 @@ class Collection:
     ) -> dict[str, Any]:
         """Store a PDF, image or office document: render, embed (a bounded batch at a time) and index
         its pages. The document is opened once, for its kind, page count and every batch of pages.
+        PDF pages render at `dpi`, shrunk to at most `render_pixels` (the model's budget) if given.
         `metadata` is checked first (codecs/metadata.py); nothing is written for bad metadata.
 
         An encrypted PDF needs its `password` (ignored for any other upload; never stored: the PDF
@@ -212,6 +214,7 @@ class Collection:
                     metadata=metadata,
                     embed=embed,
                     dpi=dpi,
+                    render_pixels=render_pixels,
                     progress=progress,
                     cancel=cancel,
                     keep_partial=keep_partial,
@@ -256,6 +259,7 @@ class Collection:
         metadata: dict[str, Any],
         embed: EmbedPages,
         dpi: int,
+        render_pixels: int | None,
         progress: Progress | None,
         cancel: threading.Event | None = None,
         keep_partial: Callable[[], bool] | None = None,
@@ -274,7 +278,7 @@ class Collection:
             done = first_page - 1
             if progress is not None:
                 progress(done, pages)
-            batches = document.batches(dpi=dpi, start_page=first_page - 1, cancel=cancel)
+            batches = document.batches(dpi=dpi, start_page=first_page - 1, cancel=cancel, render_pixels=render_pixels)
             for batch in rendered_ahead(batches):
                 for vectors in embed(batch):
                     if self.stopping:

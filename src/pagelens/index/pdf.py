@@ -173,9 +173,13 @@ class OpenedDocument:
         batch_pages: int = DEFAULT_BATCH_PAGES,
         start_page: int = 0,
         cancel: threading.Event | None = None,
+        render_pixels: int | None = None,
     ) -> Iterator[list[Image.Image]]:
         """Page images in order, in batches of at most `batch_pages`, from page `start_page` (0-based) on.
-        Only the batch being yielded is in memory. `RenderCancelled` once `cancel` is set."""
+        Only the batch being yielded is in memory. `RenderCancelled` once `cancel` is set.
+        `render_pixels` lowers a PDF page's scale so it renders within that many pixels (the most the
+        model's processor keeps: rendering more only to shrink it again wastes both steps)."""
+        max_pixels = self.max_pixels if render_pixels is None else min(self.max_pixels, render_pixels)
         if self.kind == "image" and self.pages == 1:
             if start_page == 0:
                 yield [decode_image(self.data, max_pixels=self.max_pixels)]
@@ -189,7 +193,7 @@ class OpenedDocument:
                     if frames is not None:
                         batch.append(_frame(frames, number, self.max_pixels))
                     else:
-                        batch.append(self._render(number, dpi, cancel))
+                        batch.append(self._render(number, dpi, cancel, max_pixels))
                 yield batch
 
     def page_image(self, number: int, *, dpi: int = DEFAULT_DPI, cancel: threading.Event | None = None) -> Image.Image:
@@ -206,12 +210,10 @@ class OpenedDocument:
             return None
         return self._renderer.page_text(self._token, self.data, number - 1)
 
-    def _render(self, number: int, dpi: int, cancel: threading.Event | None) -> Image.Image:
+    def _render(self, number: int, dpi: int, cancel: threading.Event | None, max_pixels: int) -> Image.Image:
         if self._renderer is None:
             raise ValueError("the document was closed while its pages were being rendered")
-        return self._renderer.render_page(
-            self._token, self.data, number, dpi=dpi, max_pixels=self.max_pixels, cancel=cancel
-        )
+        return self._renderer.render_page(self._token, self.data, number, dpi=dpi, max_pixels=max_pixels, cancel=cancel)
 
     def close(self) -> None:
         """Close the document in the workers (idempotent)."""

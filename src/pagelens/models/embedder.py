@@ -44,6 +44,7 @@ class EmbedderInfo:
     quantize: str = "none"
     compiled: bool = False
     revision: str | None = None
+    page_pixels: int | None = None  # pixels beyond which the processor shrinks a page (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +119,7 @@ class Embedder:
             quantize=quantize,
             compiled=compile,
             revision=revision,
+            page_pixels=page_pixel_budget(processor),
         )
 
     def _warm_up_compiled(self) -> None:
@@ -294,6 +296,29 @@ def _load_weights(
 
         network = PeftModel.from_pretrained(network, checkpoint.adapter_dir).merge_and_unload()
     return network.eval(), attention
+
+
+def page_pixel_budget(processor: Any) -> int | None:
+    """The most pixels of a page image the processor keeps: a larger page is shrunk before the model
+    sees it, so rendering a PDF page beyond this costs time and gains nothing.
+
+    Qwen2-VL processors resize within `max_pixels` (transformers 5 keeps it as `size["longest_edge"]`,
+    a pixel count); Idefics3 / ModernVBert resize the longest side to `size["longest_edge"]` (pixels
+    of a square of that side: an upper bound for any page); fixed-size processors (SigLIP, Gemma 3)
+    use `height * width`. None for a processor this does not recognise."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if image_processor is None or size is None:
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    name = type(image_processor).__name__
+    if name.startswith("Qwen2VL"):
+        pixels = getattr(image_processor, "max_pixels", None) or get("max_pixels") or get("longest_edge")
+    elif name.startswith("Idefics3"):
+        pixels = get("longest_edge") and get("longest_edge") ** 2
+    else:
+        pixels = get("height") and get("width") and get("height") * get("width")
+    return int(pixels) if pixels else None
 
 
 def _load_processor(processor_class: type, checkpoint: ResolvedCheckpoint) -> Any:

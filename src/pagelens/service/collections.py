@@ -266,8 +266,9 @@ class CollectionService:
         try:
             record = collection.add(
                 data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
-                dpi=self.settings.pdf_dpi, progress=progress, cancel=cancel, max_pages=self.settings.max_document_pages,
-                password=password or None, keep_partial=keep_partial, office=self._office,
+                dpi=self.settings.pdf_dpi, render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
+                max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
+                office=self._office,
             )  # fmt: skip
         finally:
             self._changed(name)

@@ -16,10 +16,16 @@ if TYPE_CHECKING:
 
 
 def document_pages(
-    data: bytes, settings: Settings, *, password: str | None = None, batch_pages: int = DEFAULT_BATCH_PAGES
+    data: bytes,
+    settings: Settings,
+    *,
+    password: str | None = None,
+    batch_pages: int = DEFAULT_BATCH_PAGES,
+    render_pixels: int | None = None,
 ) -> Iterator[list[Image.Image]]:
     """RGB page images of an upload, in order, at most `batch_pages` at a time (only that batch in
-    memory): a PDF rendered at `settings.pdf_dpi` in a render pool of its own (closed when the
+    memory): a PDF rendered at `settings.pdf_dpi` (within `render_pixels`, the model's page budget,
+    as an ingest renders it) in a render pool of its own (closed when the
     generator ends), a TIFF's frames, an image as one page, an office document converted first.
     Errors are the ingest's: UnsupportedMediaType, UnprocessableDocument (an encrypted PDF without
     its `password`), InvalidInput (a corrupt image)."""
@@ -30,4 +36,4 @@ def document_pages(
             data, password=password, max_pixels=settings.max_image_pixels, renderer=renderer, office=office
         ) as document,
     ):
-        yield from document.batches(dpi=settings.pdf_dpi, batch_pages=batch_pages)
+        yield from document.batches(dpi=settings.pdf_dpi, batch_pages=batch_pages, render_pixels=render_pixels)
