@@ -158,3 +158,23 @@ def test_single_vector_collections_answer_from_text_layers_and_scans_without_tex
     assert len(answer["sources"]) == 2 and {s["page"] for s in answer["sources"]} == {1, 2}
     prompt = generator.received[0][1]["content"]
     assert "Revenue 42 M" in prompt and "Costs 3 M" in prompt and "revenue?" in prompt
+
+
+def test_a_generator_bug_mid_stream_ends_the_stream_with_an_internal_error_event(tmp_path):
+    class Broken(InProcess):
+        async def stream(self, messages, *, max_tokens):
+            yield TextDelta("So ")
+            raise RuntimeError("a bug")
+
+    runtime = runtime_with(Broken([]), tmp_path)
+    asyncio.run(fill(runtime))
+    try:
+        with uvicorn_in_thread(create_app(runtime=runtime)) as url, httpx.Client(base_url=url, timeout=60) as http:
+            with http.stream("POST", "/collections/docs/ask", json={"question": "what?", "stream": True}) as stream:
+                body = "".join(stream.iter_text())
+            assert body.index("event: sources") < body.index("event: token") < body.index("event: error")
+            assert '{"error": {"type": "internal_error", "message": "internal server error"}}' in body
+            assert "a bug" not in body
+            assert http.post("/collections/docs/search", json={"query": "what?"}).status_code == 200
+    finally:
+        runtime.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from pagelens.api.routes.collections import CLIENT_CLOSED_REQUEST, DISCONNECT_PO
 from pagelens.api.routes.common import Asks
 from pagelens.errors import PagelensError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/collections", tags=["answers"], responses=error_responses())
 
 ASK_STREAM = {
@@ -74,6 +76,12 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
         except PagelensError as error:
             metrics.on_error(error.error_type)
             yield sse("error", {"error": error.to_dict()})
+            return
+        except Exception:  # a bug: the client still gets an ending it can read
+            log.exception("an ask's stream failed")
+            internal = PagelensError("internal server error")
+            metrics.on_error(internal.error_type)
+            yield sse("error", {"error": internal.to_dict()})
             return
         metrics.on_ask(asking.timings.as_dict(), cached=asking.cached)
 
