@@ -269,6 +269,23 @@ def test_a_client_that_leaves_before_a_whole_answer_stops_the_generation_upstrea
     assert standin.streams_finished == finished_before
 
 
+def test_a_silent_model_gets_heartbeat_comments_in_the_stream(server, standin, monkeypatch):
+    from pagelens.api.routes import ask as ask_route
+
+    monkeypatch.setattr(ask_route, "HEARTBEAT_SECONDS", 0.2)
+    upload(server, "reports", make_pdf(1))
+    standin.first_token_seconds = 1.0
+    try:
+        body = {"question": "slow start?", "k": 1, "stream": True}
+        with server.stream("POST", "/collections/reports/ask", json=body) as response:
+            lines = [line for line in response.iter_lines() if line]
+    finally:
+        standin.first_token_seconds = 0.0
+    first_token = next(i for i, line in enumerate(lines) if line == "event: token")
+    assert lines[0] == "event: sources" and lines[first_token - 1] == ": waiting"
+    assert lines.count(": waiting") >= 3 and lines[-2] == "event: done"
+
+
 def test_without_an_answer_model_ask_is_501_naming_the_flags_and_search_works(tmp_path):
     with pagelens(tmp_path) as client:
         upload(client, "reports", make_pdf(1))

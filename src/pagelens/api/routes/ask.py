@@ -20,6 +20,7 @@ from pagelens.api.routes.common import Asks
 from pagelens.errors import PagelensError
 
 log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 15.0  # a comment line while the model is silent keeps idle proxies from closing the stream
 router = APIRouter(prefix="/collections", tags=["answers"], responses=error_responses())
 
 ASK_STREAM = {
@@ -71,8 +72,8 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
     async def events() -> AsyncIterator[str]:
         yield sse("sources", {"sources": asking.sources})
         try:
-            async for kind, data in asking.events():
-                yield sse(kind, data)
+            async for item in _with_heartbeats(asking.events(), HEARTBEAT_SECONDS):
+                yield item if isinstance(item, str) else sse(*item)
         except PagelensError as error:
             metrics.on_error(error.error_type)
             yield sse("error", {"error": error.to_dict()})
@@ -93,3 +94,26 @@ async def _disconnected(request: Request) -> None:
     """Return once the client has disconnected (polled)."""
     while not await request.is_disconnected():
         await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+
+async def _with_heartbeats(events: AsyncIterator[Any], every: float) -> AsyncIterator[Any]:
+    """`events`' items, and the SSE comment `: waiting` whenever none has come for `every` seconds.
+    Stopping early (the client left) cancels the pending item and closes `events`."""
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            pending = asyncio.ensure_future(anext(events))
+            while not (await asyncio.wait({pending}, timeout=every))[0]:
+                yield ": waiting\n\n"
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await events.aclose()  # type: ignore[attr-defined]
