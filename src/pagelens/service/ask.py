@@ -166,7 +166,9 @@ class Asking:
         finally:
             self.timings.generate = time.perf_counter() - started
             self.model = self._generator.model or self.model  # a server's model is known once it answered
-            await stream.aclose()  # a reader that stopped early stops the generation upstream
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()  # a reader that stopped early stops the generation upstream
 
     async def answer(self) -> dict[str, Any]:
         """The whole response: `{answer, sources, model, usage, timings, cached, finish_reason}`."""
