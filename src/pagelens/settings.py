@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # identical asks of an unchanged collection are answered from this many cached answers, each kept this long
     answer_cache_size: int = Field(default=256, ge=0)
     answer_cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    # query embeddings kept for searches and asks of a query seen before (about 10 KB each)
+    query_cache_size: int = Field(default=1024, ge=0)
 
     # limits
     max_body_bytes: int = 64 * 1024 * 1024

@@ -187,6 +187,7 @@ def test_an_identical_ask_is_cached_until_the_collection_changes(server, standin
     assert "pagelens_answer_cache_hits_total 16.0" in metrics and "pagelens_answer_cache_misses_total 6.0" in metrics
     assert 'pagelens_ask_stage_seconds_count{stage="total"} 22.0' in metrics
     assert 'pagelens_ask_stage_seconds_count{stage="ttft"} 6.0' in metrics
+    assert "pagelens_query_cache_hits_total" in metrics and "pagelens_query_cache_misses_total" in metrics
 
 
 def test_errors_of_the_answer_model_come_as_502_or_504_and_as_an_error_event(tmp_path, server, standin):

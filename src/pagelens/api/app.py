@@ -58,7 +58,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
     app.state.settings = settings
-    metrics = Metrics(lambda: app.state.runtime.engine, lambda: app.state.runtime.asks.cache)
+    caches = {
+        "answer": ("Answers", lambda: app.state.runtime.asks.cache),
+        "query": ("Query embeddings", lambda: app.state.runtime.collections.query_cache),
+    }
+    metrics = Metrics(lambda: app.state.runtime.engine, caches)
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, score, collections, ask, jobs, system):

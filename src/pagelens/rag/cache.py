@@ -1,4 +1,5 @@
-"""The answer cache: finished answers by everything that decides them, least recently used out.
+"""The answer cache: finished answers by everything that decides them, least recently used out;
+and the query-embedding cache that /search and /ask share (`QueryEmbeddingCache`, at the end).
 
     cache = AnswerCache(size=256, ttl_seconds=3600)
     key = answer_key(collection="reports", generation=7, question="What was revenue?", k=3, ...)
@@ -92,6 +93,41 @@ class AnswerCache:
         with self._lock:
             self._entries[key] = (self._clock(), answer)
             self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class QueryEmbeddingCache:
+    """Query embeddings by (model, exact query text), least recently used out: a question asked again
+    (by /search or /ask, at another k or filter) skips the model. At most `size` entries (0: none).
+    Arrays come back read-only, shared by every caller. Thread-safe; counts hits and misses."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, model: str, query: str) -> Any:
+        with self._lock:
+            vectors = self._entries.get((model, query))
+            if vectors is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end((model, query))
+            self.hits += 1
+            return vectors
+
+    def put(self, model: str, query: str, vectors: Any) -> None:
+        if self.size <= 0:
+            return
+        vectors.setflags(write=False)  # shared: nobody may change it in place
+        with self._lock:
+            self._entries[(model, query)] = vectors
+            self._entries.move_to_end((model, query))
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 

@@ -40,6 +40,7 @@ from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
+from pagelens.rag.cache import QueryEmbeddingCache
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -87,6 +88,7 @@ class CollectionService:
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
         self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
         self._generations: defaultdict[str, int] = defaultdict(int)
+        self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
 
     # ------------------------------------------------------------------ generations
     def generation(self, name: str) -> int:
@@ -355,14 +357,18 @@ class CollectionService:
         stages: dict[str, float] | None = None,
     ) -> list[SearchHit]:
         """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
-        A bad `filter` is refused before the query is embedded. `stages` gets the seconds spent
-        embedding the query (`embed`) and searching (`search`, opening the collection included)."""
+        A bad `filter` is refused before the query is embedded; a query seen before is not embedded
+        again (`query_cache`). `stages` gets the seconds spent embedding the query (`embed`) and
+        searching (`search`, opening the collection included)."""
         check_filter(filter)
         embeddings = self._embeddings()
         started = time.perf_counter()
         collection = await self._run(self.bound, name, for_ingest=False)
         opened = time.perf_counter()
-        (vectors,) = await embeddings.embed_queries([query], timings=timings)
+        vectors = self.query_cache.get(embeddings.info.model, query)
+        if vectors is None:
+            (vectors,) = await embeddings.embed_queries([query], timings=timings)
+            self.query_cache.put(embeddings.info.model, query, vectors)
         embedded = time.perf_counter()
         hits = await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
         if stages is not None:
