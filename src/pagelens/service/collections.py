@@ -90,11 +90,8 @@ class CollectionService:
         self._generations: defaultdict[str, int] = defaultdict(int)
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
 
-    # ------------------------------------------------------------------ generations
     def generation(self, name: str) -> int:
-        """How many times collection `name` has changed in this process (documents stored, deleted or
-        their metadata changed; the collection deleted, created or imported): the answer cache's key
-        holds it, so any change makes every earlier answer unreachable. Bumped once a change is done."""
+        """Changes to collection `name` in this process (bumped once each is done; the answer cache's key)."""
         return self._generations[name]
 
     def _changed(self, name: str) -> None:
@@ -334,13 +331,11 @@ class CollectionService:
         return await self._run(render)
 
     async def page_image(self, name: str, document_id: str, page: int, *, max_pixels: int) -> Image.Image:
-        """Page `page` (1-based) as an RGB image of at most `max_pixels` (a PDF page rendered at that
-        size), on the read pool. For the answer model's prompt."""
+        """Page `page` (1-based) as an RGB image of at most `max_pixels`, for an answer model's prompt."""
         return await self._run(lambda: self.index().get(name).page_image(document_id, page, max_pixels=max_pixels))
 
     async def page_text(self, name: str, document_id: str, page: int) -> str | None:
-        """Page `page`'s (1-based) PDF text layer ("" when it has none; None for an image document),
-        read by a PDF worker process, on the read pool."""
+        """Page `page`'s (1-based) PDF text layer ("" for none; None for an image document)."""
         return await self._run(lambda: self.index().get(name).page_text(document_id, page))
 
     # ------------------------------------------------------------------ search
@@ -358,8 +353,7 @@ class CollectionService:
     ) -> list[SearchHit]:
         """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
         A bad `filter` is refused before the query is embedded; a query seen before is not embedded
-        again (`query_cache`). `stages` gets the seconds spent embedding the query (`embed`) and
-        searching (`search`, opening the collection included)."""
+        again (`query_cache`). `stages` gets the seconds spent embedding (`embed`) and searching."""
         check_filter(filter)
         embeddings = self._embeddings()
         started = time.perf_counter()
