@@ -11,7 +11,7 @@ API_KEY ?= $(or $(PAGELENS_API_KEY),$(SERVICE_API_KEY))
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test lint serve embed demo bench bench-engine bench-http bench-priority bench-coldstart bench-wire
+.PHONY: install test lint serve embed demo bench bench-engine bench-http bench-priority bench-coldstart bench-wire bench-gpu
 
 install:
 	$(UV) sync --frozen
@@ -44,3 +44,8 @@ bench: bench-wire bench-coldstart bench-priority bench-engine bench-http
 
 bench-engine bench-http bench-priority bench-coldstart bench-wire bench-search bench-variants: bench-%: install
 	$(UV) run --frozen pagelens bench $* $(BENCH_ARGS)
+
+# On a CUDA machine: bench engine + bench http at full depth (FlashAttention 2 when flash-attn is installed, bf16,
+# batched pages, pinned memory), one table, about 3 minutes (budget 8); `BENCH_ARGS=--dry-run` checks it on the CPU.
+bench-gpu: install
+	$(UV) run --frozen pagelens bench gpu $(BENCH_ARGS)

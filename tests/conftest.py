@@ -50,3 +50,27 @@ def server(tiny_model, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("log") / "server.log"
     with running_server(tiny_model, api_key=REAL_KEY, log_path=log_path) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    """A tiny Qwen2.5-VL chat checkpoint (real model and processor classes, a chat template, random weights)."""
+    from pagelens.testing import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm"))
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tiny_vlm_dir):
+    """`tiny_vlm_dir` loaded as the in-process answer model, float32 on the CPU with one torch thread
+    (a model this small only pays thread overhead for more: ~10x slower with 2 on a busy machine);
+    torch's thread count is restored after the module."""
+    import torch
+
+    from pagelens.rag.local_vlm import TransformersVLM
+
+    threads = torch.get_num_threads()
+    vlm = TransformersVLM.load(str(tiny_vlm_dir), device="cpu", dtype="float32", threads=1)
+    yield vlm
+    vlm.close()
+    torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ WIRE = {
     "request_timeout": 408,
     "conflict": 409,
     "model_mismatch": 409,
+    "no_similarity_map": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "unprocessable_document": 422,

@@ -11,6 +11,7 @@
         answer = client.ask("reports", "what is the revenue?", k=3)   # {"answer", "sources", "timings", ...}
         for event, data in client.ask("reports", "what is the revenue?", stream=True):
             print(data["text"], end="") if event == "token" else None   # sources, token ..., done
+        maps = client.heatmap("reports", hits[0]["document_id"], hits[0]["page"], "what is the revenue?")
         client.patch_document("reports", hits[0]["document_id"], {"reviewed": True})
         client.export_collection("reports", "reports.tar")          # a snapshot archive, streamed to disk
         client.import_collection("reports.tar", name="reports-copy")
@@ -293,6 +294,23 @@ class Client:
                     detail = data.get("error") or {}
                     raise typed_error(detail.get("type"), detail.get("message", ""), status=502)
                 yield event, data
+
+    def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
+        """colpali-engine's similarity maps of a stored page for `query`: `{"tokens", "token_rows",
+        "grid": [h, w], "maps": per token h x w raw dot products (maps[t][y][x]), "combined",
+        "value_range", "score", ...}`. NoSimilarityMap (409) when the page has none (single-vector or
+        pooled collections, pages stored before patch grids were recorded: re-ingest them)."""
+        path = f"/collections/{collection}/documents/{document_id}/pages/{page}/heatmap"
+        return self._request("POST", path, json={"query": query}).json()
+
+    def heatmap_png(
+        self, collection: str, document_id: str, page: int, query: str, *, token: int | None = None
+    ) -> bytes:
+        """The page image with the combined map (or token `token`'s, an index into `heatmap`'s
+        tokens) blended over it in red, as PNG bytes."""
+        path = f"/collections/{collection}/documents/{document_id}/pages/{page}/heatmap"
+        params: dict[str, Any] = {"format": "png"} | ({"token": token} if token is not None else {})
+        return self._request("POST", path, params=params, json={"query": query}).content
 
     # ---------------------------------------------------------------- snapshots
     def export_collection(self, name: str, path: str | Path) -> Path:

@@ -7,7 +7,8 @@
     ├── MethodNotAllowed           405  a route that exists, called with another method
     ├── RequestTimeout             408  a request body that stopped arriving (PAGELENS_BODY_TIMEOUT_SECONDS)
     ├── Conflict                   409  a collection of that name already exists, or is open in another process
-    │   └── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
+    │   ├── ModelMismatch          409  a collection filled by another model (or output kind) than the loaded one
+    │   └── NoSimilarityMap        409  a page with no similarity map (single-vector, pooled, stored before grids)
     ├── PayloadTooLarge            413  request body or input count over a limit (splitting the batch helps)
     ├── UnsupportedMediaType       415  an upload that is no PDF, image or office document (or no LibreOffice)
     ├── UnprocessableDocument      422  a corrupt, encrypted or empty PDF
@@ -92,6 +93,13 @@ class Conflict(PagelensError):
 
 class ModelMismatch(Conflict):
     error_type = "model_mismatch"
+
+
+class NoSimilarityMap(Conflict):
+    """A page whose similarity map cannot be drawn: single-vector or pooled pages, a model without a
+    patch grid, a page stored before patch grids were recorded (the message says which)."""
+
+    error_type = "no_similarity_map"
 
 
 class PayloadTooLarge(PagelensError):

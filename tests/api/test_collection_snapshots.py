@@ -65,7 +65,8 @@ def test_a_collection_exported_and_imported_over_http_searches_and_serves_as_the
     assert exported.headers["content-disposition"] == "attachment; filename*=UTF-8''reports.tar"
     with tarfile.open(fileobj=io.BytesIO(exported.content)) as archive:
         names = archive.getnames()
-    assert names[0] == "pagelens-collection.json" and len(names) == 1 + 3 * 2 + 5  # 3 documents, 5 pages
+    # 3 documents (record, file, patch layouts each), 5 pages
+    assert names[0] == "pagelens-collection.json" and len(names) == 1 + 3 * 3 + 5
 
     imported = client.post("/collections/import", params={"name": "copy"}, content=exported.content,
                            headers={"Content-Type": TAR})  # fmt: skip

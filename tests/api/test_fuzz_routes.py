@@ -47,6 +47,12 @@ def _serve(runtime):
     runtime.close()
 
 
+def not_configured(response) -> bool:
+    """501 `llm_not_configured`: this server has no answer model, as documented (tests/api/test_chat_completions.py
+    covers the routes with one)."""
+    return response.status_code == 501 and '"llm_not_configured"' in response.text
+
+
 def test_no_route_answers_5xx_or_hangs(server_url):
     schema = schemathesis.openapi.from_url(f"{server_url}/openapi.json", headers=AUTH)
     failures: list[str] = []
@@ -59,7 +65,7 @@ def test_no_route_answers_5xx_or_hangs(server_url):
         @given(case=operation.as_strategy())
         def fuzz(case) -> None:
             response = case.call(headers=AUTH, timeout=REQUEST_TIMEOUT)  # a hang raises a timeout
-            if response.status_code >= 500:
+            if response.status_code >= 500 and not not_configured(response):
                 failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
 
         fuzz()

@@ -99,3 +99,31 @@ def test_an_unreachable_server_is_a_backend_failure_naming_it():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(BackendFailure, match=f"cannot reach Qdrant at {url}"):
         QdrantPageStore(QdrantClient(url=url, timeout=2), "pagelens_x")
+
+
+def test_pages_written_in_any_order_show_only_once_marked_complete_and_stale_ones_go(client):
+    qdrant, created = client
+    name = fresh_name(created)
+    pages = structured_pages(4, seed=6)
+    store = QdrantPageStore(qdrant, name, owner="fanout")
+    assert store.write_pages("doc", [(3, pages[2]), (4, pages[3])], name="d.pdf", metadata={"k": 1}) == 2
+    assert store.write_pages("doc", [(1, pages[0]), (2, pages[1])]) == 2  # another batch, later
+    assert store.write_pages("doc", []) == 0
+    assert store.stored_pages("doc") == 4 and store.page_count() == 0 and store.search(pages[0][:4], k=5) == []
+    store.mark_complete("doc", 3)  # a shorter version: page 4 is stale
+    assert store.page_count("doc") == 3 and store.stored_pages("doc") == 3
+    hit = store.search(pages[2][:5], k=1)[0]
+    assert (hit.page, hit.name, hit.metadata) == (3, "d.pdf", {"k": 1})
+
+
+def test_discarding_a_document_leaves_complete_pages_and_other_owners_alone(client):
+    qdrant, created = client
+    name = fresh_name(created)
+    pages = structured_pages(4, seed=7)
+    mine, theirs = QdrantPageStore(qdrant, name, owner="me"), QdrantPageStore(qdrant, name, owner="them")
+    mine.write_pages("doc", [(1, pages[0]), (2, pages[1])])
+    theirs.write_pages("doc", [(3, pages[2])])
+    mine.add_document("done", pages[:2])
+    assert mine.discard_incomplete("doc") == 2
+    assert mine.stored_pages("doc") == 1 and mine.page_count("done") == 2
+    assert theirs.discard_incomplete("doc") == 1 and mine.discard_incomplete("done") == 0

@@ -364,6 +364,24 @@ def page_replaced(array: np.ndarray):
     return change
 
 
+def drop_member(suffix: str):
+    def change(entries):
+        entries.remove(next(entry for entry in entries if entry[0].name.endswith(suffix)))
+
+    return change
+
+
+def layouts_replaced(first_page=None, *, whole=None):
+    """The first document's patches.json: its first page's layout `first_page`, or all of it `whole`."""
+
+    def change(entries):
+        entry = next(entry for entry in entries if entry[0].name.endswith("patches.json"))
+        pages = len(json.loads(entry[1]))
+        entry[1] = json.dumps(whole if whole is not None else [first_page] + [None] * (pages - 1)).encode()
+
+    return change
+
+
 def renamed(suffix: str, new_name: str):
     def change(entries):
         next(entry for entry in entries if entry[0].name.endswith(suffix))[0].name = new_name
@@ -393,7 +411,7 @@ def flip_a_file_byte(entries):
 BAD_ARCHIVES = {
     "not an archive": (lambda good: b"%PDF-1.7 not a tar" * 200, "not a tar archive"),
     "empty": (lambda good: b"", "not a tar archive"),
-    "another format version": (lambda good: edited(good, json_edit(MANIFEST, version=2)), "format version 2"),
+    "another format version": (lambda good: edited(good, json_edit(MANIFEST, version=3)), "format version 3"),
     "another format": (lambda good: edited(good, json_edit(MANIFEST, format="zip")), "names format 'zip'"),
     "truncated in a member": (lambda good: good[: len(good) // 2 + 100], "truncated"),
     "truncated between members": (lambda good: edited(good, lambda e: e.pop()), r"ends where .*\.npy should be"),
@@ -407,7 +425,20 @@ BAD_ARCHIVES = {
     "a record without pages": (lambda good: edited(good, json_edit("record.json", pages=0)), "pages must be a count"),
     "a record with fewer pages than its members": (
         lambda good: edited(good, fewer_pages),
-        r"found member .*00004\.npy' where a document's record\.json",
+        r"patches\.json must list 3 patch layouts",
+    ),
+    "patch layouts missing": (lambda good: edited(good, drop_member("patches.json")), r"found member .*00001\.npy"),
+    "patch layouts that are no list": (
+        lambda good: edited(good, layouts_replaced(whole={"grid": [1, 1]})),
+        "must list",
+    ),
+    "a patch layout past its page's rows": (
+        lambda good: edited(good, layouts_replaced({"grid": [1, 1], "rows": [[70000, 1]]})),
+        r"patches\.json, page 1: .*reach row 70001",
+    ),
+    "a patch layout whose runs miss its grid": (
+        lambda good: edited(good, layouts_replaced({"grid": [1, 2], "rows": [[0, 1]]})),
+        r"count 1 patches; its 1x2 grid has 2",
     ),
     "a record of another id": (lambda good: edited(good, json_edit("record.json", id="0" * 32)), "id '0000"),
     "bad metadata": (lambda good: edited(good, json_edit("record.json", metadata=[1])), "metadata"),

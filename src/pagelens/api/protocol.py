@@ -88,6 +88,12 @@ class SearchRequest(BaseModel):
     )
 
 
+class HeatmapRequest(BaseModel):
+    """`/collections/{c}/documents/{id}/pages/{n}/heatmap`: the query whose similarity maps to draw."""
+
+    query: str = Field(description="A query text, as /search takes it (non-blank, at most PAGELENS_MAX_QUERY_CHARS)")
+
+
 # ---------------------------------------------------------------- responses
 
 Vectors = list[list[float]] | list[float]
@@ -273,6 +279,24 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult] = Field(description="Best first")
+
+
+class HeatmapResponse(BaseModel):
+    """colpali-engine's similarity maps of a stored page for a query: one map per query token, each
+    `h x w` row-major (`maps[t][y][x]`, y top to bottom, x left to right over the page's patch
+    grid), raw dot products (not normalised; `value_range` gives their span)."""
+
+    document_id: str
+    page: int
+    query: str
+    tokens: list[str] = Field(description="The query's word pieces as the model's tokenizer splits them "
+                              "(augmentation and special tokens dropped)")  # fmt: skip
+    token_rows: list[int] = Field(description="Each token's row in the query's embedding")
+    grid: list[int] = Field(description="[h, w]: patch rows down the page and patch columns across it")
+    maps: list[list[list[float]]] = Field(description="Per token, h lists of w dot products")
+    combined: list[list[float]] = Field(description="The mean of the token maps, h x w")
+    value_range: list[float] = Field(description="[min, max] over every token map")
+    score: float = Field(description="The page's MaxSim score for the query, as /search gives it")
 
 
 class Health(BaseModel):

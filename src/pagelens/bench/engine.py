@@ -133,11 +133,12 @@ def seed001_forward(model: torch.nn.Module, process: Callable) -> Callable[[list
 
 
 def plain_forward(model: torch.nn.Module, process: Callable) -> Callable[[list], list]:
-    """colpali-engine's documented usage: the processor on the batch, one forward, float32 numpy rows."""
+    """colpali-engine's documented usage: the processor on the batch, one forward (on the model's
+    device), float32 numpy rows."""
 
     def forward(batch: list) -> list:
         with torch.inference_mode():
-            return list(model(**process(batch)).float().cpu().numpy())
+            return list(model(**process(batch).to(model.device)).float().cpu().numpy())
 
     return forward
 

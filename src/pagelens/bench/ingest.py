@@ -52,14 +52,15 @@ def engine_alone(engine, images: list) -> float:
 
 
 def ingest(engine, data: bytes, scratch: Path, round_number: int, render_pixels: int | None) -> float:
-    """Seconds for `Collection.add` of the PDF into a fresh Edge collection."""
+    """Seconds for `Collection.add` of the PDF into a fresh Edge collection (pages with their patch
+    layouts, as the service ingests them)."""
     from pagelens.index.collections import Collections
 
     collections = Collections(scratch / f"data-{round_number}")
     try:
         collection = collections.create("bench")
         started = time.perf_counter()
-        record = collection.add(data, name="bench.pdf", metadata={}, embed=engine.embed_images, dpi=PDF_DPI,
+        record = collection.add(data, name="bench.pdf", metadata={}, embed=engine.embed_pages, dpi=PDF_DPI,
                                 render_pixels=render_pixels)  # fmt: skip
         elapsed = time.perf_counter() - started
         assert record["created"] and record["pages"] > 0

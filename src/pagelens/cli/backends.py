@@ -131,6 +131,12 @@ class Remote:
         for event, data in self.client.ask(collection, question, stream=True, **options):
             on_event(event, data)
 
+    def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
+        return self.client.heatmap(collection, document_id, page, query)
+
+    def heatmap_png(self, collection: str, document_id: str, page: int, query: str, *, token: int | None) -> bytes:
+        return self.client.heatmap_png(collection, document_id, page, query, token=token)
+
     # ---------------------------------------------------------------- jobs
     def jobs(self, collection: str | None = None, state: str | None = None) -> list[dict]:
         return self.client.jobs(collection=collection, state=state)
@@ -259,6 +265,19 @@ class Embedded:
                 on_event(event, data)
 
         self._run(run())
+
+    def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
+        from pagelens.service import HeatmapService
+
+        self._start(collection)
+        return self._run(HeatmapService(self.runtime.collections).heatmap(collection, document_id, page, query))
+
+    def heatmap_png(self, collection: str, document_id: str, page: int, query: str, *, token: int | None) -> bytes:
+        from pagelens.service import HeatmapService
+
+        self._start(collection)
+        heatmaps = HeatmapService(self.runtime.collections)
+        return self._run(heatmaps.overlay_png(collection, document_id, page, query, token=token))
 
     # ---------------------------------------------------------------- jobs (records under <data_dir>/_jobs)
     def jobs(self, collection: str | None = None, state: str | None = None) -> list[dict]:

@@ -246,3 +246,30 @@ def bench_search(
     run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
         seed=seed, own_concepts=own_concepts, background=background, json_path=json_path,
         docs_path=docs or DEFAULT_DOCS)  # fmt: skip
+
+
+@bench_app.command("gpu")
+def bench_gpu(
+    device: Annotated[str, typer.Option(help="The CUDA device (cuda, cuda:1 ...).")] = "cuda",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="The same path on the CPU with the tiny model: checks the command only.")
+    ] = False,
+    arch: Annotated[
+        list[str] | None, typer.Option("--arch", help="Architectures (default: colqwen2.5-3b and colmodernvbert).")
+    ] = None,
+    pages: Annotated[int, typer.Option(help="Pages per configuration.")] = 32,
+    queries: Annotated[int, typer.Option(help="Queries per configuration.")] = 64,
+    batch: Annotated[int, typer.Option(help="colpali-engine's batch size.")] = 8,
+    clients: Annotated[int, typer.Option(help="Concurrent HTTP clients.")] = 16,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
+) -> None:
+    """bench engine + bench http at full depth on a CUDA GPU (FlashAttention 2 when installed, bf16, batched
+    pages, pinned memory), one table; --dry-run: the CPU path with the tiny model (docs left alone)."""
+    from pagelens.bench.gpu import run
+
+    args = {"device": device, "dry_run": dry_run, "arch": arch, "pages": pages, "queries": queries, "batch": batch,
+            "clients": clients}  # fmt: skip
+    run(device=device, dry_run=dry_run, archs=arch, pages=pages, queries=queries, batch=batch, clients=clients,
+        args=args, json_path=out, docs_path=_docs(docs, update_docs))  # fmt: skip

@@ -25,3 +25,5 @@ class ModalSettings(BaseSettings):
     gpu_snapshot: bool = True  # GPU memory snapshots: the model is restored already on the GPU
     hf_secret: str = "huggingface-secret"  # Modal secret holding HF_TOKEN
     key_secret: str = "pagelens-api-key"  # Modal secret holding PAGELENS_API_KEY or SERVICE_API_KEY
+    qdrant_secret: str = "pagelens-qdrant"  # the fan-out's: PAGELENS_QDRANT_URL and PAGELENS_QDRANT_API_KEY
+    fanout_containers: int = 20  # GPU containers the fan-out (modal_fanout.py) maps page batches over

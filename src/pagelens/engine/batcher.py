@@ -40,7 +40,7 @@ from pagelens.engine.admission import IN_PROCESS_WAIT, Admission
 from pagelens.engine.config import EngineConfig, EngineStats, Kind
 from pagelens.engine.heap import release_free_heap
 from pagelens.engine.inputs import ImageInput, decoded, pixels_of
-from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect
+from pagelens.engine.results import ItemTiming, OutputDtype, acollect, collect, item_layout
 from pagelens.errors import BackendFailure, InvalidInput, ModelNotReady, PagelensError
 from pagelens.models.embedder import Prepared
 
@@ -198,6 +198,13 @@ class Engine:
         A call over the queue's capacities, or meeting a full queue, waits for room in runs.
         """
         return collect(self.submit_images(images, wait=IN_PROCESS_WAIT), dtype, return_exceptions)
+
+    def embed_pages(self, images: Sequence[ImageInput]) -> list[tuple[np.ndarray, dict | None]]:
+        """`embed_images` (float32) with each page's patch layout (models/patches.py; None when the
+        model gives none): what a collection stores, so a similarity map needs no re-embedding."""
+        futures = self.submit_images(images, wait=IN_PROCESS_WAIT)
+        vectors = collect(futures, "float32", False)
+        return [(array, item_layout(future)) for array, future in zip(vectors, futures, strict=True)]
 
     def embed_queries(
         self, texts: Sequence[str], *, dtype: OutputDtype = "float32", return_exceptions: bool = False
@@ -383,6 +390,7 @@ class Engine:
         self.stats.batch_size_counts[len(batch)] += 1
         self.stats.items_embedded += len(batch)
         for work, output in zip(batch, outputs, strict=True):
+            work.future.pagelens_layout = work.prepared.layout  # type: ignore[attr-defined,union-attr]
             work.prepared = None
             work.future.pagelens_timing = ItemTiming(started - work.submitted_at, finished - started)  # type: ignore[attr-defined]
             work.future.set_result(output)

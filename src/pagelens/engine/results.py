@@ -25,6 +25,11 @@ def item_timing(future: Future) -> ItemTiming | None:
     return getattr(future, "pagelens_timing", None)
 
 
+def item_layout(future: Future) -> dict[str, Any] | None:
+    """The patch layout of a finished page's future (models/patches.py; None if it has none)."""
+    return getattr(future, "pagelens_layout", None)
+
+
 def convert(array: np.ndarray, dtype: OutputDtype) -> np.ndarray:
     return array if dtype == "float32" else array.astype(np.float16)
 

@@ -48,7 +48,8 @@ from pagelens.index.records import PENDING, MetadataKeys, media_type, public, ut
 log = logging.getLogger(__name__)
 
 DOCUMENT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of the bytes' SHA-256
-EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+# per image, its vectors or (vectors, its patch layout or None) (index/patches.py)
+EmbedPages = Callable[[Sequence[Image.Image]], list[np.ndarray] | list[tuple[np.ndarray, dict[str, Any] | None]]]
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
 
 
@@ -122,9 +123,22 @@ class Collection:
         if not isinstance(document_id, str) or not DOCUMENT_ID.fullmatch(document_id):
             raise NotFound(f"no document {document_id!r} in collection {self.name!r} (ids are 32 hex digits)")
         path = self.files / f"{document_id}.json"
+        shared = isinstance(self.store, QdrantPageStore)  # other servers store pages in it too
+        if shared and not path.exists() and self.store.page_count(document_id) > 0:
+            raise NotFound(
+                f"document {document_id!r} of collection {self.name!r} was stored through another pagelens server "
+                "sharing this Qdrant (or a fan-out): its pages are searchable here, but its file and record are "
+                "that server's; ask it for the document, its pages' images or its deletion"
+            )
         if not path.exists() or self.store.page_count(document_id) == 0:
             raise NotFound(f"no document {document_id!r} in collection {self.name!r}")
         return json.loads(path.read_text())
+
+    def _page_record(self, document_id: str, page: int) -> dict[str, Any]:
+        record = self._record(document_id)
+        if not 1 <= page <= record["pages"]:
+            raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+        return record
 
     def _write_record(self, record: dict[str, Any]) -> dict[str, Any]:
         write_atomically(self.files / f"{record['id']}.json", json.dumps(record).encode())
@@ -378,13 +392,18 @@ class Collection:
 
     def _open_page(self, document_id: str, page: int, max_pixels: int | None) -> tuple[dict[str, Any], Any]:
         with self.in_use():
-            record = self._record(document_id)
-            if not 1 <= page <= record["pages"]:
-                raise NotFound(f"document {document_id!r} has pages 1..{record['pages']}, not {page}")
+            record = self._page_record(document_id, page)
             # a PDF page renders within the limit; an image's limit refuses larger ones, so it is reduced after
             limit = {"max_pixels": max_pixels} if max_pixels is not None and record.get("kind") == "pdf" else {}
             with self._documents.hold(document_id):  # the file stays until a worker has opened it
                 return record, open_document(self.files / document_id, renderer=self.renderer, **limit)
+
+    def stored_page(self, document_id: str, page: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """Page `page` (1-based) as stored: `(vectors float16, its patch layout or None)` (index/patches.py).
+        `NotFound` for an unknown document or a page it does not have."""
+        with self.in_use():
+            self._page_record(document_id, page)
+            return self.store.read_page(document_id, page)
 
     def search(
         self, query: np.ndarray, *, k: int, mode: str, filter: dict[str, Any] | None, prefetch: int | None = None

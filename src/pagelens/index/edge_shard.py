@@ -46,13 +46,16 @@ from pagelens.index.pages import (
     POOLED_VECTOR,
     READ_BATCH,
     PageSchema,
+    layout_rows,
     page_payload,
     page_vectors,
     point_id,
     resolve_schema,
     search_conditions,
+    stored_page,
     stored_pages,
 )
+from pagelens.index.patches import PATCHES_KEY, split_page
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +262,11 @@ class EdgeShardStore:
         """
         q = self._q
         written = self._stored_prefix(document_id, first_page)
-        for number, vectors in enumerate(pages, start=first_page):
+        for number, page in enumerate(pages, start=first_page):
+            vectors, layout = split_page(page)
             named = self._named_vectors(number, vectors)
-            payload = page_payload(document_id, number, name, metadata)
+            payload = page_payload(document_id, number, name, metadata,
+                                   patches=layout_rows(layout, named[PAGE_VECTOR], self.schema))  # fmt: skip
             with self._lock:
                 staged = self._stage(named)
                 point = q.Point(point_id(document_id, number), named, payload | staged)
@@ -357,6 +362,18 @@ class EdgeShardStore:
             with self._lock:
                 records = self._shard.retrieve([point_id(document_id, n) for n in numbers], ["status"], [PAGE_VECTOR])
             yield from stored_pages(document_id, numbers, records)
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page from the shard: `(vectors float16, patch layout or None)`."""
+        with self._lock:
+            records = self._shard.retrieve([point_id(document_id, number)], ["status", PATCHES_KEY], [PAGE_VECTOR])
+        return stored_page(document_id, number, records)
+
+    def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
+        """page -> patch layout, for a document's pages that have one (payloads only, no vectors)."""
+        with self._lock:
+            records = self._scroll(self._q.Filter(must=[self._match("document_id", document_id)]), with_payload=True)
+        return {int(r.payload["page"]): r.payload[PATCHES_KEY] for r in records if r.payload.get(PATCHES_KEY)}
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,9 @@ created and read back from what is stored when it is opened:
   vector (stored float16), scored by the dot product with a `(dim,)` query.
 
 Either way the payload is `document_id`, `page` (1-based), `name`, `metadata`, `status`
-("ingesting" until the document's last page is stored, then "complete"; search sees complete ones).
+("ingesting" until the document's last page is stored, then "complete"; search sees complete ones),
+and for a multi-vector page whose model gave one, `patches`: its patch layout (index/patches.py),
+what a similarity map needs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from pagelens.codecs.metadata import Condition, check_filter
 from pagelens.errors import Conflict, InvalidInput, NotFound
+from pagelens.index.patches import PATCHES_KEY, check_layout
 
 PAGE_VECTOR, POOLED_VECTOR = "page", "pooled"
 DIM = 128
@@ -36,6 +39,7 @@ MAX_K = 1000
 MAX_PREFETCH = 10_000  # fast-mode candidates per search
 READ_BATCH = 8  # pages retrieved at once when a document's vectors are read back (~3 MB of Python floats a page)
 SearchMode = Literal["exact", "fast"]
+PagePatches = tuple[dict[str, Any], int] | None  # (a page's patch layout, its row count)
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,34 @@ def page_vectors(number: int, vectors: np.ndarray, schema: PageSchema = MULTI_VE
     return {PAGE_VECTOR: vectors.astype(np.float16), POOLED_VECTOR: cluster_pool(vectors).astype(np.float16)}
 
 
-def page_payload(document_id: str, number: int, name: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """The payload of a page being ingested (its document not complete yet)."""
-    return {"document_id": document_id, "page": number, "name": name, "metadata": metadata or {}, "status": INGESTING}
+def page_payload(
+    document_id: str, number: int, name: str, metadata: dict[str, Any] | None, *, patches: PagePatches = None
+) -> dict[str, Any]:
+    """The payload of a page being ingested (its document not complete yet). `patches`: `(layout,
+    the page's row count)` when it has a patch layout, checked to fit (index/patches.py)."""
+    payload = {
+        "document_id": document_id,
+        "page": number,
+        "name": name,
+        "metadata": metadata or {},
+        "status": INGESTING,
+    }
+    if patches is not None and patches[0] is not None:
+        try:
+            payload[PATCHES_KEY] = check_layout(*patches)
+        except InvalidInput as error:
+            raise InvalidInput(f"page {number}: {error}") from None
+    return payload
+
+
+def layout_rows(layout: dict[str, Any] | None, vectors: np.ndarray, schema: PageSchema) -> PagePatches:
+    """`page_payload`'s `patches` for a page of `vectors`: None without a layout; InvalidInput for a
+    layout on a single-vector page (it has no rows to lay out)."""
+    if layout is None:
+        return None
+    if not schema.multi_vector:
+        raise InvalidInput("a single-vector page has no patch layout")
+    return layout, len(vectors)
 
 
 def stored_pages(document_id: str, numbers: range, records: Iterable[Any]) -> list[tuple[int, np.ndarray]]:
@@ -160,6 +189,15 @@ def stored_pages(document_id: str, numbers: range, records: Iterable[Any]) -> li
             raise NotFound(f"page {number} of document {document_id!r} is no longer stored")
         pages.append((number, np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32).astype(np.float16)))
     return pages
+
+
+def stored_page(document_id: str, number: int, records: Iterable[Any]) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Page `number` of `document_id` from its retrieved point: `(vectors float16, patch layout or
+    None)`; `NotFound` when it is missing or not complete."""
+    records = list(records)
+    ((_, vectors),) = stored_pages(document_id, range(number, number + 1), records)
+    (record,) = (record for record in records if record.id == point_id(document_id, number))
+    return vectors, (record.payload or {}).get(PATCHES_KEY)
 
 
 def check_query(
@@ -219,7 +257,8 @@ class PageStore(Protocol):
         first_page: int = 1,
     ) -> int:
         """Store a document's pages (in page order from `first_page`; may be a generator) atomically,
-        replacing an earlier version; return the page count. Pages before `first_page` are those an
+        replacing an earlier version; return the page count. A page is its vectors or `(vectors,
+        patch layout or None)` (index/patches.py). Pages before `first_page` are those an
         interrupted ingest of the document stored (`stored_pages`)."""
         ...
 
@@ -249,6 +288,15 @@ class PageStore(Protocol):
         """A complete document's pages as stored, in page order: `(page, vectors)`, `(n_tokens, 128)`
         or `(dim,)` float16 (a snapshot's export). Nothing for a document with no complete page;
         `NotFound` when a page goes missing while it is read (the caller holds the document's lock)."""
+        ...
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page: `(vectors float16, its patch layout or None)` (a similarity map's input).
+        `NotFound` when it is not stored or its document is not complete."""
+        ...
+
+    def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
+        """page -> patch layout of a document's pages that have one (a snapshot's export)."""
         ...
 
     def search(

@@ -50,14 +50,17 @@ from pagelens.index.pages import (
     SearchHit,
     SearchMode,
     check_query,
+    layout_rows,
     page_payload,
     page_vectors,
     point_id,
     resolve_schema,
     search_conditions,
+    stored_page,
     stored_pages,
     to_hit,
 )
+from pagelens.index.patches import PATCHES_KEY, split_page
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -153,7 +156,9 @@ def stored_schema(client: QdrantClient, collection: str) -> PageSchema:
 class QdrantPageStore:
     """One collection's pages in a Qdrant collection: opened with the schema it stores, or created
     with `schema` (default MULTI_VECTOR_128) when missing; `Conflict` when `schema` contradicts the
-    stored one. A PageStore (index/pages.py). The client is the caller's: `close` leaves it open."""
+    stored one. Opening purges this owner's incomplete pages but those in `keep_incomplete` (none
+    with `purge=False`: a fan-out worker, whose coordinator purges). A PageStore (index/pages.py).
+    The client is the caller's: `close` leaves it open."""
 
     default_prefetch = QDRANT_DEFAULT_PREFETCH
     recovered = None  # the server recovers its own write-ahead log
@@ -166,6 +171,7 @@ class QdrantPageStore:
         owner: str = "",
         schema: PageSchema | None = None,
         keep_incomplete: Iterable[str] = (),
+        purge: bool = True,
     ) -> None:
         from qdrant_client import models
 
@@ -180,7 +186,7 @@ class QdrantPageStore:
             self.schema = resolve_schema(f"the Qdrant collection {collection!r} at {self.where}", stored, schema)
             if stored is None:
                 create_collection(client, collection, self.schema)
-        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete)
+        self.purged_on_open = self.purge_incomplete(keep=keep_incomplete) if purge else 0
 
     @contextmanager
     def _calls(self) -> Iterator[None]:
@@ -209,34 +215,60 @@ class QdrantPageStore:
     def add_document(
         self,
         document_id: str,
-        pages: Iterable[np.ndarray],
+        pages: Iterable[Any],
         *,
         name: str = "",
         metadata: dict[str, Any] | None = None,
         first_page: int = 1,
     ) -> int:
-        """Store a document's pages (arrays of the schema's shape, in page order) atomically; return
-        the page count.
+        """Store a document's pages (arrays of the schema's shape, or `(array, patch layout)`, in page
+        order) atomically; return the page count.
 
         `pages` may be a generator: each page is upserted as it comes, then the document is marked
         complete in one update. With `first_page` > 1, `pages` starts there, after the pages an
         interrupted ingest of this document stored (`stored_pages`).
         """
-        m = self._m
         count = first_page - 1
         for number, vectors in enumerate(pages, start=first_page):
-            payload = page_payload(document_id, number, name, metadata) | {"owner": self.owner}
-            named = {key: array.tolist() for key, array in page_vectors(number, vectors, self.schema).items()}
-            point = m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload)
+            count += self.write_pages(document_id, [(number, vectors)], name=name, metadata=metadata)
+        self.mark_complete(document_id, count)
+        return count
+
+    def write_pages(
+        self,
+        document_id: str,
+        pages: Iterable[tuple[int, Any]],
+        *,
+        name: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Upsert `(page number, vectors or (vectors, patch layout))` pages of a document not yet
+        complete, in one request (`wait=True`), as "ingesting" pages of this store's owner; return
+        how many. Point ids are (document, page) hashes: writing a page again (a retried batch)
+        overwrites it."""
+        m = self._m
+        points = []
+        for number, page in pages:
+            vectors, layout = split_page(page)
+            arrays = page_vectors(number, vectors, self.schema)
+            patches = layout_rows(layout, arrays[PAGE_VECTOR], self.schema)
+            payload = page_payload(document_id, number, name, metadata, patches=patches) | {"owner": self.owner}
+            named = {key: array.tolist() for key, array in arrays.items()}
+            points.append(m.PointStruct(id=point_id(document_id, number), vector=named, payload=payload))
+        if points:
             with self._calls():
-                self.client.upsert(self.collection, [point], wait=True)
-            count = number
+                self.client.upsert(self.collection, points, wait=True)
+        return len(points)
+
+    def mark_complete(self, document_id: str, pages: int) -> None:
+        """Make a document of `pages` pages searchable: delete its pages numbered above `pages` (an
+        older, longer version), then flip all of them to "complete" in one update."""
+        m = self._m
         document = self._filter(("document_id", document_id))
-        stale = m.Filter(must=[document, m.FieldCondition(key="page", range=m.Range(gt=count))])
+        stale = m.Filter(must=[document, m.FieldCondition(key="page", range=m.Range(gt=pages))])
         with self._calls():
             self.client.delete(self.collection, m.FilterSelector(filter=stale), wait=True)  # an older, longer version
             self.client.set_payload(self.collection, {"status": COMPLETE}, points=document, wait=True)
-        return count
 
     def delete_document(self, document_id: str) -> int:
         """Remove a document's pages; return how many there were."""
@@ -275,6 +307,16 @@ class QdrantPageStore:
                 self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
         return pages
 
+    def discard_incomplete(self, document_id: str) -> int:
+        """Delete the pages of `document_id` this owner left "ingesting" (a failed fan-out); return how
+        many. Complete pages and other owners' ingests are left alone."""
+        incomplete = self._filter(("document_id", document_id), ("status", INGESTING), ("owner", self.owner))
+        with self._calls():
+            pages = self.client.count(self.collection, count_filter=incomplete, exact=True).count
+            if pages:
+                self.client.delete(self.collection, self._m.FilterSelector(filter=incomplete), wait=True)
+        return pages
+
     # ---------------------------------------------------------------- reads
     def page_count(self, document_id: str | None = None) -> int:
         """Pages of complete documents (of one document if given)."""
@@ -293,6 +335,30 @@ class QdrantPageStore:
                 records = self.client.retrieve(self.collection, [point_id(document_id, n) for n in numbers],
                                                with_payload=["status"], with_vectors=[PAGE_VECTOR])  # fmt: skip
             yield from stored_pages(document_id, numbers, records)
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page: `(vectors float16, patch layout or None)`."""
+        with self._calls():
+            records = self.client.retrieve(
+                self.collection, [point_id(document_id, number)], with_payload=["status", PATCHES_KEY],
+                with_vectors=[PAGE_VECTOR],
+            )  # fmt: skip
+        return stored_page(document_id, number, records)
+
+    def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
+        """page -> patch layout, for a document's pages that have one (payloads only, no vectors)."""
+        layouts, offset, document = {}, None, self._filter(("document_id", document_id))
+        while True:
+            with self._calls():
+                records, offset = self.client.scroll(
+                    self.collection, scroll_filter=document, limit=256, offset=offset,
+                    with_payload=["page", PATCHES_KEY], with_vectors=False,
+                )  # fmt: skip
+            layouts.update(
+                {int(r.payload["page"]): r.payload[PATCHES_KEY] for r in records if r.payload.get(PATCHES_KEY)}
+            )
+            if offset is None:
+                return layouts
 
     def has_metadata_field(self, key: str) -> bool:
         """Whether a complete page has metadata field `key` (pages stored by other pagelens servers too)."""

@@ -6,6 +6,8 @@
          "documents": 2, "pages": 7, "exported_at": "2026-05-09T07:35:25Z"}
     documents/<id>/record.json        then per document, in id order: its record (index/records.py),
     documents/<id>/file               its stored file (what its page images render from),
+    documents/<id>/patches.json       its pages' patch layouts (index/patches.py), a list in page
+                                      order of a layout or null (version 2 on; version 1 has none),
     documents/<id>/pages/00001.npy    and each page's vectors in page order: a .npy array,
                                       `(n_tokens, 128)` or `(dim,)` little-endian float16, as stored
 
@@ -48,12 +50,14 @@ from pagelens.index.binding import ModelBinding
 from pagelens.index.collection import DOCUMENT_ID, Collection
 from pagelens.index.files import write_atomically
 from pagelens.index.pages import MULTI_VECTOR_128, PageSchema
+from pagelens.index.patches import check_layout
 from pagelens.index.records import PENDING, utc_now
 
 if TYPE_CHECKING:
     from pagelens.index.collections import Collections
 
-FORMAT, VERSION = "pagelens-collection", 1
+FORMAT, VERSION = "pagelens-collection", 2  # 2: patches.json per document (similarity maps)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "pagelens-collection.json"
 MEDIA_TYPE = "application/x-tar"
 MAX_JSON_BYTES = 1 << 20  # a manifest or a record
@@ -65,6 +69,10 @@ RECORD_MEMBER = re.compile(r"documents/([0-9a-f]{32})/record\.json")
 
 def page_member(document_id: str, page: int) -> str:
     return f"documents/{document_id}/pages/{page:05d}.npy"
+
+
+def patches_member(document_id: str) -> str:
+    return f"documents/{document_id}/patches.json"
 
 
 # ---------------------------------------------------------------------------- export
@@ -130,6 +138,9 @@ def _export_document(collection: Collection, archive: tarfile.TarFile, document_
             info = tarfile.TarInfo(f"documents/{document_id}/file")
             info.size, info.mtime, info.mode = size, mtime, 0o644
             archive.addfile(info, file)
+        layouts = collection.store.page_layouts(document_id)
+        listed = [layouts.get(number) for number in range(1, record["pages"] + 1)]
+        _add(archive, patches_member(document_id), json.dumps(listed).encode(), mtime)
         written = 0
         for number, vectors in collection.store.iter_pages(document_id):
             if collection.stopping:  # a delete of the collection waits for this export: end it
@@ -239,11 +250,13 @@ class _Reader:
         manifest = _json_object(MANIFEST, self.read(member))
         if manifest.get("format") != FORMAT:
             raise _bad(f"{MANIFEST} names format {manifest.get('format')!r}, not {FORMAT!r}")
-        if manifest.get("version") != VERSION:
+        if manifest.get("version") not in READABLE_VERSIONS:
             raise UnprocessableDocument(
                 f"the archive is in format version {manifest.get('version')!r} (written by pagelens "
-                f"{manifest.get('pagelens')!r}); this pagelens {__version__} reads version {VERSION}"
+                f"{manifest.get('pagelens')!r}); this pagelens {__version__} reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
+        self.version = manifest["version"]
         for field in ("documents", "pages"):
             if not _count(manifest.get(field)):
                 raise _bad(f"{MANIFEST}: {field!r} must be a count, got {manifest.get(field)!r}")
@@ -272,7 +285,8 @@ class _Reader:
             raise _bad(f"member {member.name!r} holds {member.size:,} bytes; its record says {record['bytes']:,}")
         self._copy(member, collection.files / document_id, record["sha256"])
         write_atomically(collection.files / f"{document_id}.json", json.dumps(record).encode())
-        pages = self._pages(document_id, record["pages"], schema)
+        layouts = self._layouts(document_id, record["pages"]) if self.version >= 2 else [None] * record["pages"]
+        pages = self._pages(document_id, record["pages"], schema, layouts)
         return collection.store.add_document(document_id, pages, name=record["name"], metadata=record["metadata"])
 
     def _copy(self, member: tarfile.TarInfo, path: Path, sha256: str) -> None:
@@ -289,12 +303,32 @@ class _Reader:
         if digest.hexdigest() != sha256:
             raise _bad(f"member {member.name!r} does not have the SHA-256 its record says")
 
-    def _pages(self, document_id: str, count: int, schema: PageSchema) -> Iterator[np.ndarray]:
+    def _layouts(self, document_id: str, count: int) -> list[Any]:
+        """The document's patch layouts: a JSON list of `count` layouts or nulls (checked against
+        each page's rows as it is read)."""
+        member, _ = self.member(patches_member(document_id), MAX_JSON_BYTES)
+        try:
+            layouts = json.loads(self.read(member))
+        except ValueError as error:
+            raise _bad(f"{member.name} is not JSON ({error})") from None
+        if not isinstance(layouts, list) or len(layouts) != count:
+            raise _bad(f"{member.name} must list {count} patch layouts (or nulls), one per page")
+        return layouts
+
+    def _pages(
+        self, document_id: str, count: int, schema: PageSchema, layouts: list[Any]
+    ) -> Iterator[tuple[np.ndarray, dict[str, Any] | None]]:
         header = 4096  # an .npy header is 128 bytes
         limit = header + 2 * schema.dim * (MAX_PAGE_ROWS if schema.multi_vector else 1)
-        for number in range(1, count + 1):
+        for number, layout in zip(range(1, count + 1), layouts, strict=True):
             member, _ = self.member(page_member(document_id, number), limit)
-            yield _page_vectors(member.name, self.read(member), schema)
+            vectors = _page_vectors(member.name, self.read(member), schema)
+            if layout is not None:
+                try:
+                    layout = check_layout(layout, len(vectors) if schema.multi_vector else 0)
+                except InvalidInput as error:
+                    raise _bad(f"{patches_member(document_id)}, page {number}: {error}") from None
+            yield vectors, layout
 
     def end(self) -> None:
         member = self._next("the end of the archive")

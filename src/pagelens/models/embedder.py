@@ -21,6 +21,7 @@ from pagelens.errors import ModelLoadError
 from pagelens.models import hardware, variants
 from pagelens.models.checkpoints import ResolvedCheckpoint, resolve_checkpoint
 from pagelens.models.families import Family, detect_family, get_family
+from pagelens.models.patches import PatchLayout, patch_layout, query_tokens, similarity_maps
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,13 @@ class EmbedderInfo:
 
 @dataclass
 class Prepared:
-    """One preprocessed input: its processor tensors (batch dimension 1) and its sequence length."""
+    """One preprocessed input: its processor tensors (batch dimension 1), its sequence length, and
+    for a page its patch layout (models/patches.py; None when no similarity map can be drawn)."""
 
     kind: Kind
     features: dict[str, torch.Tensor]
     n_tokens: int
+    layout: PatchLayout | None = None
 
 
 class Embedder:
@@ -187,9 +190,30 @@ class Embedder:
 
     # ---------------------------------------------------------------- preprocessing
     def prepare_image(self, image: Image.Image) -> Prepared:
-        """Run the family's image processor on one image."""
+        """Run the family's image processor on one image; record its patch layout when its rows are
+        kept as they are (a multi-vector model without token pooling)."""
         features = self.processor.process_images([image])
-        return self._prepared("image", features)
+        prepared = self._prepared("image", features)
+        if self.gives_patch_maps:
+            prepared.layout = patch_layout(self.processor, self.model, image, features)
+        return prepared
+
+    # ---------------------------------------------------------------- similarity maps
+    @property
+    def gives_patch_maps(self) -> bool:
+        """Whether pages embedded here keep one row per patch (multi-vector, not pooled)."""
+        return self.family.multi_vector and self._pooler is None
+
+    def query_tokens(self, text: str) -> list[tuple[int, str]]:
+        """`(row, token)` of the query's word pieces (augmentation and special tokens left out)."""
+        return query_tokens(self.processor, text)
+
+    def similarity_maps(self, page: np.ndarray, query: np.ndarray, layout: PatchLayout) -> np.ndarray:
+        """colpali-engine's maps of a `(q, dim)` query over a stored `(n, dim)` page with its layout:
+        `(q, n_x, n_y)` float32 (models/patches.py)."""
+        page_rows = torch.from_numpy(np.asarray(page, dtype=np.float32))
+        query_rows = torch.from_numpy(np.asarray(query, dtype=np.float32))
+        return similarity_maps(self.processor, page_rows, query_rows, layout).numpy()
 
     def prepare_query(self, text: str) -> Prepared:
         """Run the family's query processor (with its augmentation tokens) on one query."""

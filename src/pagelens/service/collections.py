@@ -264,7 +264,7 @@ class CollectionService:
         collection = self.bound(name, for_ingest=True)
         try:
             record = collection.add(
-                data, name=filename, metadata=metadata, embed=embeddings.engine.embed_images,
+                data, name=filename, metadata=metadata, embed=embeddings.engine.embed_pages,
                 dpi=self.settings.pdf_dpi, render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
                 max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
                 office=self._office,

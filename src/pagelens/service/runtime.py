@@ -108,14 +108,15 @@ class Runtime:
         return self.embedder
 
     def load_generator(self) -> Generator | None:
-        """The settings' answer model (rag/factory.py), built once: None when none is configured."""
-        if not self._generator_built:
+        """The answer model: one given (or set as `runtime.generator`) first, else the settings' (rag/factory.py),
+        built once; None when none is configured."""
+        if self.generator is None and not self._generator_built:
             from pagelens.rag.factory import build_generator
 
             self.generator = build_generator(self.settings)
-            self._generator_built = True
             if self.generator is not None:
                 log.info("answering with %s", self.generator.model or self.settings.llm_url)
+        self._generator_built = True
         return self.generator
 
     def start(self, embedder: Any = None, *, engine_config: EngineConfig | None = None) -> Runtime:

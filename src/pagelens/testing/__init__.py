@@ -5,6 +5,8 @@
 
 Each checkpoint has the family's real model class, real processor and a tiny trained BPE
 tokenizer with the family's special tokens, and loads back through `from_pretrained`.
+
+    build_tiny_vlm("/tmp/tiny-vlm")   # a Qwen2.5-VL chat model for pagelens.rag.TransformersVLM
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from pathlib import Path
 from pagelens.errors import UnknownModelFamily
 from pagelens.models.families import get_family
 from pagelens.testing._variants import Builder
+
+
+def build_tiny_vlm(out_dir: str | Path, *, backbone: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Write a tiny random-weight chat VLM (`qwen2_5_vl` or `qwen2_vl`: the `*ForConditionalGeneration`
+    model, its processor with a chat template, a generation config) into `out_dir`; see testing/_vlm.py."""
+    from pagelens.testing._vlm import build_tiny_vlm as build
+
+    return build(out_dir, backbone=backbone, seed=seed)  # type: ignore[arg-type]
 
 
 def tiny_builders() -> dict[str, Builder]:

@@ -12,7 +12,19 @@ from pagelens.api.protocol import Health, HealthUnavailable, ServerInfo
 from pagelens.api.routes.common import get_runtime
 
 router = APIRouter(tags=["system"], responses=error_responses())
-ROUTES = ["/embeddings", "/embed", "/v1/embeddings", "/score", "/collections", "/jobs", "/health", "/metrics", "/docs"]
+ROUTES = [
+    "/embeddings",
+    "/embed",
+    "/v1/embeddings",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/score",
+    "/collections",
+    "/jobs",
+    "/health",
+    "/metrics",
+    "/docs",
+]
 
 
 @router.get(
