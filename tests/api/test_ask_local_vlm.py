@@ -48,3 +48,33 @@ def test_the_in_process_vlm_answers_asks_whole_streamed_and_cached(tmp_path, tin
             assert again["cached"] is True and again["answer"] == answer["answer"]
     finally:
         runtime.close()
+
+
+def test_the_openai_generator_against_pagelens_own_chat_completions(tmp_path, tiny_vlm):
+    """Server A serves the tiny VLM as /v1/chat/completions; server B answers asks with --llm-url A."""
+    key = "a-key"
+    serving = fake_runtime(settings=Settings(model="fake", api_key=key, data_dir=str(tmp_path / "a")))
+    serving.generator = tiny_vlm
+    try:
+        with uvicorn_in_thread(create_app(runtime=serving)) as a_url:
+            settings = Settings(model="fake", no_auth=True, data_dir=str(tmp_path / "b"), pdf_dpi=72,
+                                llm_url=f"{a_url}/v1", llm_api_key=key, llm_max_pixels=200_000)  # fmt: skip
+            asking = fake_runtime(FakeBackend(dim=128), settings=settings)
+            try:
+                with (
+                    uvicorn_in_thread(create_app(runtime=asking)) as b_url,
+                    httpx.Client(base_url=b_url, timeout=300) as http,
+                ):
+                    http.post("/collections", json={"name": "docs"})
+                    http.post("/collections/docs/documents", files={"file": ("r.pdf", make_pdf(2))})
+                    response = http.post("/collections/docs/ask", json={"question": "Which colour?", "k": 2,
+                                                                       "max_tokens": 4})  # fmt: skip
+                    assert response.status_code == 200, response.text
+                    body = response.json()
+                    assert body["model"] == tiny_vlm.model and len(body["sources"]) == 2
+                    assert 0 < body["usage"]["completion_tokens"] <= 4 and body["usage"]["prompt_tokens"] > 0
+            finally:
+                asking.close()
+    finally:
+        serving.generator = None  # the fixture's model: the fixture closes it
+        serving.close()
