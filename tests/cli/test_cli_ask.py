@@ -103,3 +103,14 @@ def test_ask_over_url_and_the_client(served, standin, tmp_path):
                 client.ask("remote-docs", "a new question")
         finally:
             standin.behave()
+
+
+def test_ask_embedded_with_the_in_process_vlm(tmp_path, tiny_model, tiny_vlm_dir):
+    data = ["--data-dir", str(tmp_path / "data"), "--model", str(tiny_model)]
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_pdf(2))
+    run("index", "add", str(pdf), "-c", "docs", *data)
+    body = json.loads(run("ask", "Which colour?", "-c", "docs", "-k", "1", "--max-tokens", "4", "--json", *data,
+                          "--llm-model", str(tiny_vlm_dir)).stdout)  # fmt: skip
+    assert len(body["sources"]) == 1 and 0 < body["usage"]["completion_tokens"] <= 4 and body["cached"] is False
+    assert body["timings"]["generate_ms"] > 0 and body["model"]
