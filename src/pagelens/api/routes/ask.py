@@ -58,13 +58,16 @@ async def ask(name: str, body: AskRequest, request: Request, asks: Asks):
     if not body.stream:
         answering = asyncio.ensure_future(asking.answer())
         left = asyncio.ensure_future(_disconnected(request))
-        await asyncio.wait({answering, left}, return_when=asyncio.FIRST_COMPLETED)
-        if not answering.done():  # the client left: stop the generation (its stream is closed upstream)
-            answering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await answering
+        try:
+            await asyncio.wait({answering, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the client left, or this request was cancelled: stop the generation (closed upstream)
+            left.cancel()
+            if not answering.done():
+                answering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await answering
+        if answering.cancelled():
             return Response(status_code=CLIENT_CLOSED_REQUEST)
-        left.cancel()
         answer = answering.result()
         metrics.on_ask(asking.timings.as_dict(), cached=asking.cached)
         return answer
