@@ -8,6 +8,9 @@
         client.create_collection("reports")
         client.add_document("reports", pdf_bytes, filename="q3.pdf", metadata={"year": 2023})
         hits = client.search("reports", "what is the revenue?", k=5, filter={"year": {"$gte": 2020}})
+        answer = client.ask("reports", "what is the revenue?", k=3)   # {"answer", "sources", "timings", ...}
+        for event, data in client.ask("reports", "what is the revenue?", stream=True):
+            print(data["text"], end="") if event == "token" else None   # sources, token ..., done
         maps = client.heatmap("reports", hits[0]["document_id"], hits[0]["page"], "what is the revenue?")
         client.patch_document("reports", hits[0]["document_id"], {"reviewed": True})
         client.export_collection("reports", "reports.tar")          # a snapshot archive, streamed to disk
@@ -42,52 +45,13 @@ import numpy as np
 from PIL import Image
 
 from pagelens import errors
+from pagelens.client_responses import error_from_response, job_error, retry_after, server_sent_events, typed_error
 from pagelens.codecs.outputs import NPZ_MEDIA, decode_npz
+
+__all__ = ["Client", "error_from_response", "job_error"]
 
 _RETRYABLE = (429, 503)
 EVENT_READ_TIMEOUT = 60.0  # a job's event stream sends a heartbeat every 15 s; silence this long means it is gone
-
-
-def error_from_response(response: httpx.Response) -> errors.PagelensError:
-    """The typed error a pagelens error response stands for: the class with the body's `type`, else a
-    PagelensError carrying the response's status and type (a proxy's page, a newer server's type)."""
-    try:
-        body = response.json()["error"]
-        error_type, message, index = body["type"], body["message"], body.get("index")
-    except (ValueError, KeyError, TypeError):
-        error_type, message, index = "http_error", f"HTTP {response.status_code}: {response.text[:200]}", None
-    if _error_class(error_type) is errors.Overloaded:
-        error = errors.Overloaded(message, retry_after=_retry_after(response, 1.0))
-        return error if index is None else error.with_index(index)
-    return _typed_error(error_type, message, index=index, status=response.status_code)
-
-
-def job_error(job: dict) -> errors.PagelensError:
-    """The typed error a failed or cancelled job (`GET /jobs/{id}`) ended with (cancelled: Conflict,
-    its collection deleted: NotFound, a PDF that would not open: UnprocessableDocument, ...)."""
-    detail = job.get("error") or {"type": "internal_error", "message": f"the ingest job ended {job.get('state')}"}
-    return _typed_error(detail.get("type"), detail.get("message", ""))
-
-
-def _error_class(error_type: object) -> type[errors.PagelensError] | None:
-    return next((cls for cls in errors.error_classes() if cls.error_type == error_type), None)
-
-
-def _typed_error(error_type: object, message: str, *, index: int | None = None, status: int = 500):
-    """The class whose `error_type` this is, else a PagelensError carrying the status and type."""
-    cls = _error_class(error_type)
-    if cls is None:
-        error = errors.PagelensError(message, index=index)
-        error.http_status, error.error_type = status, str(error_type)
-        return error
-    return cls(message, index=index)
-
-
-def _retry_after(response: httpx.Response, default: float) -> float:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", default)))
-    except ValueError:
-        return default
 
 
 def _image_to_base64(image: bytes | Image.Image) -> str:
@@ -152,7 +116,7 @@ class Client:
                     return response
                 if response.status_code not in _RETRYABLE or attempt >= self.max_retries:
                     raise error_from_response(response)
-                wait = min(self.max_retry_wait, _retry_after(response, 1.0))
+                wait = min(self.max_retry_wait, retry_after(response, 1.0))
             attempt += 1
             self.retries += 1
             time.sleep(wait)
@@ -286,6 +250,51 @@ class Client:
             body["prefetch"] = prefetch
         return self._request("POST", f"/collections/{collection}/search", json=body).json()["results"]
 
+    # ---------------------------------------------------------------- answers
+    def ask(
+        self,
+        collection: str,
+        question: str,
+        *,
+        k: int = 3,
+        mode: str = "exact",
+        filter: dict | None = None,
+        prefetch: int | None = None,
+        max_tokens: int = 512,
+        stream: bool = False,
+    ) -> Any:
+        """An answer from the server's answer model over the `k` pages `search` finds for `question`
+        (same `mode`, `filter`, `prefetch`): `{"answer", "sources": [{document_id, page, score, name,
+        metadata}], "model", "usage", "timings", "cached", "finish_reason"}`; `[n]` in the answer cites
+        `sources[n-1]`. With `stream=True`, an iterator of `(event, data)`: `("sources", {"sources"})`,
+        `("token", {"text"})` per piece, then `("done", {timings, usage, model, cached, finish_reason})`;
+        a failure of the answer model mid-stream is raised as its typed error (GeneratorFailed,
+        GeneratorTimeout, ...). Leaving the iterator early closes the stream, which stops the
+        generation on the server. Errors before an answer starts (NotFound, InvalidInput,
+        GeneratorNotConfigured, ...) are raised either way. Not retried."""
+        body: dict[str, Any] = {"question": question, "k": k, "mode": mode, "filter": filter,
+                                "max_tokens": max_tokens, "stream": stream}  # fmt: skip
+        if prefetch is not None:
+            body["prefetch"] = prefetch
+        path = f"/collections/{quote(collection, safe='')}/ask"
+        if not stream:
+            response = self._http.post(path, json=body)
+            if response.status_code >= 400:
+                raise error_from_response(response)
+            return response.json()
+        return self._ask_events(path, body)
+
+    def _ask_events(self, path: str, body: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+        with self._http.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise error_from_response(response)
+            for event, data in server_sent_events(response.iter_lines()):
+                if event == "error":
+                    detail = data.get("error") or {}
+                    raise typed_error(detail.get("type"), detail.get("message", ""), status=502)
+                yield event, data
+
     def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
         """colpali-engine's similarity maps of a stored page for `query`: `{"tokens", "token_rows",
         "grid": [h, w], "maps": per token h x w raw dot products (maps[t][y][x]), "combined",
@@ -377,19 +386,7 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 raise error_from_response(response)
-            event, data = "message", []
-            for line in response.iter_lines():
-                if not line:  # an event ends
-                    if data:
-                        yield event, json.loads("\n".join(data))
-                    event, data = "message", []
-                    continue
-                field, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if field == "event":
-                    event = value
-                elif field == "data":
-                    data.append(value)  # a line starting with ':' (field "") is a comment: skipped
+            yield from server_sent_events(response.iter_lines())
 
     # ---------------------------------------------------------------- server
     def health(self) -> dict:

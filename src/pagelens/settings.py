@@ -26,6 +26,7 @@ from pagelens.codecs.text import DEFAULT_MAX_QUERY_CHARS
 from pagelens.engine.config import EngineConfig
 
 DEFAULT_MODEL = "ModernVBERT/colmodernvbert-merged"  # seed 002's default
+DEFAULT_LLM_MAX_PIXELS = 1_000_000  # about a megapixel: a letter page at ~100 dpi
 
 
 class Settings(BaseSettings):
@@ -96,6 +97,23 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = None
     qdrant_prefix: str = "pagelens_"
 
+    # answers (`POST /collections/{c}/ask`): an OpenAI-compatible server at llm_url (vLLM, Ollama,
+    # llama.cpp, OpenAI; llm_model names its model, else the server's first), or, with llm_model and no
+    # llm_url, a vision-language model loaded in this process. Pages go to it as JPEG images of at most
+    # llm_max_pixels, or (llm_images off, for a text-only model) as their PDF text layers. A generator
+    # silent for llm_timeout seconds (no first byte, or no next piece of the answer) is a 504.
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = Field(default=None, repr=False)
+    llm_images: Literal["on", "off"] = "on"
+    llm_max_pixels: int = Field(default=DEFAULT_LLM_MAX_PIXELS, ge=64 * 64)
+    llm_timeout: float = Field(default=120.0, gt=0)
+    # identical asks of an unchanged collection are answered from this many cached answers, each kept this long
+    answer_cache_size: int = Field(default=256, ge=0)
+    answer_cache_ttl_seconds: float = Field(default=3600.0, gt=0)
+    # query embeddings kept for searches and asks of a query seen before (about 10 KB each)
+    query_cache_size: int = Field(default=1024, ge=0)
+
     # limits
     max_body_bytes: int = 64 * 1024 * 1024
     max_score_bytes: int = 16 * 1024 * 1024  # /score's page embeddings are JSON float lists: costly to parse
@@ -118,6 +136,13 @@ class Settings(BaseSettings):
         if key is not None and not key.strip():
             raise ValueError("the API key is empty or only whitespace; give a real one (or --no-auth to serve without)")
         return key
+
+    @field_validator("llm_images", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _default_data_dir(self) -> Settings:

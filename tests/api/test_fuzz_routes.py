@@ -1,6 +1,7 @@
 """An OpenAPI-driven fuzz of every route (schemathesis) against a real uvicorn server on loopback
 over the fake model, with a collection holding a real PDF: whatever schemathesis generates from
-the server's own OpenAPI document, no route answers 5xx and none hangs. FUZZ_EXAMPLES per
+the server's own OpenAPI document, no route answers 5xx and none hangs. Its answer model is the
+stand-in OpenAI-compatible server (an /ask with none configured is a 501 by design). FUZZ_EXAMPLES per
 operation keeps it bounded (about a minute on 2 cores)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from pagelens.api import create_app
 from pagelens.settings import Settings
 from pagelens.testing.fake import FakeBackend
+from pagelens.testing.llm_standin import StandInLLM
 from pagelens.testing.servers import uvicorn_in_thread
 from tests.api.conftest import fake_runtime
 from tests.index.test_pdf import make_pdf
@@ -25,11 +27,17 @@ REQUEST_TIMEOUT = 30  # seconds: a route slower than this on these tiny inputs c
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
+    with StandInLLM(tokens_per_second=5000).running() as llm_url:
+        runtime = fake_runtime(FakeBackend(dim=128), settings=Settings(model="fake/model", api_key=KEY,
+                                                                       data_dir=str(data_dir), pdf_dpi=36,
+                                                                       llm_url=llm_url))  # fmt: skip
+        yield from _serve(runtime)
+
+
+def _serve(runtime):
     import httpx
 
-    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    runtime = fake_runtime(FakeBackend(dim=128), settings=Settings(model="fake/model", api_key=KEY,
-                                                                   data_dir=str(data_dir), pdf_dpi=36))  # fmt: skip
     with uvicorn_in_thread(create_app(runtime=runtime)) as url:
         with httpx.Client(base_url=url, headers=AUTH, timeout=60) as client:
             assert client.post("/collections", json={"name": "c"}).status_code == 201

@@ -15,7 +15,7 @@ from pagelens.api.errors import install_error_handlers
 from pagelens.api.metrics import Metrics
 from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
 from pagelens.api.openapi import install_openapi
-from pagelens.api.routes import chat, collections, heatmaps, jobs, morphik, openai, score, seed004, system
+from pagelens.api.routes import ask, chat, collections, heatmaps, jobs, morphik, openai, score, seed004, system
 from pagelens.api.security import OPENAPI_PATH, check_auth, open_paths
 from pagelens.api.ui import UI_PATHS, install_ui
 from pagelens.service import Runtime
@@ -59,10 +59,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
     app.state.settings = settings
-    metrics = Metrics(lambda: app.state.runtime.engine)
+    caches = {
+        "answer": ("Answers", lambda: app.state.runtime.asks.cache),
+        "query": ("Query embeddings", lambda: app.state.runtime.collections.query_cache),
+    }
+    metrics = Metrics(lambda: app.state.runtime.engine, caches)
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
-    for module in (morphik, seed004, openai, chat, score, collections, heatmaps, jobs, system):
+    for module in (morphik, seed004, openai, chat, score, collections, ask, heatmaps, jobs, system):
         app.include_router(module.router)
     install_docs(app)
     install_ui(app)

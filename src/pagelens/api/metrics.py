@@ -1,5 +1,7 @@
-"""Prometheus metrics of one app: requests and latency by route and status, errors by type, and the
-engine's queue depth, batch sizes and item counts (read from the engine at scrape time)."""
+"""Prometheus metrics of one app: requests and latency by route and status, errors by type, the
+engine's queue depth, batch sizes and item counts (read from the engine at scrape time), the
+seconds per stage of each ask, and the answer and query-embedding caches' hits and misses (read at
+scrape time)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 EngineGetter = Callable[[], Any]  # the running runtime's Engine (its `stats`, `queue_depth`), or None
+CacheGetter = Callable[[], Any]  # a cache of the runtime (its `hits`, `misses`, `len`), or None
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -43,8 +46,26 @@ class EngineCollector:
         )  # fmt: skip
 
 
+class CacheCollector:
+    """Exposes a cache's counts (`pagelens_<name>_cache_hits`, `_misses`, `_entries`) without the cache
+    knowing about Prometheus."""
+
+    def __init__(self, name: str, what: str, cache_getter: CacheGetter) -> None:
+        self.name, self.what, self.cache_getter = name, what, cache_getter
+
+    def collect(self):
+        cache = self.cache_getter()
+        if cache is None:
+            return
+        prefix = f"pagelens_{self.name}_cache"
+        yield CounterMetricFamily(f"{prefix}_hits", f"{self.what} found in the cache", value=cache.hits)
+        yield CounterMetricFamily(f"{prefix}_misses", f"{self.what} not in the cache", value=cache.misses)
+        yield GaugeMetricFamily(f"{prefix}_entries", f"{self.what} held in the cache", value=len(cache))
+
+
 class Metrics:
-    def __init__(self, engine_getter: EngineGetter) -> None:
+    def __init__(self, engine_getter: EngineGetter, caches: dict[str, tuple[str, CacheGetter]] | None = None) -> None:
+        """`caches`: name -> (what it holds, its getter), each exposed by a CacheCollector."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pagelens_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
@@ -54,11 +75,23 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )  # fmt: skip
         self.errors = Counter("pagelens_errors", "Error responses by type", ["type"], registry=self.registry)
+        self.ask_stages = Histogram(
+            "pagelens_ask_stage_seconds", "Seconds per stage of an ask (a cached one: total only)", ["stage"],
+            registry=self.registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )  # fmt: skip
         self.registry.register(EngineCollector(engine_getter))
+        for name, (what, getter) in (caches or {}).items():
+            self.registry.register(CacheCollector(name, what, getter))
 
     def on_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
+
+    def on_ask(self, stages: dict[str, float], *, cached: bool) -> None:
+        """Observe an answered ask's seconds per stage (`AskTimings.as_dict()`)."""
+        for stage, seconds in stages.items():
+            if not cached or stage == "total":
+                self.ask_stages.labels(stage).observe(seconds)
 
     def on_error(self, error_type: str) -> None:
         self.errors.labels(error_type).inc()

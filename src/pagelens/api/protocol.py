@@ -330,3 +330,55 @@ class ServerInfo(BaseModel):
     ready: bool
     model: ModelInfo | None = Field(description="None while the model loads")
     routes: list[str]
+
+
+# ---------------------------------------------------------------- answers
+
+
+class AskRequest(BaseModel):
+    """`/collections/{c}/ask`: the `k` pages `/search` finds for the question (same `mode`, `prefetch`,
+    `filter`) go to the answer model, which answers citing them as [1]..[k]."""
+
+    question: str = Field(description="Non-blank, at most PAGELENS_MAX_QUERY_CHARS characters")
+    k: int = Field(default=3, ge=1, le=20, description="Pages retrieved and shown to the answer model")
+    mode: Literal["exact", "fast"] = "exact"
+    prefetch: int | None = Field(default=None, ge=1, le=10_000)
+    filter: SkipValidation[dict[str, FilterScalar | FilterOperators] | None] = Field(
+        default=None, description="As /search's: metadata field -> value or operators"
+    )
+    max_tokens: int = Field(default=512, ge=1, le=8192, description="At most this many tokens of answer")
+    stream: bool = Field(default=False, description="Server-sent events: sources, token..., then done or error")
+
+
+class AskSource(BaseModel):
+    document_id: str
+    page: int = Field(description="1-based page number; [n] in the answer cites the n-th source")
+    score: float
+    name: str
+    metadata: dict[str, Any]
+
+
+class AskUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AskTimings(BaseModel):
+    """Milliseconds per stage; a cached answer spends only `total_ms`."""
+
+    embed_ms: float
+    search_ms: float
+    images_ms: float = Field(description="Reading the pages: rendering and JPEG encoding, or their text layers")
+    ttft_ms: float = Field(description="From the generator's start to the first piece of the answer")
+    generate_ms: float
+    total_ms: float
+
+
+class AskResponse(BaseModel):
+    answer: str
+    sources: list[AskSource] = Field(description="The pages shown to the answer model, best first")
+    model: str
+    usage: AskUsage
+    timings: AskTimings
+    cached: bool = Field(description="True when an identical ask of the unchanged collection was answered before")
+    finish_reason: str = Field(description="stop, or length when max_tokens cut the answer")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from pagelens.cli import bench, collections, documents, heatmaps, index, jobs, models
+from pagelens.cli import ask, bench, collections, documents, heatmaps, index, jobs, models
 from pagelens.cli.common import State, describe
 
 
@@ -58,6 +58,7 @@ def _options(
 app.command()(models.serve)
 app.command()(models.embed)
 app.command()(index.search)
+app.command()(ask.ask)
 app.command()(heatmaps.heatmap)
 app.add_typer(index.index_app, name="index")
 app.add_typer(collections.collections_app, name="collections")

@@ -24,18 +24,22 @@ if TYPE_CHECKING:
     from pagelens.settings import Settings
 
 Progress = Callable[[int, int], None]  # (pages stored so far, pages in the document)
+OnEvent = Callable[[str, dict], None]  # an ask's events as they come: sources, token ..., done
 FINISHED = ("done", "failed", "cancelled")
 WATCH_POLL_SECONDS = 0.5  # how often embedded `jobs watch` reads a job's record
 
 
 @contextmanager
-def open_backend(url: str | None, api_key: str | None, *, model: str | None = None, data_dir: str | None = None):
-    """`Remote` when `url` is given, else `Embedded`; closed when the block ends."""
+def open_backend(
+    url: str | None, api_key: str | None, *, model: str | None = None, data_dir: str | None = None, **options: Any
+):
+    """`Remote` when `url` is given, else `Embedded` (with more settings `options`, None: unset);
+    closed when the block ends."""
     backend: Remote | Embedded
     if url:
         backend = Remote(url, api_key if api_key is not None else settings_from_options().api_key)
     else:
-        backend = Embedded(settings_from_options(model=model, data_dir=data_dir))
+        backend = Embedded(settings_from_options(model=model, data_dir=data_dir, **options))
     try:
         yield backend
     finally:
@@ -121,6 +125,11 @@ class Remote:
 
     def search(self, collection: str, query: str, **options: Any) -> list[dict]:
         return self.client.search(collection, query, **options)
+
+    def ask(self, collection: str, question: str, on_event: OnEvent, **options: Any) -> None:
+        """The server's answer, streamed: each event to `on_event` as it arrives."""
+        for event, data in self.client.ask(collection, question, stream=True, **options):
+            on_event(event, data)
 
     def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
         return self.client.heatmap(collection, document_id, page, query)
@@ -240,6 +249,22 @@ class Embedded:
         hits = self._run(self.runtime.collections.search(collection, query, **options))
         return [{"document_id": h.document_id, "page": h.page, "score": h.score, "name": h.name,
                  "metadata": h.metadata} for h in hits]  # fmt: skip
+
+    def ask(self, collection: str, question: str, on_event: OnEvent, **options: Any) -> None:
+        """An answer from the settings' answer model over this process's collection, each event to
+        `on_event` as it comes. No answer model configured: GeneratorNotConfigured before any model loads."""
+        from pagelens.service import check_answer_settings
+
+        check_answer_settings(self.settings)
+        self._start(collection)
+
+        async def run() -> None:
+            asking = await self.runtime.asks.open(collection, question, **options)
+            on_event("sources", {"sources": asking.sources})
+            async for event, data in asking.events():
+                on_event(event, data)
+
+        self._run(run())
 
     def heatmap(self, collection: str, document_id: str, page: int, query: str) -> dict:
         from pagelens.service import HeatmapService

@@ -75,6 +75,35 @@ def bench_ingest(
         docs_path=_docs(docs, update_docs))  # fmt: skip
 
 
+@bench_app.command("ask")
+def bench_ask(
+    arch: Annotated[
+        str, typer.Option(help="The embedding architecture (see bench engine --arch).")
+    ] = "tiny-colqwen2.5",
+    layers: LayersOption = 2,
+    full_depth: FullDepthOption = False,
+    pages: Annotated[int, typer.Option(help="Pages of the synthetic PDF in the collection.")] = 20,
+    asks: Annotated[int, typer.Option(help="Distinct questions per k (and cached asks).")] = 20,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Pages per ask (repeatable; default 1, 3, 5).")] = None,
+    tokens: Annotated[int, typer.Option(help="Tokens of the stand-in's answer.")] = 32,
+    token_rate: Annotated[float, typer.Option(help="The stand-in's tokens per second.")] = 100.0,
+    first_token_ms: Annotated[float, typer.Option(help="The stand-in's delay before its first token.")] = 50.0,
+    out: OutOption = None,
+    docs: DocsOption = None,
+    update_docs: UpdateDocsOption = True,
+) -> None:
+    """/ask end to end against a stand-in answer server at a fixed token rate: stage timings p50/p95 per k,
+    pagelens' overhead over the generator, and the cached answer's latency."""
+    from pagelens.bench.ask import run
+
+    ks = tuple(k or (1, 3, 5))
+    args = {"arch": arch, "layers": layers, "full_depth": full_depth, "pages": pages, "asks": asks, "k": list(ks),
+            "tokens": tokens, "token_rate": token_rate, "first_token_ms": first_token_ms}  # fmt: skip
+    run(arch=arch, layers=None if full_depth else layers, pages=pages, asks=asks, ks=ks, tokens=tokens,
+        token_rate=token_rate, first_token_ms=first_token_ms, args=args, json_path=out,
+        docs_path=_docs(docs, update_docs))  # fmt: skip
+
+
 @bench_app.command("variants")
 def bench_variants(
     text_layers: Annotated[int, typer.Option(help="Language-model layers (published: 36).")] = 4,

@@ -28,6 +28,21 @@ DataOption = Annotated[
 ]
 CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="The collection.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# the answer model (`serve`, and `ask` embedded); None: PAGELENS_LLM_* variables apply
+LlmUrlOption = Annotated[
+    str | None,
+    typer.Option(help="Answer with this OpenAI-compatible server (vLLM, Ollama, ...), e.g. http://127.0.0.1:8001/v1."),
+]
+LLM_MODEL_HELP = (
+    "The answer model: its name on --llm-url's server, or without --llm-url a vision-language model (hub id or "
+    "directory) loaded in this process."
+)
+LlmModelOption = Annotated[str | None, typer.Option(help=LLM_MODEL_HELP)]
+LlmKeyOption = Annotated[str | None, typer.Option(help="Bearer key of --llm-url's server (PAGELENS_LLM_API_KEY).")]
+LlmImagesOption = Annotated[
+    str | None,
+    typer.Option(help="on: pages go to the answer model as images; off: as their PDF text layers (a text-only model)."),
+]
 
 
 class State:

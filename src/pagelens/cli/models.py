@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from pagelens.cli.common import KeyOption, prefixed, settings_from_options
+from pagelens.cli.common import (
+    KeyOption,
+    LlmImagesOption,
+    LlmKeyOption,
+    LlmModelOption,
+    LlmUrlOption,
+    prefixed,
+    settings_from_options,
+)
 from pagelens.errors import InvalidInput, PagelensError
 
 if TYPE_CHECKING:
@@ -168,12 +176,17 @@ def serve(
     data_dir: Annotated[
         str | None, typer.Option(help="Where collections live (default: PAGELENS_DATA_DIR or the user's data dir).")
     ] = None,
+    llm_url: LlmUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_api_key: LlmKeyOption = None,
+    llm_images: LlmImagesOption = None,
 ) -> None:
     """Serve the model, collections and search over HTTP.
 
     Embeddings in morphik-core's format (/embeddings), the /embed format and OpenAI-style
     (/v1/embeddings); /score; collections, documents, search and ingest jobs (/docs lists every
-    route). Refuses to start without an API key unless --no-auth is given."""
+    route); answers over a collection's pages (/collections/{c}/ask) with --llm-url or --llm-model.
+    Refuses to start without an API key unless --no-auth is given."""
     import uvicorn
 
     from pagelens.api import create_app
@@ -183,7 +196,8 @@ def serve(
     settings = settings_from_options(
         model=model, host=host, port=port, api_key=api_key, no_auth=no_auth or None, device=device, dtype=dtype,
         attn=attn, family=family, threads=threads, pool_factor=pool_factor, quantize=quantize, compile=compile,
-        log_level=log_level, qdrant_url=qdrant_url, data_dir=data_dir,
+        log_level=log_level, qdrant_url=qdrant_url, data_dir=data_dir, llm_url=llm_url, llm_model=llm_model,
+        llm_api_key=llm_api_key, llm_images=llm_images,
     )  # fmt: skip
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pagelens.codecs.images import reduce_image
 from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
@@ -375,13 +376,27 @@ class Collection:
                 raise NotFound(f"no document {document_id!r} in collection {self.name!r}") from None
             return data, media_type(record.get("kind"), data), public(record)
 
-    def page_image(self, document_id: str, page: int) -> Image.Image:
+    def page_image(self, document_id: str, page: int, *, max_pixels: int | None = None) -> Image.Image:
+        """Page `page` (1-based) rendered again at its stored dpi, or, within `max_pixels`, smaller
+        (a PDF page is then rendered at that size, not reduced after)."""
+        record, document = self._open_page(document_id, page, max_pixels)
+        with document:
+            image = document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
+        return image if max_pixels is None else reduce_image(image, max_pixels)
+
+    def page_text(self, document_id: str, page: int) -> str | None:
+        """Page `page`'s (1-based) PDF text layer ("" when it has none; None for an image document)."""
+        _record, document = self._open_page(document_id, page, None)
+        with document:
+            return document.page_text(page)
+
+    def _open_page(self, document_id: str, page: int, max_pixels: int | None) -> tuple[dict[str, Any], Any]:
         with self.in_use():
             record = self._page_record(document_id, page)
+            # a PDF page renders within the limit; an image's limit refuses larger ones, so it is reduced after
+            limit = {"max_pixels": max_pixels} if max_pixels is not None and record.get("kind") == "pdf" else {}
             with self._documents.hold(document_id):  # the file stays until a worker has opened it
-                document = open_document(self.files / document_id, renderer=self.renderer)
-        with document:
-            return document.page_image(page, dpi=record.get("dpi", DEFAULT_DPI))
+                return record, open_document(self.files / document_id, renderer=self.renderer, **limit)
 
     def stored_page(self, document_id: str, page: int) -> tuple[np.ndarray, dict[str, Any] | None]:
         """Page `page` (1-based) as stored: `(vectors float16, its patch layout or None)` (index/patches.py).

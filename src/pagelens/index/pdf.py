@@ -202,6 +202,14 @@ class OpenedDocument:
             raise ValueError(f"the document has pages 1..{self.pages}, not {number}")
         return next(self.batches(dpi=dpi, batch_pages=1, start_page=number - 1, cancel=cancel))[0]
 
+    def page_text(self, number: int) -> str | None:
+        """Page `number`'s (1-based) text layer ("" for a page with none); None for an image, which has none."""
+        if not 1 <= number <= self.pages:
+            raise ValueError(f"the document has pages 1..{self.pages}, not {number}")
+        if self._renderer is None:
+            return None
+        return self._renderer.page_text(self._token, self.data, number - 1)
+
     def _render(self, number: int, dpi: int, cancel: threading.Event | None, max_pixels: int) -> Image.Image:
         if self._renderer is None:
             raise ValueError("the document was closed while its pages were being rendered")

@@ -5,6 +5,7 @@
     pages = pool.count_pages(token, data)                     # opens it in a worker (or pool.open, with
                                                               # a password: pages and a decrypted copy)
     image = pool.render_page(token, data, 0, dpi=150, max_pixels=...)   # RGB PIL image
+    text = pool.page_text(token, data, 0)                     # the page's text layer
     pool.forget(token)                                        # the workers close it
     pool.close()
 
@@ -49,6 +50,7 @@ Source = bytes | Path  # a PDF's bytes, or the path of a file holding them (open
 DEFAULT_WORKERS = 3  # two ingests (the service's ingest pool) and a page-image request at once
 DEFAULT_PAGE_TIMEOUT = 30.0
 DOCUMENTS_PER_WORKER = 2
+MAX_TEXT_BYTES = 16 << 20  # a page's text layer, read back whole
 POLL_SECONDS = 0.05  # how often a waiting call looks at its cancel event
 START_TIMEOUT = 60.0  # a worker's interpreter start and imports, not counted against a page
 
@@ -209,6 +211,16 @@ class RenderPool:
         if not (0 < width * 3 <= stride and len(pixels) == stride * height):
             raise UnprocessableDocument(f"page {page + 1} could not be rendered: the renderer sent a bad image")
         return Image.frombuffer("RGB", (width, height), pixels, "raw", "RGB", stride, 1)
+
+    def page_text(
+        self, token: int, data: Source, page: int, *, password: str | None = None, cancel: threading.Event | None = None
+    ) -> str:
+        """The text layer of page `page` (0-based) of document `token` ("" for a scanned page), at most
+        `MAX_TEXT_BYTES` of UTF-8; UnprocessableDocument naming the page when it cannot be read in time."""
+        request = {"op": "text", "token": token, "page": page, "password": password}
+        what = f"the text of page {page + 1}"
+        _reply, text = self._call(token, request, data, cancel, what=what, doing="read", max_payload=MAX_TEXT_BYTES)
+        return bytes(text).decode("utf-8", "replace")
 
     def forget(self, token: int) -> None:
         """Close document `token` in the workers holding it: now if idle, else with their next request.

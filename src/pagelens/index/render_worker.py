@@ -17,6 +17,8 @@ only JSON and bytes). Requests (parent -> worker) and their replies:
     {"op": "render", "token", "page", "dpi", "max_pixels",
      "password"?} + the PDF's bytes or nothing                  -> {"reply": "page", "width", "height",
                                                                     "stride"} + rgb
+    {"op": "text", "token", "page", "password"?}
+     + the PDF's bytes or nothing                               -> {"reply": "text"} + UTF-8 text
     {"op": "drop"}                                              -> no reply
     a request that fails                                        -> {"reply": "error", "message", "held"}
 
@@ -174,12 +176,30 @@ class _Documents:
             raise _Refused(f"the encrypted PDF could not be decrypted: {error}") from None
         return buffer.getvalue()
 
-    def render(self, request: dict[str, Any], data: bytearray) -> tuple[dict[str, Any], bytes]:
+    def _page(self, request: dict[str, Any], data: bytearray):
         document, number = self.opened(request, data), request["page"]
         try:
-            page = document[number]
+            return document[number]
         except Exception as error:  # a page-tree entry that is no page, a /Count that lies
             raise _Refused(f"page {number + 1} could not be loaded ({error}); the PDF's page tree is broken") from None
+
+    def text(self, request: dict[str, Any], data: bytearray) -> tuple[dict[str, Any], bytes]:
+        """The page's text layer (empty for a scan), UTF-8."""
+        page = self._page(request, data)
+        try:
+            textpage = page.get_textpage()
+            try:
+                text = textpage.get_text_bounded()
+            finally:
+                textpage.close()
+        except Exception as error:  # PDFium raises its own error types per failure
+            raise _Refused(f"the text of page {request['page'] + 1} could not be read: {error}") from None
+        finally:
+            page.close()
+        return {"reply": "text"}, text.encode("utf-8", "replace")
+
+    def render(self, request: dict[str, Any], data: bytearray) -> tuple[dict[str, Any], bytes]:
+        page, number = self._page(request, data), request["page"]
         try:
             width_pt, height_pt = page.get_size()
             scale = page_scale(width_pt, height_pt, request["dpi"], request["max_pixels"])
@@ -237,6 +257,8 @@ def main(parent: int) -> None:
                 if request.get("decrypt"):
                     payload = documents.decrypted_copy(request["token"])
                     reply["decrypted"] = bool(payload)
+            elif request["op"] == "text":
+                reply, payload = documents.text(request, data)
             else:
                 reply, payload = documents.render(request, data)
         except Exception as error:  # never leave the parent without an answer

@@ -1,10 +1,11 @@
 """The service layer: what every entry point (HTTP routes, CLI, Modal) calls.
 
-    Runtime            settings -> model + engine + collections, one lifecycle (runtime.py)
+    Runtime            settings -> model + engine + collections + generator, one lifecycle (runtime.py)
     EmbeddingService   base64 images and queries -> vectors, within the request limits (embeddings.py)
     CollectionService  collections bound to their model: ingest, search, documents (collections.py)
     HeatmapService     similarity maps of stored pages for a query (heatmaps.py)
     JobService         every upload as a durable ingest job: queue, progress, cancel, resume (jobs.py)
+    AskService         questions over a collection's pages, answered by the generator (ask.py)
     document_pages     a document's page images without a collection (pages.py)
     open_chat          chat completions over the runtime's answer model, vLLM's model-name policy (chat.py)
 
@@ -18,6 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pagelens.service.ask import Asking, AskService
     from pagelens.service.chat import (
         DEFAULT_MAX_TOKENS,
         Finished,
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from pagelens.service.runtime import Runtime, fetch_model, load, load_embedder
 
 _WHERE = {
+    "AskService": "ask",
+    "Asking": "ask",
+    "check_answer_settings": "ask",
     "DEFAULT_MAX_TOKENS": "chat",
     "Finished": "chat",
     "TextDelta": "chat",
@@ -69,6 +74,8 @@ _WHERE = {
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "MAX_PREFETCH",
+    "AskService",
+    "Asking",
     "CollectionService",
     "EmbeddingService",
     "Finished",
@@ -79,6 +86,7 @@ __all__ = [
     "SearchHit",
     "StageTimings",
     "TextDelta",
+    "check_answer_settings",
     "collect_answer",
     "document_pages",
     "fetch_model",

@@ -28,6 +28,8 @@ import asyncio
 import io
 import logging
 import threading
+import time
+from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,8 +40,11 @@ from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
+from pagelens.rag.cache import QueryEmbeddingCache
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from pagelens.index.collections import Collection, Collections, Progress
     from pagelens.models.embedder import EmbedderInfo
     from pagelens.service.embeddings import EmbeddingService, StageTimings
@@ -82,6 +87,15 @@ class CollectionService:
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
         self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
+        self._generations: defaultdict[str, int] = defaultdict(int)
+        self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
+
+    def generation(self, name: str) -> int:
+        """Changes to collection `name` in this process (bumped once each is done; the answer cache's key)."""
+        return self._generations[name]
+
+    def _changed(self, name: str) -> None:
+        self._generations[name] += 1
 
     # ------------------------------------------------------------------ plumbing
     def index(self) -> Collections:
@@ -177,7 +191,10 @@ class CollectionService:
     async def create(self, name: str) -> dict[str, Any]:
         """Create `name`, bound to the loaded model; `Conflict` if it exists."""
         binding = self._model_binding()
-        return await self._run(lambda: self._summary(self.index().create(name, binding)))
+        try:
+            return await self._run(lambda: self._summary(self.index().create(name, binding)))
+        finally:
+            self._changed(name)
 
     async def list(self) -> list[dict[str, Any]]:
         """Every collection's summary, by name. One that cannot be opened is listed with its `error`."""
@@ -199,7 +216,10 @@ class CollectionService:
     async def delete(self, name: str) -> None:
         """Delete a collection; `on_delete(name)` runs first (the job service cancels its jobs)."""
         self.on_delete(name)
-        await self._run(self.index().delete, name)
+        try:
+            await self._run(self.index().delete, name)
+        finally:
+            self._changed(name)
 
     # ------------------------------------------------------------------ documents
     async def add_document(
@@ -242,12 +262,15 @@ class CollectionService:
         `keep_partial()` true when the ingest stops: its stored pages stay, to be resumed."""
         embeddings = self._embeddings()
         collection = self.bound(name, for_ingest=True)
-        record = collection.add(
-            data, name=filename, metadata=metadata, embed=embeddings.engine.embed_pages, dpi=self.settings.pdf_dpi,
-            render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
-            max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
-            office=self._office,
-        )  # fmt: skip
+        try:
+            record = collection.add(
+                data, name=filename, metadata=metadata, embed=embeddings.engine.embed_pages,
+                dpi=self.settings.pdf_dpi, render_pixels=embeddings.info.page_pixels, progress=progress, cancel=cancel,
+                max_pages=self.settings.max_document_pages, password=password or None, keep_partial=keep_partial,
+                office=self._office,
+            )  # fmt: skip
+        finally:
+            self._changed(name)
         created = record["created"]
         return {"id": record["id"], "pages": record["pages"], "created": created, "metadata_kept": not created}
 
@@ -270,7 +293,10 @@ class CollectionService:
 
     async def patch_document(self, name: str, document_id: str, metadata: Any) -> dict[str, Any]:
         """Merge `metadata` into a document's metadata (a JSON merge patch: null deletes a key); its record."""
-        return await self._run(lambda: self.index().get(name).patch_metadata(document_id, metadata))
+        try:
+            return await self._run(lambda: self.index().get(name).patch_metadata(document_id, metadata))
+        finally:
+            self._changed(name)
 
     async def document_file(self, name: str, document_id: str) -> tuple[bytes, str, str]:
         """A document's uploaded bytes, their media type and its file name."""
@@ -282,7 +308,10 @@ class CollectionService:
         return await self._run(read)
 
     async def delete_document(self, name: str, document_id: str) -> None:
-        await self._run(lambda: self.index().get(name).delete(document_id))
+        try:
+            await self._run(lambda: self.index().get(name).delete(document_id))
+        finally:
+            self._changed(name)
 
     async def page_png(self, name: str, document_id: str, page: int, *, full: bool = False) -> bytes:
         """Page `page` (1-based) of a stored document, rendered again and PNG-encoded on the read
@@ -301,6 +330,14 @@ class CollectionService:
 
         return await self._run(render)
 
+    async def page_image(self, name: str, document_id: str, page: int, *, max_pixels: int) -> Image.Image:
+        """Page `page` (1-based) as an RGB image of at most `max_pixels`, for an answer model's prompt."""
+        return await self._run(lambda: self.index().get(name).page_image(document_id, page, max_pixels=max_pixels))
+
+    async def page_text(self, name: str, document_id: str, page: int) -> str | None:
+        """Page `page`'s (1-based) PDF text layer ("" for none; None for an image document)."""
+        return await self._run(lambda: self.index().get(name).page_text(document_id, page))
+
     # ------------------------------------------------------------------ search
     async def search(
         self,
@@ -312,14 +349,26 @@ class CollectionService:
         prefetch: int | None = None,
         filter: dict[str, Any] | None = None,
         timings: StageTimings | None = None,
+        stages: dict[str, float] | None = None,
     ) -> list[SearchHit]:
         """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
-        A bad `filter` is refused before the query is embedded."""
+        A bad `filter` is refused before the query is embedded; a query seen before is not embedded
+        again (`query_cache`). `stages` gets the seconds spent embedding (`embed`) and searching."""
         check_filter(filter)
         embeddings = self._embeddings()
+        started = time.perf_counter()
         collection = await self._run(self.bound, name, for_ingest=False)
-        (vectors,) = await embeddings.embed_queries([query], timings=timings)
-        return await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
+        opened = time.perf_counter()
+        vectors = self.query_cache.get(embeddings.info.model, query)
+        if vectors is None:
+            (vectors,) = await embeddings.embed_queries([query], timings=timings)
+            self.query_cache.put(embeddings.info.model, query, vectors)
+        embedded = time.perf_counter()
+        hits = await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
+        if stages is not None:
+            stages["embed"] = embedded - opened
+            stages["search"] = (opened - started) + (time.perf_counter() - embedded)
+        return hits
 
     # ------------------------------------------------------------------ snapshots
     async def export(self, name: str, target: BinaryIO | Path) -> dict[str, Any]:
@@ -353,7 +402,9 @@ class CollectionService:
         from pagelens.service.snapshots import spool
 
         def restore(path_or_file: Path | BinaryIO) -> dict[str, Any]:
-            return self._summary(import_collection(self.index(), path_or_file, name))
+            collection = import_collection(self.index(), path_or_file, name)
+            self._changed(collection.name)
+            return self._summary(collection)
 
         if not isinstance(source, AsyncIterable):
             return await self._run(restore, source, snapshot=True)

@@ -1,11 +1,12 @@
-"""The one runtime every entry point builds from `Settings`: the loaded model, its engine, and the
-collections.
+"""The one runtime every entry point builds from `Settings`: the loaded model, its engine, the
+collections, and the answer model (the generator).
 
     runtime = Runtime(settings)     # nothing loaded yet; collections open on first use
-    runtime.load_model()            # the Embedder, every model setting applied (Modal snapshots here)
+    runtime.load_model()            # the Embedder, every model setting applied, and the generator
+                                    # (rag/factory.py; None when none is configured) (Modal snapshots here)
     runtime.start()                 # the engine's threads; loads the model first if needed
-    ...                             # runtime.embeddings, runtime.collections
-    runtime.close()
+    ...                             # runtime.embeddings, runtime.collections, runtime.asks, runtime.generator
+    runtime.close()                 # closes the generator too
 
 `pagelens serve`, the embedded CLI (`pagelens embed`, `index add`, `search`, `demo`) and the Modal
 app all go through here, so a setting means the same thing wherever it is given.
@@ -13,6 +14,7 @@ app all go through here, so a setting means the same thing wherever it is given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pagelens.errors import ModelNotReady
+from pagelens.service.ask import AskService
 from pagelens.service.collections import CollectionService
 from pagelens.service.embeddings import EmbeddingService, OutputDtype
 from pagelens.settings import Settings
@@ -65,15 +68,24 @@ class Runtime:
     """Settings -> model + engine + collections, with one lifecycle.
 
     `collections` (an index `Collections`) replaces the ones the settings describe (tests, or an
-    application that opens its own)."""
+    application that opens its own); `generator` the answer model the settings describe (the
+    runtime closes it all the same)."""
 
-    def __init__(self, settings: Settings | None = None, *, collections: Collections | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        collections: Collections | None = None,
+        generator: Generator | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self.embedder: Any = None
         self.engine: Engine | None = None
         self.embeddings: EmbeddingService | None = None
         self.collections = CollectionService(self.settings, self.ready_embeddings, collections=collections)
-        self.generator: Generator | None = None  # the answer model (pagelens.rag); None: not configured
+        self.generator: Generator | None = generator
+        self._generator_built = generator is not None
+        self.asks = AskService(self.settings, self.collections, lambda: self.generator)
         self._jobs: JobService | None = None
 
     @property
@@ -88,10 +100,24 @@ class Runtime:
 
     # ------------------------------------------------------------------ lifecycle
     def load_model(self) -> Any:
-        """Load the model (once); no threads start, so a process snapshot may be taken after this."""
+        """Load the model and build the generator (once each); no threads start, so a process snapshot
+        may be taken after this."""
         if self.embedder is None:
             self.embedder = load_embedder(self.settings)
+        self.load_generator()
         return self.embedder
+
+    def load_generator(self) -> Generator | None:
+        """The answer model: one given (or set as `runtime.generator`) first, else the settings' (rag/factory.py),
+        built once; None when none is configured."""
+        if self.generator is None and not self._generator_built:
+            from pagelens.rag.factory import build_generator
+
+            self.generator = build_generator(self.settings)
+            if self.generator is not None:
+                log.info("answering with %s", self.generator.model or self.settings.llm_url)
+        self._generator_built = True
+        return self.generator
 
     def start(self, embedder: Any = None, *, engine_config: EngineConfig | None = None) -> Runtime:
         """Start the engine over `embedder` (anything with the engine's Backend methods plus `info`
@@ -102,7 +128,7 @@ class Runtime:
             return self
         if embedder is not None:
             self.embedder = embedder
-        embedder = self.load_model()
+        embedder = self.load_model()  # the generator too
         config = engine_config or EngineConfig.for_device(embedder.device.type, **self.settings.engine_overrides())
         self.engine = Engine(embedder, config).start()
         self.embeddings = EmbeddingService(
@@ -112,11 +138,18 @@ class Runtime:
         return self
 
     def close(self) -> None:
-        """Suspend the ingest jobs, stop the engine and close the collections (idempotent)."""
+        """Suspend the ingest jobs, stop the engine, close the generator and the collections (idempotent).
+        Call it from a thread with no running event loop (the server's lifespan runs it in a worker thread)."""
         if self._jobs is not None:
             self._jobs.close()
         if self.engine is not None:
             self.engine.close()
+        generator, self.generator = self.generator, None
+        if generator is not None:
+            try:
+                asyncio.run(generator.aclose())
+            except Exception:  # closing must not stop the rest of the shutdown
+                log.exception("the answer model did not close cleanly")
         self.collections.close()
 
     def __enter__(self) -> Runtime:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from pagelens.service import CollectionService, EmbeddingService, JobService, Runtime, StageTimings
+from pagelens.service import AskService, CollectionService, EmbeddingService, JobService, Runtime, StageTimings
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -29,9 +29,14 @@ def get_jobs(request: Request) -> JobService:
     return get_runtime(request).jobs
 
 
+def get_asks(request: Request) -> AskService:
+    return get_runtime(request).asks
+
+
 Service = Annotated[EmbeddingService, Depends(get_service)]
 Jobs = Annotated[JobService, Depends(get_jobs)]
 CollectionsService = Annotated[CollectionService, Depends(get_collections)]
+Asks = Annotated[AskService, Depends(get_asks)]
 
 
 def request_timings(request: Request) -> StageTimings:
