@@ -156,7 +156,9 @@ export function initAsk({ getCollection, openViewer }) {
       if (error.name === "AbortError") return;
       say($("ask-timings"), "");
       if (error instanceof ApiError && error.status === 501) {
-        say($("ask-error"), `This server has no answer model. ${NO_GENERATOR_HINT} (${error.message})`);
+        // the server's message names the flags; an older one may not: then the page does
+        const how = error.message.includes("--llm") ? error.message : `${error.message}. ${NO_GENERATOR_HINT}`;
+        say($("ask-error"), `This server has no answer model: ${how}`);
       } else {
         say($("ask-error"), `The question could not be answered. ${explain(error)}`);
       }

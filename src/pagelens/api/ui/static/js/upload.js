@@ -6,7 +6,12 @@ import { $, h, say } from "./dom.js";
 
 const POLL_MS = 500;
 
-function refusal(error) {
+function refusal(error, file) {
+  if (error.status === 0 && file.size > 1024 * 1024) {
+    // a server refusing a large body before reading it may close the connection while the browser
+    // still sends it: the browser then reports a failed connection instead of the server's 413
+    return `The server stopped the upload of ${(file.size / 1024 / 1024).toFixed(1)} MB before it finished: most often it is over the server's upload limit (PAGELENS_MAX_DOCUMENT_BYTES). ${error.message}`;
+  }
   const why = {
     409: "Refused (conflict)",
     413: "Too large for this server",
@@ -66,7 +71,7 @@ export function initUploads({ getCollection, onStored }) {
     } catch (error) {
       item.classList.add("failed");
       bar.remove();
-      status.textContent = refusal(error);
+      status.textContent = refusal(error, file);
       return;
     }
     status.textContent = "queued";
