@@ -64,7 +64,8 @@ def test_every_success_has_a_schema_or_a_media_type(document):
     responses = {name: operation["responses"] for name, _path, operation in operations(document)}
     assert set(responses["GET /metrics"]["200"]["content"]) == {"text/plain"}
     assert set(responses["GET /collections/{name}/documents/{document_id}/pages/{page}"]["200"]["content"]) == {
-        "image/png"
+        "image/png",
+        "image/jpeg",  # ?width=: a thumbnail
     }
     assert set(responses["POST /embeddings"]["200"]["content"]) == {"application/x-npz", "application/json"}
 

@@ -92,3 +92,16 @@ def test_the_modal_app_takes_its_deploy_settings_from_the_environment(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=without_snapshots, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_image_carries_the_web_page_files_but_no_bytecode():
+    from modal.file_pattern_matcher import FilePatternMatcher
+
+    from pagelens.api.ui import STATIC_DIR
+    from pagelens.deploy.modal_app import SOURCE_IGNORE
+
+    ignored = FilePatternMatcher(*SOURCE_IGNORE)
+    package = STATIC_DIR.parents[2]  # src/pagelens
+    shipped = [path.relative_to(package.parent) for path in STATIC_DIR.rglob("*") if path.is_file()]
+    assert len(shipped) >= 10 and not any(ignored(path) for path in shipped)
+    assert ignored(package.relative_to(package.parent) / "api" / "__pycache__" / "app.cpython-311.pyc")

@@ -17,6 +17,7 @@ from pagelens.api.middleware import ApiKeyAuth, BodyLimit, Observe
 from pagelens.api.openapi import install_openapi
 from pagelens.api.routes import ask, chat, collections, heatmaps, jobs, morphik, openai, score, seed004, system
 from pagelens.api.security import OPENAPI_PATH, check_auth, open_paths
+from pagelens.api.ui import UI_PATHS, install_ui
 from pagelens.service import Runtime
 from pagelens.settings import Settings
 
@@ -68,8 +69,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (morphik, seed004, openai, chat, score, collections, ask, heatmaps, jobs, system):
         app.include_router(module.router)
     install_docs(app)
+    install_ui(app)
     unauthenticated = open_paths(settings, ASSET_PATHS)
     install_openapi(app, settings, unauthenticated)
+    unauthenticated |= UI_PATHS  # the web page holds no data: it asks for the key
     # added last = outermost: observe -> auth -> body limit -> routes
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, timeout_seconds=settings.body_timeout_seconds,
@@ -77,6 +80,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         max_score_bytes=settings.max_score_bytes,
     )  # fmt: skip
     if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error)
+        app.add_middleware(
+            ApiKeyAuth, api_key=settings.api_key, open_paths=unauthenticated, on_error=metrics.on_error,
+            html_paths=frozenset({"/"}),
+        )  # fmt: skip
     app.add_middleware(Observe, on_request=metrics.on_request)
     return app

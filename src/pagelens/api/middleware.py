@@ -17,30 +17,42 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 
 from pagelens.api.errors import OnError, render_error
+from pagelens.api.ui import prefers_html
 from pagelens.errors import InvalidInput, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("pagelens.access")
 
 
 class ApiKeyAuth:
-    """Require `Authorization: Bearer <key>` (constant-time compare) on every path but `open_paths`."""
+    """Require `Authorization: Bearer <key>` (constant-time compare) on every path but `open_paths`,
+    and but `html_paths` asked for without a key by a browser (Accept: text/html; their routes answer
+    it with a page that holds no data: `GET /` links to the web page)."""
 
     def __init__(
-        self, app, api_key: str, open_paths: frozenset[str] = frozenset({"/health"}), on_error: OnError | None = None
+        self,
+        app,
+        api_key: str,
+        open_paths: frozenset[str] = frozenset({"/health"}),
+        on_error: OnError | None = None,
+        html_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self._expected = f"Bearer {api_key}".encode()
         self.open_paths = open_paths
+        self.html_paths = html_paths
         self.on_error = on_error
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             return await self.app(scope, receive, send)
-        supplied = b""
+        supplied, accept = b"", b""
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name == b"authorization" and not supplied:
                 supplied = value
-                break
+            elif name == b"accept":
+                accept = value
+        if not supplied and scope["path"] in self.html_paths and prefers_html(accept.decode("latin-1")):
+            return await self.app(scope, receive, send)
         if not hmac.compare_digest(supplied, self._expected):
             reason = "missing API key" if not supplied else "wrong API key"
             error = Unauthorized(f"{reason}: send 'Authorization: Bearer <key>'")

@@ -61,11 +61,14 @@ def fetch_default_weights() -> None:
     cache_volume.commit()
 
 
+# the package's files but bytecode: the web page's static files too (Modal copies only .py files by default)
+SOURCE_IGNORE = ["**/__pycache__/**", "**/*.pyc"]
+
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .uv_sync(str(PROJECT_ROOT), frozen=True)
     .env(CONTAINER_ENV)
-    .add_local_python_source("pagelens", copy=True)
+    .add_local_python_source("pagelens", copy=True, ignore=SOURCE_IGNORE)
     .run_function(fetch_default_weights, volumes={CACHE_DIR: cache_volume}, secrets=secrets)
 )
 

@@ -29,7 +29,7 @@ from pagelens.api.protocol import (
 from pagelens.api.routes.common import CollectionsService, Jobs, request_timings
 from pagelens.codecs.metadata import parse_metadata
 from pagelens.errors import PagelensError
-from pagelens.service import JobService, raise_job_error
+from pagelens.service import JobService, raise_job_error, thumbnails
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses=error_responses())
 # a route on a named collection: 400 a bad name, 404 unknown, 409 open in another process or bound to another model
@@ -219,15 +219,38 @@ async def delete_document(name: str, document_id: str, collections: CollectionsS
     "/{name}/documents/{document_id}/pages/{page}",
     response_class=Response,
     responses={
-        200: {"content": {"image/png": BINARY}, "description": "The page rendered again, as PNG"},
+        200: {
+            "content": {"image/png": BINARY, thumbnails.MEDIA_TYPE: BINARY},
+            "description": "The page rendered again: PNG, or with `width` a JPEG thumbnail with an ETag",
+        },
+        304: {"description": "`width` and an If-None-Match naming the thumbnail's ETag: the client's copy is current"},
         **error_responses(*NAMED),
     },
 )
 async def page_image(
-    name: str, document_id: str, page: int, collections: CollectionsService, full: bool = False
+    name: str,
+    document_id: str,
+    page: int,
+    request: Request,
+    collections: CollectionsService,
+    full: bool = False,
+    width: Annotated[
+        int | None,
+        Query(ge=thumbnails.MIN_WIDTH, le=thumbnails.MAX_WIDTH, description="A JPEG thumbnail this many pixels wide"),
+    ] = None,
 ) -> Response:
-    """The page as PNG; pages over 4 megapixels are served downscaled (aspect kept) unless `full=true`."""
-    return Response(await collections.page_png(name, document_id, page, full=full), media_type="image/png")
+    """The page as PNG; pages over 4 megapixels are served downscaled (aspect kept) unless `full=true`.
+    With `width` (16..2048): a JPEG that wide (never wider than the page), with `ETag` and
+    `Cache-Control`, and 304 when If-None-Match names that ETag."""
+    if width is None:
+        return Response(await collections.page_png(name, document_id, page, full=full), media_type="image/png")
+    thumbnail = await thumbnails.ThumbnailService(collections).thumbnail(
+        name, document_id, page, width=width, if_none_match=request.headers.get("if-none-match")
+    )
+    headers = {"ETag": thumbnail.etag, "Cache-Control": thumbnails.CACHE_CONTROL}
+    if thumbnail.data is None:
+        return Response(status_code=304, headers=headers)
+    return Response(thumbnail.data, media_type=thumbnails.MEDIA_TYPE, headers=headers)
 
 
 @router.post(

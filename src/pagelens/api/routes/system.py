@@ -10,6 +10,7 @@ from pagelens import __version__
 from pagelens.api.openapi import error_responses
 from pagelens.api.protocol import Health, HealthUnavailable, ServerInfo
 from pagelens.api.routes.common import get_runtime
+from pagelens.api.ui import prefers_html, root_page
 
 router = APIRouter(tags=["system"], responses=error_responses())
 ROUTES = [
@@ -24,6 +25,7 @@ ROUTES = [
     "/health",
     "/metrics",
     "/docs",
+    "/ui",
 ]
 
 
@@ -42,6 +44,9 @@ async def health(request: Request):
 
 @router.get("/", response_model=None, responses={200: {"model": ServerInfo}})
 async def server_info(request: Request):
+    """Server and model info; a browser (Accept: text/html) gets a page linking to the web page (/ui)."""
+    if prefers_html(request.headers.get("accept")):
+        return root_page(request.scope.get("root_path", ""))
     runtime = get_runtime(request)
     return {
         "name": "pagelens",
