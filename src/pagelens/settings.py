@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_prefix: str = "pagelens_"
+    # live recall (index/recall.py): this fraction of fast searches is re-run exactly in the
+    # background to measure each collection's recall@k, and its default prefetch adapts to keep
+    # that at target_recall
+    recall_sample: float = 0.02
+    target_recall: float = 0.95
 
     # limits
     max_body_bytes: int = 64 * 1024 * 1024
@@ -118,6 +123,25 @@ class Settings(BaseSettings):
         if key is not None and not key.strip():
             raise ValueError("the API key is empty or only whitespace; give a real one (or --no-auth to serve without)")
         return key
+
+    @field_validator("recall_sample")
+    @classmethod
+    def _sample_rate(cls, rate: float) -> float:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(
+                f"PAGELENS_RECALL_SAMPLE is the fraction of fast searches re-run exactly to measure recall: "
+                f"between 0 (never) and 1 (every one), got {rate}"
+            )
+        return rate
+
+    @field_validator("target_recall")
+    @classmethod
+    def _target(cls, target: float) -> float:
+        if not 0.5 <= target <= 1.0:
+            raise ValueError(
+                f"PAGELENS_TARGET_RECALL is the fast mode's recall@k to keep: between 0.5 and 1, got {target}"
+            )
+        return target
 
     @model_validator(mode="after")
     def _default_data_dir(self) -> Settings:

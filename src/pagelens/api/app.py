@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime if runtime is not None else Runtime(settings)
     app.state.settings = settings
-    metrics = Metrics(lambda: app.state.runtime.engine)
+    metrics = Metrics(lambda: app.state.runtime.engine, lambda: app.state.runtime.collections.recall_report())
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, score, collections, jobs, system):

@@ -1,5 +1,6 @@
-"""Prometheus metrics of one app: requests and latency by route and status, errors by type, and the
-engine's queue depth, batch sizes and item counts (read from the engine at scrape time)."""
+"""Prometheus metrics of one app: requests and latency by route and status, errors by type, the
+engine's queue depth, batch sizes and item counts (read from the engine at scrape time), and each
+open collection's measured fast-mode recall and default prefetch (read from the collection service)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 EngineGetter = Callable[[], Any]  # the running runtime's Engine (its `stats`, `queue_depth`), or None
+RecallGetter = Callable[[], dict[str, Any]]  # CollectionService.recall_report
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -43,8 +45,41 @@ class EngineCollector:
         )  # fmt: skip
 
 
+class RecallCollector:
+    """Per collection (open ones): the mean recall@k of sampled fast searches against exact ones,
+    how many samples it is over, and the fast mode's default prefetch; the sampler's counts."""
+
+    def __init__(self, recall_getter: RecallGetter) -> None:
+        self.recall_getter = recall_getter
+
+    def collect(self):
+        report = self.recall_getter()
+        recall = GaugeMetricFamily(
+            "pagelens_search_recall", "Measured recall@k of sampled fast searches vs exact (last samples)",
+            labels=["collection"],
+        )  # fmt: skip
+        samples = GaugeMetricFamily(
+            "pagelens_search_recall_samples", "Sampled fast searches the recall is measured over", labels=["collection"]
+        )
+        prefetch = GaugeMetricFamily(
+            "pagelens_search_prefetch", "The fast mode's default prefetch (adapted to the target recall)",
+            labels=["collection"],
+        )  # fmt: skip
+        for name, stats in sorted(report["collections"].items()):
+            if stats["recall"] is not None:
+                recall.add_metric([name], stats["recall"])
+            samples.add_metric([name], stats["samples"])
+            prefetch.add_metric([name], stats["prefetch"])
+        yield from (recall, samples, prefetch)
+        sampler = report["sampler"]
+        yield CounterMetricFamily("pagelens_recall_checks", "Recall checks run (exact re-runs of fast searches)",
+                                  value=sampler["checked"])  # fmt: skip
+        yield CounterMetricFamily("pagelens_recall_checks_dropped", "Recall checks dropped: the queue was full",
+                                  value=sampler["dropped"])  # fmt: skip
+
+
 class Metrics:
-    def __init__(self, engine_getter: EngineGetter) -> None:
+    def __init__(self, engine_getter: EngineGetter, recall_getter: RecallGetter | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pagelens_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
@@ -55,6 +90,8 @@ class Metrics:
         )  # fmt: skip
         self.errors = Counter("pagelens_errors", "Error responses by type", ["type"], registry=self.registry)
         self.registry.register(EngineCollector(engine_getter))
+        if recall_getter is not None:
+            self.registry.register(RecallCollector(recall_getter))
 
     def on_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -168,6 +168,23 @@ class ModelBindingInfo(BaseModel):
     pool_factor: int | None = None
 
 
+class FastSearchInfo(BaseModel):
+    """The fast mode's default prefetch and its measured recall: a sampled share of fast searches
+    (PAGELENS_RECALL_SAMPLE) is re-run exactly in the background, and the default prefetch adapts,
+    within `prefetch_bounds`, to keep the recall at PAGELENS_TARGET_RECALL."""
+
+    prefetch: int = Field(description="Candidates a fast search without `prefetch` rescores (adapted, kept on restart)")
+    prefetch_bounds: list[int] = Field(description="[lowest, highest] the adapted prefetch may be")
+    target_recall: float
+    recall: float | None = Field(description="Mean recall@k of the last `samples` sampled fast searches vs exact")
+    samples: int = Field(description="How many sampled fast searches `recall` is over (at most 200)")
+    recall_at_prefetch: float | None = Field(
+        description="Of those, the ones at the current default prefetch, since it was last set"
+    )
+    samples_at_prefetch: int
+    sample_rate: float = Field(description="The share of fast searches re-run exactly (PAGELENS_RECALL_SAMPLE)")
+
+
 class CollectionInfo(BaseModel):
     name: str
     documents: int
@@ -175,6 +192,9 @@ class CollectionInfo(BaseModel):
     model: ModelBindingInfo | None = Field(description="None: no model has filled or searched it yet")
     compatible: bool = Field(description="Whether the model this server runs can search and fill it")
     mismatch: str | None = Field(description="Why not, when it cannot")
+    fast_search: FastSearchInfo | None = Field(
+        default=None, description="None where the fast mode is exact (single-vector pages on Qdrant Edge)"
+    )
 
 
 class UnreadableCollection(BaseModel):

@@ -27,6 +27,7 @@ from PIL import Image
 from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
+from pagelens.index.edge_store import EdgePageStore, SingleVectorEdgeStore
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
@@ -42,6 +43,7 @@ from pagelens.index.pdf import (
     rendered_ahead,
 )
 from pagelens.index.qdrant_store import QdrantPageStore
+from pagelens.index.recall import DEFAULT_TARGET_RECALL, SEARCH_FILE, AdaptivePrefetch, recall_at_k
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,19 @@ class Collection:
     """One collection: its page store and, under `directory/files`, the uploaded files and records.
 
     Every operation runs `in_use()`; `stop()` refuses new ones, makes ingests in flight give up at
-    their next page, and waits until none runs (a collection delete)."""
+    their next page, and waits until none runs (a collection delete).
+
+    `recall` (index/recall.py) holds the fast mode's measured recall and its adapted default
+    prefetch (kept at `target_recall`), stored in `directory/search.json`."""
 
     def __init__(
-        self, directory: Path, store: PageStore, binding: ModelBinding | None = None, renderer: RenderPool | None = None
+        self,
+        directory: Path,
+        store: PageStore,
+        binding: ModelBinding | None = None,
+        renderer: RenderPool | None = None,
+        *,
+        target_recall: float = DEFAULT_TARGET_RECALL,
     ) -> None:
         self.name = directory.name
         self.directory = directory
@@ -91,6 +102,7 @@ class Collection:
                 (self.files / document_id).unlink(missing_ok=True)
         self.metadata_keys = MetadataKeys()  # what a search filter's keys are checked against
         self._load_records()
+        self.recall = AdaptivePrefetch(directory / SEARCH_FILE, initial=store.default_prefetch, target=target_recall)
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
@@ -372,9 +384,10 @@ class Collection:
     ) -> list[SearchHit]:
         """Top-k pages for a query of the schema's shape; `filter` (codecs/metadata.py `check_filter`)
         keys must be metadata fields some stored document has (checked in memory: `metadata_keys`).
-        `prefetch`: how many candidate pages the fast mode rescores (at least k; None: the store's
-        `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge, QDRANT_DEFAULT_PREFETCH (200) on a
-        Qdrant server); exact mode ignores it."""
+        `prefetch`: how many candidate pages the fast mode rescores (at least k; None: the default,
+        `recall.prefetch`, adapted to the measured recall from the store's `default_prefetch`,
+        EDGE_DEFAULT_PREFETCH (100) on Edge, QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server);
+        exact mode ignores it."""
         unknown = self.metadata_keys.unknown(condition.key for condition in check_filter(filter))
         if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
             unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
@@ -383,9 +396,41 @@ class Collection:
                 f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                 f"metadata fields in {self.name!r}: {', '.join(self.metadata_keys.names()) or 'none'}"
             )
-        prefetch = self.store.default_prefetch if prefetch is None else prefetch
+        prefetch = self.recall.prefetch if prefetch is None else prefetch
         with self.in_use():
             return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
+
+    @property
+    def fast_is_approximate(self) -> bool:
+        """Whether the fast mode can miss pages the exact mode finds (not so for single vectors on
+        Edge, where both modes are one exact search): only then is its recall worth sampling."""
+        return not isinstance(self.store, SingleVectorEdgeStore)
+
+    def measure_recall(
+        self,
+        query: np.ndarray,
+        fast_hits: Sequence[SearchHit],
+        *,
+        k: int,
+        prefetch: int,
+        filter: dict[str, Any] | None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> float | None:
+        """Re-run a fast search exactly (the same query vectors, k and filter) and record its
+        recall@k at `prefetch` in `recall`; return it (None when the exact search found nothing or
+        `cancelled()` / a collection delete stopped it). On Edge the exact scan holds the store's
+        lock a step of pages at a time, so searches running meanwhile are not held up."""
+        with self.in_use():
+            if isinstance(self.store, EdgePageStore):
+                exact = self.store.exact_search_in_steps(
+                    query, k=k, filter=filter, cancelled=lambda: cancelled() or self.stopping
+                )
+            else:
+                exact = self.store.search(query, k=k, mode="exact", filter=filter)
+        recall = None if exact is None else recall_at_k(fast_hits, exact)
+        if recall is not None:
+            self.recall.record(recall, prefetch=prefetch, k=k)
+        return recall
 
     def close(self) -> None:
         self.store.close()

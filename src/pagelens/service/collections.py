@@ -20,6 +20,11 @@ imported collection keeps it, so the binding rules above guard it as they guard 
 server running another model lists it as incompatible and refuses to search or fill it). Making
 an import depend on the model loaded would only stop a backup from being restored on a server
 that runs another model, or whose model is still loading.
+
+Live recall: a sampled fraction (`settings.recall_sample`) of fast searches is re-run exactly in
+the background (service/recall.py), each collection's fast-mode recall@k is measured from them and
+its default prefetch adapts to keep it at `settings.target_recall` (index/recall.py); `info` and
+`recall_report` (the /metrics gauges) show both.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pagelens.errors import ModelMismatch, NotFound, PagelensError
 from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
+from pagelens.service.recall import RecallSampler
 
 if TYPE_CHECKING:
     from pagelens.index.collections import Collection, Collections, Progress
@@ -82,6 +88,7 @@ class CollectionService:
         self._reads = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="pagelens-collections")
         self._ingests = ThreadPoolExecutor(settings.ingest_workers, thread_name_prefix="pagelens-ingest")
         self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
+        self.recall_sampler = RecallSampler(settings.recall_sample)
 
     # ------------------------------------------------------------------ plumbing
     def index(self) -> Collections:
@@ -100,6 +107,7 @@ class CollectionService:
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: function(*args, **kwargs))
 
     def close(self) -> None:
+        self.recall_sampler.close()
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._snapshots.shutdown(wait=False, cancel_futures=True)
         self._ingests.shutdown(wait=True, cancel_futures=True)
@@ -150,9 +158,11 @@ class CollectionService:
             )
 
     def _summary(self, collection: Collection) -> dict[str, Any]:
-        """`{name, documents, pages, model, compatible, mismatch, recovered}`: `model` the binding
-        (None if unbound), `mismatch` why the loaded model cannot use it (None when it can),
-        `recovered` what opening its store had to give up (None when nothing)."""
+        """`{name, documents, pages, model, compatible, mismatch, recovered, fast_search}`: `model`
+        the binding (None if unbound), `mismatch` why the loaded model cannot use it (None when it
+        can), `recovered` what opening its store had to give up (None when nothing), `fast_search`
+        the fast mode's default prefetch and measured recall (index/recall.py `AdaptivePrefetch.stats`,
+        plus the sample rate; None where the fast mode is exact)."""
         binding, current = collection.binding, self._current_binding()
         mismatch = None
         if binding is not None and current is not None:
@@ -165,7 +175,22 @@ class CollectionService:
             "compatible": mismatch is None,
             "mismatch": mismatch,
             "recovered": collection.store.recovered,
+            "fast_search": self._fast_search(collection),
         }
+
+    def _fast_search(self, collection: Collection) -> dict[str, Any] | None:
+        if not collection.fast_is_approximate:
+            return None
+        return collection.recall.stats() | {"sample_rate": self.recall_sampler.rate}
+
+    def recall_report(self) -> dict[str, Any]:
+        """`{"collections": {name: fast_search}, "sampler": {rate, sampled, dropped, checked, failed,
+        queued}}` over the collections open now (never opens one): what /metrics exports."""
+        with self._open_lock:
+            collections = self._collections
+        opened = collections.opened() if collections is not None else []
+        found = {c.name: stats for c in opened if (stats := self._fast_search(c)) is not None}
+        return {"collections": found, "sampler": self.recall_sampler.stats()}
 
     def _current_binding(self) -> ModelBinding | None:
         try:
@@ -313,12 +338,22 @@ class CollectionService:
         timings: StageTimings | None = None,
     ) -> list[SearchHit]:
         """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
-        A bad `filter` is refused before the query is embedded."""
+        A bad `filter` is refused before the query is embedded. A fast search without `prefetch`
+        runs at the collection's adapted default; either way it may be sampled for a recall check
+        (the same vectors, k, filter and prefetch, searched exactly in the background)."""
         check_filter(filter)
         embeddings = self._embeddings()
         collection = await self._run(self.bound, name, for_ingest=False)
         (vectors,) = await embeddings.embed_queries([query], timings=timings)
-        return await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
+        used = collection.recall.prefetch if prefetch is None else prefetch
+        hits = await self._run(collection.search, vectors, k=k, mode=mode, prefetch=used, filter=filter)
+        if mode == "fast" and collection.fast_is_approximate:
+            self.recall_sampler.offer(
+                lambda cancelled: collection.measure_recall(
+                    vectors, hits, k=k, prefetch=used, filter=filter, cancelled=cancelled
+                )
+            )
+        return hits
 
     # ------------------------------------------------------------------ snapshots
     async def export(self, name: str, target: BinaryIO | Path) -> dict[str, Any]:
