@@ -74,7 +74,8 @@ class FilterOperators(BaseModel):
 
 class SearchRequest(BaseModel):
     """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors
-    the `prefetch` best candidate pages (at least `k`; unset: the store's default) and rescores them exactly."""
+    the `prefetch` best candidate pages (at least `k`; unset: the collection's default, which adapts to keep the
+    measured recall at PAGELENS_TARGET_RECALL: `fast_search` in its info) and rescores them exactly."""
 
     query: str
     k: int = Field(default=10, ge=1, le=1000)
