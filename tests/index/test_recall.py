@@ -103,3 +103,32 @@ def test_the_adapted_prefetch_survives_a_restart_and_a_bad_record_falls_back_to_
 def test_a_recall_outside_0_1_is_refused():
     with pytest.raises(ValueError):
         AdaptivePrefetch(None, initial=100).record(1.5, prefetch=100, k=10)
+
+
+def test_the_stepped_exact_scan_equals_the_exact_search_with_and_without_a_filter(tmp_path):
+    import numpy as np
+
+    from pagelens.index.edge_store import EdgePageStore
+
+    rng = np.random.default_rng(5)
+    store = EdgePageStore(tmp_path / "store")
+    try:
+        for number in range(4):
+            pages = [rng.standard_normal((20, 128)).astype(np.float32) for _ in range(5)]
+            store.add_document(f"{number:032x}", pages, metadata={"team": "x" if number % 2 else "y"})
+        query = rng.standard_normal((6, 128)).astype(np.float32)
+        for where in (None, {"team": "x"}):
+            exact = store.search(query, k=7, mode="exact", filter=where)
+            stepped = store.exact_search_in_steps(query, k=7, filter=where, pages_per_step=3)
+            assert [(h.document_id, h.page) for h in stepped] == [(h.document_id, h.page) for h in exact]
+            assert [h.score for h in stepped] == pytest.approx([h.score for h in exact], abs=1e-6)
+        steps = []
+        assert (
+            store.exact_search_in_steps(
+                query, k=7, pages_per_step=3, cancelled=lambda: steps.append(1) or len(steps) > 2
+            )
+            is None
+        )
+        assert len(steps) == 3  # checked before each step, given up at the third
+    finally:
+        store.close()
