@@ -27,7 +27,7 @@ from PIL import Image
 from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
-from pagelens.index.edge_store import EdgePageStore, SingleVectorEdgeStore
+from pagelens.index.edge_store import SingleVectorEdgeStore
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
@@ -43,7 +43,7 @@ from pagelens.index.pdf import (
     rendered_ahead,
 )
 from pagelens.index.qdrant_store import QdrantPageStore
-from pagelens.index.recall import DEFAULT_TARGET_RECALL, SEARCH_FILE, AdaptivePrefetch, recall_at_k
+from pagelens.index.recall import DEFAULT_TARGET_RECALL, SEARCH_FILE, AdaptivePrefetch, measure_recall
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
 log = logging.getLogger(__name__)
@@ -402,35 +402,18 @@ class Collection:
 
     @property
     def fast_is_approximate(self) -> bool:
-        """Whether the fast mode can miss pages the exact mode finds (not so for single vectors on
-        Edge, where both modes are one exact search): only then is its recall worth sampling."""
+        """Whether the fast mode can miss pages the exact one finds (not for single vectors on Edge)."""
         return not isinstance(self.store, SingleVectorEdgeStore)
 
     def measure_recall(
-        self,
-        query: np.ndarray,
-        fast_hits: Sequence[SearchHit],
-        *,
-        k: int,
-        prefetch: int,
-        filter: dict[str, Any] | None,
-        cancelled: Callable[[], bool] = lambda: False,
-    ) -> float | None:
-        """Re-run a fast search exactly (the same query vectors, k and filter) and record its
-        recall@k at `prefetch` in `recall`; return it (None when the exact search found nothing or
-        `cancelled()` / a collection delete stopped it). On Edge the exact scan holds the store's
-        lock a step of pages at a time, so searches running meanwhile are not held up."""
+        self, query: np.ndarray, fast_hits: Sequence[SearchHit], *, k: int, prefetch: int,
+        filter: dict[str, Any] | None, cancelled: Callable[[], bool] = lambda: False,
+    ) -> float | None:  # fmt: skip
+        """A fast search re-run exactly, its recall@k recorded in `recall` (index/recall.py
+        `measure_recall`); a collection delete stops it like `cancelled()`."""
         with self.in_use():
-            if isinstance(self.store, EdgePageStore):
-                exact = self.store.exact_search_in_steps(
-                    query, k=k, filter=filter, cancelled=lambda: cancelled() or self.stopping
-                )
-            else:
-                exact = self.store.search(query, k=k, mode="exact", filter=filter)
-        recall = None if exact is None else recall_at_k(fast_hits, exact)
-        if recall is not None:
-            self.recall.record(recall, prefetch=prefetch, k=k)
-        return recall
+            return measure_recall(self.store, self.recall, query, fast_hits, k=k, prefetch=prefetch, filter=filter,
+                                  cancelled=lambda: cancelled() or self.stopping)  # fmt: skip
 
     def close(self) -> None:
         self.store.close()

@@ -27,13 +27,16 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.files import write_atomically
-from pagelens.index.pages import SearchHit
+from pagelens.index.pages import PageStore, SearchHit
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +170,28 @@ class AdaptivePrefetch:
                 "recall_at_prefetch": round(sum(at_default) / len(at_default), 4) if at_default else None,
                 "samples_at_prefetch": len(at_default),
             }
+
+
+def measure_recall(
+    store: PageStore,
+    adaptive: AdaptivePrefetch,
+    query: np.ndarray,
+    fast_hits: Sequence[SearchHit],
+    *,
+    k: int,
+    prefetch: int,
+    filter: dict[str, Any] | None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> float | None:
+    """Re-run a fast search exactly (the same query vectors, k and filter), record its recall@k at
+    `prefetch` in `adaptive` and return it; None when the exact search found nothing or `cancelled()`
+    stopped it. On Edge the exact scan holds the store's lock a step of pages at a time
+    (`exact_search_in_steps`), so searches arriving meanwhile are not held up for the whole scan."""
+    if isinstance(store, EdgePageStore):
+        exact = store.exact_search_in_steps(query, k=k, filter=filter, cancelled=cancelled)
+    else:
+        exact = store.search(query, k=k, mode="exact", filter=filter)
+    recall = None if exact is None else recall_at_k(fast_hits, exact)
+    if recall is not None:
+        adaptive.record(recall, prefetch=prefetch, k=k)
+    return recall
