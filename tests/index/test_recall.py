@@ -132,3 +132,24 @@ def test_the_stepped_exact_scan_equals_the_exact_search_with_and_without_a_filte
         assert len(steps) == 3  # checked before each step, given up at the third
     finally:
         store.close()
+
+
+def test_measure_recall_reruns_a_fast_search_exactly_on_every_store(store):
+    """Edge (stepped scan), qdrant-client's local mode, and a real Qdrant server when one is set."""
+    import numpy as np
+
+    from pagelens.index.recall import measure_recall
+
+    rng = np.random.default_rng(9)
+    for number in range(3):
+        pages = [rng.standard_normal((12, 128)).astype(np.float32) for _ in range(4)]
+        store.add_document(f"{number:032x}", pages, metadata={"team": "x" if number % 2 else "y"})
+    query = rng.standard_normal((5, 128)).astype(np.float32)
+    adaptive = AdaptivePrefetch(None, initial=100)
+    exact = store.search(query, k=3, mode="exact", filter={"team": "y"})
+    assert measure_recall(store, adaptive, query, exact, k=3, prefetch=100, filter={"team": "y"}) == 1.0
+    assert measure_recall(store, adaptive, query, exact[:1], k=3, prefetch=100, filter={"team": "y"}) == 1 / 3
+    missing = measure_recall(store, adaptive, query, [], k=3, prefetch=100, filter={"team": "nobody"})
+    assert missing is None  # nothing matches: nothing to miss, nothing recorded
+    stats = adaptive.stats()
+    assert stats["samples"] == 2 and stats["recall"] == pytest.approx((1 + 1 / 3) / 2, abs=1e-4)
