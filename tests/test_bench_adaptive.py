@@ -32,4 +32,4 @@ def test_the_adapted_prefetch_reaches_the_target_recall_on_the_diverse_corpus(tm
     assert figures["measured_recall"] >= 0.95 and figures["measured_samples"] >= 40
     assert figures["held_out_recall"] >= 0.93  # 30 other queries, computed directly: the same, give or take noise
     assert "target 0.95 reached" in finished.stdout
-    assert "search-adaptive-diverse" in docs.read_text() and "measured recall before the change" in docs.read_text()
+    assert "search-adaptive-diverse" in docs.read_text() and "(held)" in docs.read_text()

@@ -46,6 +46,10 @@ def test_a_recall_short_of_the_target_raises_the_prefetch_only_after_enough_samp
     feed(adaptive, 0.5, MIN_SAMPLES_TO_RAISE)
     assert adaptive.prefetch == 300  # far short: x2
     assert json.loads((tmp_path / SEARCH_FILE).read_text())["prefetch"] == 300
+    assert adaptive.history == [
+        {"from": 100, "to": 150, "recall": 0.93, "samples": MIN_SAMPLES_TO_RAISE},
+        {"from": 150, "to": 300, "recall": 0.5, "samples": MIN_SAMPLES_TO_RAISE},
+    ]
 
 
 def test_the_prefetch_stays_within_its_bounds(tmp_path):

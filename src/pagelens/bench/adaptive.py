@@ -99,9 +99,13 @@ def run(
             stream += 1
             stats = collection.recall.stats()
             if collection.recall.prefetch != prefetch:
-                report.add_row({"queries so far": stream, "prefetch": prefetch, "then": collection.recall.prefetch,
-                                "measured recall before the change": stats["recall"]})  # fmt: skip
+                change = collection.recall.history[-1]
+                report.add_row({"queries so far": stream, "prefetch": change["from"], "samples": change["samples"],
+                                "measured recall@k": change["recall"], "then": change["to"]})  # fmt: skip
             elif stats["samples_at_prefetch"] >= settle and stats["recall_at_prefetch"] >= target:
+                report.add_row({"queries so far": stream, "prefetch": stats["prefetch"],
+                                "samples": stats["samples_at_prefetch"],
+                                "measured recall@k": stats["recall_at_prefetch"], "then": "(held)"})  # fmt: skip
                 break
         stats = collection.recall.stats()
         after = offline_recall(collection, held_out, k=k, prefetch=stats["prefetch"])
@@ -111,7 +115,7 @@ def run(
     report.figures |= {"start_prefetch": start, "recall_at_start": round(before, 4), "queries_streamed": stream,
                        "adapted_prefetch": stats["prefetch"], "measured_recall": stats["recall_at_prefetch"],
                        "measured_samples": stats["samples_at_prefetch"], "held_out_recall": round(after, 4),
-                       "prefetch_changes": collection.recall.changes}  # fmt: skip
+                       "prefetch_changes": len(collection.recall.history)}  # fmt: skip
     reached = min(after, stats["recall_at_prefetch"] or 0) >= target
     report.note(
         f"recall@{k} at the starting prefetch {start}: {before:.3f} (held-out, offline); after {stream} sampled "

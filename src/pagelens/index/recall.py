@@ -86,7 +86,7 @@ class AdaptivePrefetch:
         self._lock = threading.Lock()
         self._window: deque[RecallSample] = deque(maxlen=window)
         self._at_default: deque[float] = deque(maxlen=MIN_SAMPLES_TO_LOWER)  # the last at the current default
-        self.changes = 0
+        self.history: list[dict[str, Any]] = []  # each change: {"from", "to", "recall", "samples"}
         stored = self._read()
         self._prefetch = self._clamp(stored.get("prefetch", initial))
         self._short_at = stored.get("short_at")  # the largest default measured short of the target
@@ -149,8 +149,8 @@ class AdaptivePrefetch:
             return
         log.info("fast-mode prefetch %d -> %d (measured recall %.3f over %d samples, target %.2f)",
                  self._prefetch, prefetch, mean, samples, self.target)  # fmt: skip
+        self.history.append({"from": self._prefetch, "to": prefetch, "recall": round(mean, 4), "samples": samples})
         self._prefetch = prefetch
-        self.changes += 1
         self._write()
 
     def stats(self) -> dict[str, Any]:
