@@ -60,9 +60,19 @@ def run(
     """Run the bench (see the module docstring). `start_prefetch` (default: the store's, 100 on
     Edge) and `min_prefetch` (the adaptation's lower bound, default PREFETCH_BOUNDS' 50) let a
     small corpus start as short of the target as a large one at the default."""
-    args = {"adaptive": True, "pages": pages, "queries": queries, "k": k, "start_prefetch": start_prefetch,
-            "min_prefetch": min_prefetch, "target": target, "max_queries": max_queries, "seed": seed,
-            "own_concepts": own_concepts, "background": background}  # fmt: skip (the command line's options)
+    args = {
+        "adaptive": True,
+        "pages": pages,
+        "queries": queries,
+        "k": k,
+        "start_prefetch": start_prefetch,
+        "min_prefetch": min_prefetch,
+        "target": target,
+        "max_queries": max_queries,
+        "seed": seed,
+        "own_concepts": own_concepts,
+        "background": background,
+    }  # fmt: skip (the command line's options)
     diverse = {"own_concepts": own_concepts, "background": background} != DEFAULT_SHAPE
     report = Report("search-adaptive-diverse" if diverse else "search-adaptive", args, bench="search")
     corpus = SyntheticCorpus(pages, seed=seed, own_concepts=own_concepts, background=background)
@@ -111,7 +121,8 @@ def run(
     finally:
         sampler.close()
         collection.close()
-    report.figures |= {"sample": sample, "settle": settle, "start_prefetch": start, "recall_at_start": round(before, 4), "queries_streamed": stream,
+    report.figures |= {"sample": sample, "settle": settle}
+    report.figures |= {"start_prefetch": start, "recall_at_start": round(before, 4), "queries_streamed": stream,
                        "adapted_prefetch": stats["prefetch"], "measured_recall": stats["recall_at_prefetch"],
                        "measured_samples": stats["samples_at_prefetch"], "held_out_recall": round(after, 4),
                        "prefetch_changes": len(collection.recall.history)}  # fmt: skip
