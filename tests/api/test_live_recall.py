@@ -4,8 +4,9 @@ the server reports for the collection (GET /collections/{c} and /metrics) equals
 vs exact computed directly on the same queries (the bar: within 0.02).
 
 The collection is created through the server; its pages are written into its store directly
-(synthetic 128-wide pages with fewer rows than a page has centroids, so storing them takes no
-k-means), which is why the server runs in this process rather than as `pagelens serve`."""
+(synthetic 128-wide pages, cut to 300 rows so storing them is quick; the tiny model's random
+queries find them at recall ~0.5 with prefetch 10), which is why the server runs in this process
+rather than as `pagelens serve`."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pagelens.testing.servers import uvicorn_in_thread
 
 KEY = "recall-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-PAGES, ROWS, K, PREFETCH = 300, 100, 10, 10  # over 20 x PREFETCH pages: the fast mode's coarse cut runs
+PAGES, ROWS, K, PREFETCH = 300, 300, 10, 10  # over 20 x PREFETCH pages: the fast mode's coarse cut runs
 QUERIES = [f"quarterly report {n} on topic {n % 7} and region {n % 5}" for n in range(30)]
 FILTERED = 10  # the first queries also carry a metadata filter
 
@@ -98,6 +99,6 @@ def test_the_recall_a_server_measures_equals_fast_vs_exact_computed_directly(run
         exact = store.search(query, k=K, mode="exact", filter=where)
         recalls.append(recall_at_k(fast, exact))
     offline = float(np.mean(recalls))
-    assert offline < 0.99, "fast search finds every page here: the comparison would prove nothing"
+    assert offline < 0.9, "fast search finds (nearly) every page here: the comparison would prove little"
     print(f"recall@{K} at prefetch {PREFETCH}: measured by the server {info['recall']}, computed directly {offline}")
     assert abs(info["recall"] - offline) <= 0.02, (info["recall"], offline)
