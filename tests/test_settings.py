@@ -259,3 +259,30 @@ def test_the_pixel_capacity_reaches_the_engine(monkeypatch):
 
     assert EngineConfig.for_device("cpu", **Settings().engine_overrides()).max_queued_pixels == 5_000_000
     assert Settings(max_queued_pixels=7).engine_overrides()["max_queued_pixels"] == 7
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("PAGELENS_RECALL_SAMPLE", "1.5", "between 0 (never) and 1 (every one), got 1.5"),
+        ("PAGELENS_RECALL_SAMPLE", "-0.01", "got -0.01"),
+        ("PAGELENS_RECALL_SAMPLE", "nan", "got nan"),
+        ("PAGELENS_TARGET_RECALL", "0.4", "between 0.5 and 1, got 0.4"),
+        ("PAGELENS_TARGET_RECALL", "1.01", "between 0.5 and 1, got 1.01"),
+    ],
+)
+def test_a_recall_setting_out_of_range_is_refused_at_start_up_in_one_line(monkeypatch, started, variable, value,
+                                                                          words):  # fmt: skip
+    monkeypatch.setenv(variable, value)
+    result = serve("--api-key", "k")
+    assert result.exit_code == 2 and not started
+    (line,) = result.output.strip().splitlines()
+    field = variable.removeprefix("PAGELENS_").lower()
+    assert line.startswith(f"error: setting {field}: ") and variable in line and words in line
+
+
+def test_recall_settings_at_their_bounds_are_accepted(monkeypatch):
+    assert (Settings().recall_sample, Settings().target_recall) == (0.02, 0.95)
+    for sample, target in ((0.0, 0.5), (1.0, 1.0)):
+        settings = Settings(recall_sample=sample, target_recall=target)
+        assert (settings.recall_sample, settings.target_recall) == (sample, target)

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_prefix: str = "pagelens_"
+    # live recall (index/recall.py): this fraction of fast searches is re-run exactly in the
+    # background to measure each collection's recall@k, and its default prefetch adapts to keep
+    # that at target_recall
+    recall_sample: float = 0.02
+    target_recall: float = 0.95
 
     # answers (`POST /collections/{c}/ask`): an OpenAI-compatible server at llm_url (vLLM, Ollama,
     # llama.cpp, OpenAI; llm_model names its model, else the server's first), or, with llm_model and no
@@ -143,6 +148,25 @@ class Settings(BaseSettings):
         if isinstance(value, bool):
             return "on" if value else "off"
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("recall_sample")
+    @classmethod
+    def _sample_rate(cls, rate: float) -> float:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(
+                f"PAGELENS_RECALL_SAMPLE is the fraction of fast searches re-run exactly to measure recall: "
+                f"between 0 (never) and 1 (every one), got {rate}"
+            )
+        return rate
+
+    @field_validator("target_recall")
+    @classmethod
+    def _target(cls, target: float) -> float:
+        if not 0.5 <= target <= 1.0:
+            raise ValueError(
+                f"PAGELENS_TARGET_RECALL is the fast mode's recall@k to keep: between 0.5 and 1, got {target}"
+            )
+        return target
 
     @model_validator(mode="after")
     def _default_data_dir(self) -> Settings:

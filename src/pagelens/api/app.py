@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         "answer": ("Answers", lambda: app.state.runtime.asks.cache),
         "query": ("Query embeddings", lambda: app.state.runtime.collections.query_cache),
     }
-    metrics = Metrics(lambda: app.state.runtime.engine, caches)
+    metrics = Metrics(
+        lambda: app.state.runtime.engine, caches, recall_getter=lambda: app.state.runtime.collections.recall_report()
+    )
     app.state.metrics = metrics
     install_error_handlers(app, on_error=metrics.on_error)
     for module in (morphik, seed004, openai, chat, score, collections, ask, heatmaps, jobs, system):

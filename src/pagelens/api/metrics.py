@@ -1,7 +1,8 @@
 """Prometheus metrics of one app: requests and latency by route and status, errors by type, the
 engine's queue depth, batch sizes and item counts (read from the engine at scrape time), the
-seconds per stage of each ask, and the answer and query-embedding caches' hits and misses (read at
-scrape time)."""
+seconds per stage of each ask, the answer and query-embedding caches' hits and misses (read at
+scrape time), and each open collection's measured fast-mode recall and default prefetch (read from
+the collection service)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 EngineGetter = Callable[[], Any]  # the running runtime's Engine (its `stats`, `queue_depth`), or None
 CacheGetter = Callable[[], Any]  # a cache of the runtime (its `hits`, `misses`, `len`), or None
+RecallGetter = Callable[[], dict[str, Any]]  # CollectionService.recall_report
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -63,9 +65,48 @@ class CacheCollector:
         yield GaugeMetricFamily(f"{prefix}_entries", f"{self.what} held in the cache", value=len(cache))
 
 
+class RecallCollector:
+    """Per collection (open ones): the mean recall@k of sampled fast searches against exact ones,
+    how many samples it is over, and the fast mode's default prefetch; the sampler's counts."""
+
+    def __init__(self, recall_getter: RecallGetter) -> None:
+        self.recall_getter = recall_getter
+
+    def collect(self):
+        report = self.recall_getter()
+        recall = GaugeMetricFamily(
+            "pagelens_search_recall", "Measured recall@k of sampled fast searches vs exact (last samples)",
+            labels=["collection"],
+        )  # fmt: skip
+        samples = GaugeMetricFamily(
+            "pagelens_search_recall_samples", "Sampled fast searches the recall is measured over", labels=["collection"]
+        )
+        prefetch = GaugeMetricFamily(
+            "pagelens_search_prefetch", "The fast mode's default prefetch (adapted to the target recall)",
+            labels=["collection"],
+        )  # fmt: skip
+        for name, stats in sorted(report["collections"].items()):
+            if stats["recall"] is not None:
+                recall.add_metric([name], stats["recall"])
+            samples.add_metric([name], stats["samples"])
+            prefetch.add_metric([name], stats["prefetch"])
+        yield from (recall, samples, prefetch)
+        sampler = report["sampler"]
+        yield CounterMetricFamily("pagelens_recall_checks", "Recall checks run (exact re-runs of fast searches)",
+                                  value=sampler["checked"])  # fmt: skip
+        yield CounterMetricFamily("pagelens_recall_checks_dropped", "Recall checks dropped: the queue was full",
+                                  value=sampler["dropped"])  # fmt: skip
+
+
 class Metrics:
-    def __init__(self, engine_getter: EngineGetter, caches: dict[str, tuple[str, CacheGetter]] | None = None) -> None:
-        """`caches`: name -> (what it holds, its getter), each exposed by a CacheCollector."""
+    def __init__(
+        self,
+        engine_getter: EngineGetter,
+        caches: dict[str, tuple[str, CacheGetter]] | None = None,
+        recall_getter: RecallGetter | None = None,
+    ) -> None:
+        """`caches`: name -> (what it holds, its getter), each exposed by a CacheCollector;
+        `recall_getter`: the collections' measured recall (a RecallCollector)."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pagelens_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
@@ -82,6 +123,8 @@ class Metrics:
         self.registry.register(EngineCollector(engine_getter))
         for name, (what, getter) in (caches or {}).items():
             self.registry.register(CacheCollector(name, what, getter))
+        if recall_getter is not None:
+            self.registry.register(RecallCollector(recall_getter))
 
     def on_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -74,7 +74,8 @@ class FilterOperators(BaseModel):
 
 class SearchRequest(BaseModel):
     """`/collections/{c}/search`: `exact` scores every page with MaxSim; `fast` prefetches on pooled vectors
-    the `prefetch` best candidate pages (at least `k`; unset: the store's default) and rescores them exactly."""
+    the `prefetch` best candidate pages (at least `k`; unset: the collection's default, which adapts to keep the
+    measured recall at PAGELENS_TARGET_RECALL: `fast_search` in its info) and rescores them exactly."""
 
     query: str
     k: int = Field(default=10, ge=1, le=1000)
@@ -174,6 +175,23 @@ class ModelBindingInfo(BaseModel):
     pool_factor: int | None = None
 
 
+class FastSearchInfo(BaseModel):
+    """The fast mode's default prefetch and its measured recall: a sampled share of fast searches
+    (PAGELENS_RECALL_SAMPLE) is re-run exactly in the background, and the default prefetch adapts,
+    within `prefetch_bounds`, to keep the recall at PAGELENS_TARGET_RECALL."""
+
+    prefetch: int = Field(description="Candidates a fast search without `prefetch` rescores (adapted, kept on restart)")
+    prefetch_bounds: list[int] = Field(description="[lowest, highest] the adapted prefetch may be")
+    target_recall: float
+    recall: float | None = Field(description="Mean recall@k of the last `samples` sampled fast searches vs exact")
+    samples: int = Field(description="How many sampled fast searches `recall` is over (at most 200)")
+    recall_at_prefetch: float | None = Field(
+        description="Of those, the ones at the current default prefetch, since it was last set"
+    )
+    samples_at_prefetch: int
+    sample_rate: float = Field(description="The share of fast searches re-run exactly (PAGELENS_RECALL_SAMPLE)")
+
+
 class CollectionInfo(BaseModel):
     name: str
     documents: int
@@ -181,6 +199,9 @@ class CollectionInfo(BaseModel):
     model: ModelBindingInfo | None = Field(description="None: no model has filled or searched it yet")
     compatible: bool = Field(description="Whether the model this server runs can search and fill it")
     mismatch: str | None = Field(description="Why not, when it cannot")
+    fast_search: FastSearchInfo | None = Field(
+        default=None, description="None where the fast mode is exact (single-vector pages on Qdrant Edge)"
+    )
 
 
 class UnreadableCollection(BaseModel):

@@ -237,11 +237,28 @@ def bench_search(
     background: Annotated[float, typer.Option(help="Share of background tokens per page.")] = BACKGROUND,
     json_path: Annotated[str | None, typer.Option("--json", help="JSON file (default bench-results/).")] = None,
     docs: Annotated[str | None, typer.Option(help="Markdown file whose search section is refreshed.")] = None,
+    adaptive: Annotated[
+        bool, typer.Option(help="Instead: sampled fast searches adapt the default prefetch to --target (recall only).")
+    ] = False,
+    target: Annotated[float, typer.Option(help="--adaptive: the recall@k to keep.")] = 0.95,
+    start_prefetch: Annotated[int | None, typer.Option(help="--adaptive: the default prefetch to start from.")] = None,
+    min_prefetch: Annotated[int, typer.Option(help="--adaptive: the adapted prefetch's lower bound.")] = 50,
+    max_queries: Annotated[int, typer.Option(help="--adaptive: at most this many sampled fast searches.")] = 600,
 ) -> None:
-    """Exact and fast collection search: p50/p95 and recall@k, against brute-force torch MaxSim."""
+    """Exact and fast collection search: p50/p95 and recall@k, against brute-force torch MaxSim.
+    With --adaptive: recall@k at the starting prefetch, then a stream of sampled fast searches until
+    the adapted default prefetch holds, and recall@k there (--queries held-out queries, offline)."""
     from pagelens.bench.report import DEFAULT_DOCS
     from pagelens.bench.search import run
 
+    if adaptive:
+        from pagelens.bench.adaptive import run as run_adaptive
+
+        run_adaptive(pages=pages, queries=queries, k=k, start_prefetch=start_prefetch, min_prefetch=min_prefetch,
+                     target=target, max_queries=max_queries, store_dir=store_dir, seed=seed,
+                     own_concepts=own_concepts, background=background, json_path=json_path,
+                     docs_path=docs or DEFAULT_DOCS)  # fmt: skip
+        return
     sizes = tuple(int(size) for size in prefetch.split(",") if size.strip())
     run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
         seed=seed, own_concepts=own_concepts, background=background, json_path=json_path,

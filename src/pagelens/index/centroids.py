@@ -12,6 +12,7 @@ Pages stored before the 128-centroid layout have 64, repeated here to POOLED_ROW
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,26 @@ from pagelens.index.scratch import Scratch
 COARSE_ROWS = 32  # centroids of a page's centroids, for the fast mode's first cut (24: recall 0.950, 32: 0.963)
 SHORTLIST = 20  # the first cut keeps SHORTLIST * prefetch pages
 FINE_PAGES = 512  # the second cut scores the shortlist's centroids this many pages at a time
+CENTROID_BYTES_PER_PAGE = (POOLED_ROWS + COARSE_ROWS) * DIM * 2  # bfloat16 rows in RAM: 40 KiB a page
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: the kernel's MemAvailable, lowered to the cgroup's
+    limit minus its usage where one is set (a container); None where neither can be read."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def coarse_pool(centroids: torch.Tensor, clusters: int = COARSE_ROWS, iterations: int = 4) -> torch.Tensor:

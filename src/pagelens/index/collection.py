@@ -28,6 +28,7 @@ from pagelens.codecs.images import reduce_image
 from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
 from pagelens.index.binding import ModelBinding
+from pagelens.index.edge_store import SingleVectorEdgeStore
 from pagelens.index.files import KeyedLocks, write_atomically
 from pagelens.index.office import OfficeConverter, office_format
 from pagelens.index.pages import PageSchema, PageStore, SearchHit
@@ -43,6 +44,7 @@ from pagelens.index.pdf import (
     rendered_ahead,
 )
 from pagelens.index.qdrant_store import QdrantPageStore
+from pagelens.index.recall import DEFAULT_TARGET_RECALL, SEARCH_FILE, AdaptivePrefetch, measure_recall
 from pagelens.index.records import PENDING, MetadataKeys, media_type, public, utc_now
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,19 @@ class Collection:
     """One collection: its page store and, under `directory/files`, the uploaded files and records.
 
     Every operation runs `in_use()`; `stop()` refuses new ones, makes ingests in flight give up at
-    their next page, and waits until none runs (a collection delete)."""
+    their next page, and waits until none runs (a collection delete).
+
+    `recall` (index/recall.py) holds the fast mode's measured recall and its adapted default
+    prefetch (kept at `target_recall`), stored in `directory/search.json`."""
 
     def __init__(
-        self, directory: Path, store: PageStore, binding: ModelBinding | None = None, renderer: RenderPool | None = None
+        self,
+        directory: Path,
+        store: PageStore,
+        binding: ModelBinding | None = None,
+        renderer: RenderPool | None = None,
+        *,
+        target_recall: float = DEFAULT_TARGET_RECALL,
     ) -> None:
         self.name = directory.name
         self.directory = directory
@@ -93,6 +104,7 @@ class Collection:
                 (self.files / document_id).unlink(missing_ok=True)
         self.metadata_keys = MetadataKeys()  # what a search filter's keys are checked against
         self._load_records()
+        self.recall = AdaptivePrefetch(directory / SEARCH_FILE, initial=store.default_prefetch, target=target_recall)
 
     @contextmanager
     def in_use(self) -> Iterator[None]:
@@ -410,9 +422,10 @@ class Collection:
     ) -> list[SearchHit]:
         """Top-k pages for a query of the schema's shape; `filter` (codecs/metadata.py `check_filter`)
         keys must be metadata fields some stored document has (checked in memory: `metadata_keys`).
-        `prefetch`: how many candidate pages the fast mode rescores (at least k; None: the store's
-        `default_prefetch`, EDGE_DEFAULT_PREFETCH (100) on Edge, QDRANT_DEFAULT_PREFETCH (200) on a
-        Qdrant server); exact mode ignores it."""
+        `prefetch`: how many candidate pages the fast mode rescores (at least k; None: the default,
+        `recall.prefetch`, adapted to the measured recall from the store's `default_prefetch`,
+        EDGE_DEFAULT_PREFETCH (100) on Edge, QDRANT_DEFAULT_PREFETCH (200) on a Qdrant server);
+        exact mode ignores it."""
         unknown = self.metadata_keys.unknown(condition.key for condition in check_filter(filter))
         if unknown and isinstance(self.store, QdrantPageStore):  # documents other servers stored count too
             unknown = [key for key in unknown if not self.store.has_metadata_field(key)]
@@ -421,9 +434,24 @@ class Collection:
                 f"unknown filter field(s) {', '.join(map(repr, unknown))}; "
                 f"metadata fields in {self.name!r}: {', '.join(self.metadata_keys.names()) or 'none'}"
             )
-        prefetch = self.store.default_prefetch if prefetch is None else prefetch
+        prefetch = self.recall.prefetch if prefetch is None else prefetch
         with self.in_use():
             return self.store.search(query, k=k, mode=mode, filter=filter, prefetch=prefetch)  # type: ignore[arg-type]
+
+    @property
+    def fast_is_approximate(self) -> bool:
+        """Whether the fast mode can miss pages the exact one finds (not for single vectors on Edge)."""
+        return not isinstance(self.store, SingleVectorEdgeStore)
+
+    def measure_recall(
+        self, query: np.ndarray, fast_hits: Sequence[SearchHit], *, k: int, prefetch: int,
+        filter: dict[str, Any] | None, cancelled: Callable[[], bool] = lambda: False,
+    ) -> float | None:  # fmt: skip
+        """A fast search re-run exactly, its recall@k recorded in `recall` (index/recall.py
+        `measure_recall`); a collection delete stops it like `cancelled()`."""
+        with self.in_use():
+            return measure_recall(self.store, self.recall, query, fast_hits, k=k, prefetch=prefetch, filter=filter,
+                                  cancelled=lambda: cancelled() or self.stopping)  # fmt: skip
 
     def close(self) -> None:
         self.store.close()

@@ -63,6 +63,7 @@ from pagelens.index.files import sync_directory, write_atomically
 from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore
 from pagelens.index.pdf import RenderPool
 from pagelens.index.qdrant_store import QdrantPageStore, create_collection, qdrant_errors, qdrant_location
+from pagelens.index.recall import DEFAULT_TARGET_RECALL
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -94,8 +95,10 @@ class Collections:
         prefix: str = DEFAULT_PREFIX,
         renderer: RenderPool | None = None,
         resumable: Callable[[str], Iterable[str]] | None = None,
+        target_recall: float = DEFAULT_TARGET_RECALL,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.target_recall = target_recall  # the fast mode's prefetch adapts to keep this (index/recall.py)
         self.resumable = resumable or (lambda name: ())  # collection -> documents whose ingest will resume
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.qdrant = qdrant
@@ -133,13 +136,14 @@ class Collections:
         stored pages are kept when the collection opens."""
         renderer = RenderPool(workers=settings.pdf_workers, page_timeout=settings.pdf_page_timeout_seconds)
         if not settings.qdrant_url:
-            collections = cls(settings.data_dir, renderer=renderer, resumable=resumable)
+            collections = cls(settings.data_dir, renderer=renderer, resumable=resumable,
+                              target_recall=settings.target_recall)  # fmt: skip
         else:
             from qdrant_client import QdrantClient
 
             client = QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key or None)
             collections = cls(settings.data_dir, qdrant=client, prefix=settings.qdrant_prefix, renderer=renderer,
-                              resumable=resumable)  # fmt: skip
+                              resumable=resumable, target_recall=settings.target_recall)  # fmt: skip
             collections._owns_client = True
         collections._owns_renderer = True
         return collections
@@ -166,7 +170,8 @@ class Collections:
             store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema,
                                     keep_incomplete=keep)  # fmt: skip
         try:
-            return Collection(directory, store, self._read_binding(name), renderer=self.renderer)
+            return Collection(directory, store, self._read_binding(name), renderer=self.renderer,
+                              target_recall=self.target_recall)  # fmt: skip
         except BaseException:
             store.close()
             raise
@@ -253,7 +258,7 @@ class Collections:
                 with qdrant_errors(self.where, name):
                     self.qdrant.update_collection(self.prefix + name, metadata=marks)
                 store = QdrantPageStore(self.qdrant, self.prefix + name, owner=self.owner, schema=schema)
-            collection = Collection(directory, store, binding, renderer=self.renderer)
+            collection = Collection(directory, store, binding, renderer=self.renderer, target_recall=self.target_recall)
             yield collection
             collection.close()
             store = None
@@ -369,6 +374,11 @@ class Collections:
                     raise NotFound(f"no collection {name!r}")
                 self._open[name] = self._open_collection(name)
             return self._open[name]
+
+    def opened(self) -> list[Collection]:
+        """The collections open now (each opened on first use), by name."""
+        with self._lock:
+            return [self._open[name] for name in sorted(self._open)]
 
     def names(self) -> list[str]:
         return sorted(set(self._stored_names()) - self._building)

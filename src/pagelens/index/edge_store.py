@@ -26,12 +26,15 @@ existed open as multi-vector stores, unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pagelens.errors import BackendFailure
+from pagelens.index import centroids
+from pagelens.index.centroids import CENTROID_BYTES_PER_PAGE
 from pagelens.index.edge_shard import EDGE_DEFAULT_PREFETCH, EdgeShardStore, stored_edge_schema
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import (
@@ -66,6 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIRROR_KEY = "mirror"
+STEP_PAGES = 256  # pages an exact re-run (the recall check) scores per hold of the store's lock
 
 
 def open_edge_store(
@@ -115,7 +119,25 @@ class EdgePageStore(EdgeShardStore):
         super().__init__(directory, schema=schema, keep_incomplete=keep_incomplete)
         self.compacted_rows_on_open = 0
         self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
-        self.recopied_on_open = self._load_mirror()
+        try:
+            self.recopied_on_open = self._load_mirror()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_memory(self) -> None:
+        """`BackendFailure` naming the figures when the fast mode's centroids (CENTROID_BYTES_PER_PAGE
+        a page, held in RAM) would not fit in the memory available: refused at open, not killed
+        for it later."""
+        needed = len(self.mirror) * CENTROID_BYTES_PER_PAGE
+        available = centroids.available_memory_bytes()
+        if available is not None and needed > available:
+            raise BackendFailure(
+                f"the collection in {self.directory.parent} has {len(self.mirror)} pages, whose centroids for the "
+                f"fast mode take {needed / 2**30:.2f} GiB of RAM ({CENTROID_BYTES_PER_PAGE // 1024} KiB a page), but "
+                f"only {available / 2**30:.2f} GiB is available; free memory, run on a machine with more, or keep "
+                "the collection on a Qdrant server (PAGELENS_QDRANT_URL)"
+            )
 
     def _load_mirror(self) -> int:
         """Publish every complete page the mirror file holds; copy the others' vectors from the shard
@@ -142,6 +164,7 @@ class EdgePageStore(EdgeShardStore):
             self.mirror.drop_unused_files()
             if self.mirror.should_compact():
                 self.compacted_rows_on_open = self.mirror.compact(self._record_locations)
+            self._check_memory()
             self.mirror.warm()
         return len(missing)
 
@@ -211,6 +234,42 @@ class EdgePageStore(EdgeShardStore):
         if missing:  # a mirror entry whose point is gone: a bug to report, not a reason to fail the search
             log.error("Qdrant Edge shard %s: mirror rows of points %s have no point; left out", self.directory, missing)
         return [to_hit(payloads[point], score) for point, score in ranked if point in payloads]
+
+    def exact_search_in_steps(
+        self,
+        query: np.ndarray,
+        *,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
+        pages_per_step: int = STEP_PAGES,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> list[SearchHit] | None:
+        """`search(mode="exact")` holding the store's lock for `pages_per_step` pages at a time, so a
+        search arriving meanwhile waits for one step (a few ms), not the whole scan: the background
+        recall check (index/recall.py). Pages added or removed during the scan may or may not count.
+        None once `cancelled()` is true (checked between steps)."""
+        query = check_query(query, k, "exact", 1, self.schema)
+        with self._lock:
+            allowed = None
+            if filter:
+                allowed = {record.id for record in self._scroll(self._complete_filter(filter), with_payload=False)}
+            points = self.mirror.points_in_file_order(allowed)
+        best_points, best_scores = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        for start in range(0, len(points), pages_per_step):
+            if cancelled():
+                return None
+            with self._lock:
+                step = [point for point in points[start : start + pages_per_step] if point in self.mirror]
+                scores = self.mirror.exact_scores(query, step) if step else np.zeros(0, dtype=np.float32)
+            best_points = np.concatenate([best_points, np.asarray(step, dtype=np.int64)])
+            best_scores = np.concatenate([best_scores, scores])
+            keep = np.argsort(-best_scores, kind="stable")[:k]
+            best_points, best_scores = best_points[keep], best_scores[keep]
+        with self._lock:
+            found = self._shard.retrieve(best_points.tolist(), True, False)
+        payloads = {record.id: record.payload for record in found}
+        return [to_hit(payloads[int(p)], float(s)) for p, s in zip(best_points, best_scores, strict=True)
+                if int(p) in payloads]  # fmt: skip
 
     def qdrant_search(
         self,

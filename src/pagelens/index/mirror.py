@@ -267,6 +267,11 @@ class VectorMirror:
     def __contains__(self, point: int) -> bool:
         return point in self._table
 
+    def points_in_file_order(self, allowed: set[int] | None = None) -> list[int]:
+        """The published points (those in `allowed`, if given), in the order their rows sit in the files."""
+        points = [p for p in self._table if allowed is None or p in allowed]
+        return sorted(points, key=lambda p: (self._table[p].generation, self._table[p].offset))
+
     # ---------------------------------------------------------------- search
     @property
     def centroid_bytes(self) -> int:

@@ -20,6 +20,11 @@ imported collection keeps it, so the binding rules above guard it as they guard 
 server running another model lists it as incompatible and refuses to search or fill it). Making
 an import depend on the model loaded would only stop a backup from being restored on a server
 that runs another model, or whose model is still loading.
+
+Live recall: a sampled fraction (`settings.recall_sample`) of fast searches is re-run exactly in
+the background (service/recall.py), each collection's fast-mode recall@k is measured from them and
+its default prefetch adapts to keep it at `settings.target_recall` (index/recall.py); `info` and
+`recall_report` (the /metrics gauges) show both.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pagelens.index.binding import ModelBinding, model_reference
 from pagelens.index.office import OfficeConverter
 from pagelens.index.pages import MAX_PREFETCH, SearchHit
 from pagelens.rag.cache import QueryEmbeddingCache
+from pagelens.service.recall import RecallSampler
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -89,6 +95,7 @@ class CollectionService:
         self._snapshots = ThreadPoolExecutor(SNAPSHOT_WORKERS, thread_name_prefix="pagelens-snapshot")
         self._generations: defaultdict[str, int] = defaultdict(int)
         self.query_cache = QueryEmbeddingCache(settings.query_cache_size)
+        self.recall_sampler = RecallSampler(settings.recall_sample)
 
     def generation(self, name: str) -> int:
         """Changes to collection `name` in this process (bumped once each is done; the answer cache's key)."""
@@ -114,6 +121,7 @@ class CollectionService:
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: function(*args, **kwargs))
 
     def close(self) -> None:
+        self.recall_sampler.close()
         self._reads.shutdown(wait=False, cancel_futures=True)
         self._snapshots.shutdown(wait=False, cancel_futures=True)
         self._ingests.shutdown(wait=True, cancel_futures=True)
@@ -164,9 +172,11 @@ class CollectionService:
             )
 
     def _summary(self, collection: Collection) -> dict[str, Any]:
-        """`{name, documents, pages, model, compatible, mismatch, recovered}`: `model` the binding
-        (None if unbound), `mismatch` why the loaded model cannot use it (None when it can),
-        `recovered` what opening its store had to give up (None when nothing)."""
+        """`{name, documents, pages, model, compatible, mismatch, recovered, fast_search}`: `model`
+        the binding (None if unbound), `mismatch` why the loaded model cannot use it (None when it
+        can), `recovered` what opening its store had to give up (None when nothing), `fast_search`
+        the fast mode's default prefetch and measured recall (index/recall.py `AdaptivePrefetch.stats`,
+        plus the sample rate; None where the fast mode is exact)."""
         binding, current = collection.binding, self._current_binding()
         mismatch = None
         if binding is not None and current is not None:
@@ -179,7 +189,22 @@ class CollectionService:
             "compatible": mismatch is None,
             "mismatch": mismatch,
             "recovered": collection.store.recovered,
+            "fast_search": self._fast_search(collection),
         }
+
+    def _fast_search(self, collection: Collection) -> dict[str, Any] | None:
+        if not collection.fast_is_approximate:
+            return None
+        return collection.recall.stats() | {"sample_rate": self.recall_sampler.rate}
+
+    def recall_report(self) -> dict[str, Any]:
+        """`{"collections": {name: fast_search}, "sampler": {rate, sampled, dropped, checked, failed,
+        queued}}` over the collections open now (never opens one): what /metrics exports."""
+        with self._open_lock:
+            collections = self._collections
+        opened = collections.opened() if collections is not None else []
+        found = {c.name: stats for c in opened if (stats := self._fast_search(c)) is not None}
+        return {"collections": found, "sampler": self.recall_sampler.stats()}
 
     def _current_binding(self) -> ModelBinding | None:
         try:
@@ -353,7 +378,10 @@ class CollectionService:
     ) -> list[SearchHit]:
         """The `k` best pages for a query text (MaxSim, or the dot product for single-vector models).
         A bad `filter` is refused before the query is embedded; a query seen before is not embedded
-        again (`query_cache`). `stages` gets the seconds spent embedding (`embed`) and searching."""
+        again (`query_cache`). `stages` gets the seconds spent embedding (`embed`) and searching.
+        A fast search without `prefetch` runs at the collection's adapted default; either way it may
+        be sampled for a recall check (the same vectors, k, filter and prefetch, searched exactly in
+        the background)."""
         check_filter(filter)
         embeddings = self._embeddings()
         started = time.perf_counter()
@@ -364,10 +392,17 @@ class CollectionService:
             (vectors,) = await embeddings.embed_queries([query], timings=timings)
             self.query_cache.put(embeddings.info.model, query, vectors)
         embedded = time.perf_counter()
-        hits = await self._run(collection.search, vectors, k=k, mode=mode, prefetch=prefetch, filter=filter)
+        used = collection.recall.prefetch if prefetch is None else prefetch
+        hits = await self._run(collection.search, vectors, k=k, mode=mode, prefetch=used, filter=filter)
         if stages is not None:
             stages["embed"] = embedded - opened
             stages["search"] = (opened - started) + (time.perf_counter() - embedded)
+        if mode == "fast" and collection.fast_is_approximate:
+            self.recall_sampler.offer(
+                lambda cancelled: collection.measure_recall(
+                    vectors, hits, k=k, prefetch=used, filter=filter, cancelled=cancelled
+                )
+            )
         return hits
 
     # ------------------------------------------------------------------ snapshots
