@@ -15,6 +15,12 @@ above).
 
 The model loads in `@modal.enter(snap=True)` (captured by the snapshot, warmed up first); the
 engine's threads start after restore, in `@modal.enter(snap=False)`.
+
+With PAGELENS_MODAL_LLM_MODEL (a vision-language model, e.g. Qwen/Qwen2.5-VL-7B-Instruct) the same
+deploy also brings up `AnswerServer`, vLLM's OpenAI-compatible server for it on its own GPU
+(PAGELENS_MODAL_LLM_GPU), and the pagelens containers send `/ask` to it with their API key. Its
+weights go into the same cache volume on first start; it has no memory snapshot (vLLM needs its
+sleep mode for one), so its cold start is vLLM's load, minutes for a 7B model.
 """
 
 # No `from __future__ import annotations`: Modal reads the parameter annotation as a real type.
@@ -24,6 +30,7 @@ from pathlib import Path
 import modal
 
 from pagelens.deploy.modal_settings import ModalSettings
+from pagelens.deploy.vllm_server import VLLM_PORT, VLLM_VERSION, vllm_command, with_answer_server
 from pagelens.settings import Settings
 
 DEPLOY = ModalSettings()
@@ -73,6 +80,44 @@ image = (
 )
 
 
+if DEPLOY.llm_model:
+    vllm_image = (
+        modal.Image.debian_slim(python_version="3.12")
+        .uv_pip_install(f"vllm=={VLLM_VERSION}", "pydantic-settings>=2.7")  # + this module's own imports
+        .env(CONTAINER_ENV)
+        .add_local_python_source("pagelens", copy=True, ignore=SOURCE_IGNORE)
+    )
+
+    @app.cls(
+        image=vllm_image,
+        gpu=DEPLOY.llm_gpu,
+        volumes={CACHE_DIR: cache_volume},
+        secrets=secrets,
+        scaledown_window=SCALEDOWN_WINDOW,
+        max_containers=DEPLOY.llm_max_containers,
+        timeout=TIMEOUT,
+    )
+    @modal.concurrent(max_inputs=CONCURRENCY)
+    class AnswerServer:
+        """vLLM's OpenAI-compatible server for the answer model (PAGELENS_MODAL_LLM_MODEL)."""
+
+        @modal.web_server(port=VLLM_PORT, startup_timeout=20 * 60)
+        def serve(self) -> None:
+            import os
+            import subprocess
+
+            key = Settings().api_key  # PAGELENS_API_KEY or SERVICE_API_KEY, from the key secret
+            command = vllm_command(DEPLOY, download_dir=f"{CACHE_DIR}/huggingface/hub")
+            subprocess.Popen(command, env={**os.environ, "VLLM_API_KEY": key or ""})
+
+
+def answer_server_url() -> str | None:
+    """The deployed AnswerServer's base URL, or None when this deploy has no answer model."""
+    if not DEPLOY.llm_model:
+        return None
+    return modal.Cls.from_name(APP_NAME, "AnswerServer")().serve.get_web_url()
+
+
 def build_web_app(runtime):
     """The ASGI app a container serves: exactly `pagelens serve`'s app, over an already started runtime."""
     from pagelens.api import create_app
@@ -102,7 +147,11 @@ class Pagelens:
         other setting comes from the container's PAGELENS_* variables, as for `pagelens serve`."""
         from pagelens.service import Runtime
 
-        self.runtime = Runtime(Settings(model=self.model_name, host="0.0.0.0"))
+        settings = Settings(model=self.model_name, host="0.0.0.0")
+        server_url = answer_server_url()
+        if server_url is not None:
+            settings = with_answer_server(settings, server_url, DEPLOY)
+        self.runtime = Runtime(settings)
         embedder = self.runtime.load_model()
         page = embedder.prepare_query("warm up")  # compile kernels before the snapshot
         embedder.forward(embedder.collate([page]))

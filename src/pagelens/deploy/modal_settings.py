@@ -27,3 +27,11 @@ class ModalSettings(BaseSettings):
     key_secret: str = "pagelens-api-key"  # Modal secret holding PAGELENS_API_KEY or SERVICE_API_KEY
     qdrant_secret: str = "pagelens-qdrant"  # the fan-out's: PAGELENS_QDRANT_URL and PAGELENS_QDRANT_API_KEY
     fanout_containers: int = 20  # GPU containers the fan-out (modal_fanout.py) maps page batches over
+    # the answer model (deploy/vllm_server.py): with llm_model set, `modal deploy` also brings up a
+    # vLLM server class for it, and /ask answers through it
+    llm_model: str = ""  # e.g. Qwen/Qwen2.5-VL-7B-Instruct; empty: no answer model
+    llm_gpu: str = "L40S"
+    llm_max_images: int = 5  # images per prompt vLLM accepts: the largest k an ask will use
+    llm_max_model_len: int = 16384  # context length (each 1-megapixel page is ~1300 Qwen2.5-VL tokens)
+    llm_quantization: str = ""  # vLLM --quantization (awq, gptq, fp8) for a quantized checkpoint
+    llm_max_containers: int = 2
