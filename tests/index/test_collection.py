@@ -46,15 +46,13 @@ def test_add_reports_pages_as_each_batch_is_stored(collection):
     pdf = make_pdf(20)
     record = collection.add(pdf, name="long.pdf", metadata={}, embed=embed_logged, dpi=36, progress=progress)
     assert record["created"] and record["pages"] == 20
-    assert events == [
-        ("stored", 0, 20),
-        ("embed", 8),
-        ("stored", 8, 20),
-        ("embed", 8),
-        ("stored", 16, 20),
-        ("embed", 4),
-        ("stored", 20, 20),
-    ]
+    assert [event for event in events if event[0] == "stored"] == [
+        ("stored", 0, 20), ("stored", 8, 20), ("stored", 16, 20), ("stored", 20, 20)
+    ]  # fmt: skip
+    assert [event for event in events if event[0] == "embed"] == [("embed", 8), ("embed", 8), ("embed", 4)]
+    for position, event in enumerate(events):  # pages are stored only once embedded (the next batch may embed first)
+        if event[0] == "stored":
+            assert sum(seen[1] for seen in events[:position] if seen[0] == "embed") >= event[1]
     events.clear()
     assert not collection.add(pdf, name="long.pdf", metadata={}, embed=embed, dpi=36, progress=progress)["created"]
     assert events == [], "an already stored document reports nothing"

@@ -27,6 +27,7 @@ from PIL import Image
 from pagelens.codecs.images import reduce_image
 from pagelens.codecs.metadata import check_filter, check_metadata, merge_metadata
 from pagelens.errors import InvalidInput, NotFound, PayloadTooLarge
+from pagelens.index.ahead import run_ahead
 from pagelens.index.binding import ModelBinding
 from pagelens.index.edge_store import SingleVectorEdgeStore
 from pagelens.index.files import KeyedLocks, write_atomically
@@ -41,7 +42,6 @@ from pagelens.index.pdf import (
     file_sha256,
     load_source,
     open_document,
-    rendered_ahead,
 )
 from pagelens.index.qdrant_store import QdrantPageStore
 from pagelens.index.recall import DEFAULT_TARGET_RECALL, SEARCH_FILE, AdaptivePrefetch, measure_recall
@@ -300,13 +300,23 @@ class Collection:
         write_atomically(self.files / document_id, data)
         write_atomically(self.files / f"{document_id}.json", json.dumps(record).encode())
 
+        def embedded_batches():
+            """Each batch's page vectors, embedded while the next batch renders."""
+            rendered = run_ahead(
+                document.batches(dpi=dpi, start_page=first_page - 1, cancel=cancel, render_pixels=render_pixels)
+            )
+            try:
+                for batch in rendered:
+                    yield embed(batch)
+            finally:
+                rendered.close()
+
         def page_vectors():
             done = first_page - 1
             if progress is not None:
                 progress(done, pages)
-            batches = document.batches(dpi=dpi, start_page=first_page - 1, cancel=cancel, render_pixels=render_pixels)
-            for batch in rendered_ahead(batches):
-                for vectors in embed(batch):
+            for embedded in run_ahead(embedded_batches()):  # a batch is stored while the next embeds
+                for vectors in embedded:
                     if self.stopping:
                         raise NotFound(f"collection {self.name!r} was deleted during the upload")
                     if cancel is not None and cancel.is_set():

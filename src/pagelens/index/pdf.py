@@ -23,10 +23,8 @@ Without a `renderer`, documents render in one pool per process (`default_pool`, 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import io
-import queue
 import threading
 import warnings
 from collections.abc import Iterator
@@ -61,7 +59,6 @@ __all__ = [
     "load_source",
     "open_document",
     "render_pages",
-    "rendered_ahead",
     "sniff_document",
 ]
 
@@ -305,41 +302,3 @@ def render_pages(
     from one opening of the document (closed when the generator ends or is closed)."""
     with open_document(data, password=password, max_pixels=max_pixels, renderer=renderer, cancel=cancel) as document:
         yield from document.batches(dpi=dpi, batch_pages=batch_pages, start_page=start_page, cancel=cancel)
-
-
-def rendered_ahead(batches: Iterator[list[Image.Image]]) -> Iterator[list[Image.Image]]:
-    """`batches` with the next batch rendered in a thread while the caller embeds the current one
-    (the render workers are other processes, so rendering and embedding overlap). At most one
-    batch waits; when the caller stops early, the producer is closed before this returns."""
-    ready: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        ready.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            ready.put(done)
-        except BaseException as error:  # handed to the consumer, raised there
-            ready.put(error)
-
-    producer = threading.Thread(target=produce, name="pagelens-render-ahead", daemon=True)
-    producer.start()
-    try:
-        while (item := ready.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while producer.is_alive():  # unblock a put, let the thread finish its page
-            with contextlib.suppress(queue.Empty):
-                ready.get(timeout=0.1)
-        batches.close()
