@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from pagelens.deploy.modal_settings import ModalSettings
-from pagelens.deploy.vllm_server import VLLM_PORT, vllm_command, with_answer_server
+from pagelens.deploy.vllm_server import VLLM_PORT, keyed_launch, vllm_command, with_answer_server
 from pagelens.settings import Settings
 
 DECLARED = (
@@ -46,6 +46,16 @@ def test_the_vllm_command_accepts_the_pages_of_an_ask_and_keeps_the_key_off_the_
     assert options["--quantization"] == "awq" and options["--served-model-name"] == deploy.llm_model
     assert "--api-key" not in options  # VLLM_API_KEY in its environment instead
     assert "--quantization" not in vllm_command(ModalSettings(llm_model="m"), download_dir="/d")
+
+
+def test_the_launcher_hands_vllm_the_secrets_key_in_its_environment(tmp_path):
+    probe = ["sh", "-c", 'printf "%s|%s" "$VLLM_API_KEY" "$*"', "probe", "serve", "a b"]
+    for secret, expected in (({"PAGELENS_API_KEY": "k1", "SERVICE_API_KEY": "k2"}, "k1"),
+                             ({"SERVICE_API_KEY": "k2"}, "k2")):  # fmt: skip
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")} | secret
+        result = subprocess.run(keyed_launch(probe), env=env, capture_output=True, text=True, timeout=30)
+        assert result.stdout == f"{expected}|serve a b", result.stderr
+        assert expected not in " ".join(keyed_launch(probe))
 
 
 def test_pagelens_asks_the_answer_server_with_its_own_key():

@@ -30,7 +30,7 @@ from pathlib import Path
 import modal
 
 from pagelens.deploy.modal_settings import ModalSettings
-from pagelens.deploy.vllm_server import VLLM_PORT, VLLM_VERSION, vllm_command, with_answer_server
+from pagelens.deploy.vllm_server import VLLM_PORT, VLLM_VERSION, keyed_launch, vllm_command, with_answer_server
 from pagelens.settings import Settings
 
 DEPLOY = ModalSettings()
@@ -103,12 +103,10 @@ if DEPLOY.llm_model:
 
         @modal.web_server(port=VLLM_PORT, startup_timeout=20 * 60)
         def serve(self) -> None:
-            import os
             import subprocess
 
-            key = Settings().api_key  # PAGELENS_API_KEY or SERVICE_API_KEY, from the key secret
             command = vllm_command(DEPLOY, download_dir=f"{CACHE_DIR}/huggingface/hub")
-            subprocess.Popen(command, env={**os.environ, "VLLM_API_KEY": key or ""})
+            subprocess.Popen(keyed_launch(command))  # the key from the secret, as VLLM_API_KEY
 
 
 def answer_server_url() -> str | None:

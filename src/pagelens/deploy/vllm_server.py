@@ -2,8 +2,9 @@
 OpenAI-compatible server command, and the pagelens settings that point `/ask` at it.
 
 vLLM serves `POST /v1/chat/completions` with `image_url` parts, which is what pagelens' OpenAI
-generator sends (rag/openai_generator.py). Its key is the pagelens API key, handed to vLLM as
-`VLLM_API_KEY` in the environment (never on the command line, where `ps` would show it).
+generator sends (rag/openai_generator.py). Its key is the pagelens API key of the container's key
+secret, which a shell hands to vLLM as `VLLM_API_KEY` (never on the command line, where `ps` would
+show it; and no Python here reads the environment: Settings does that).
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ def vllm_command(deploy: ModalSettings, *, download_dir: str) -> list[str]:
     if deploy.llm_quantization:
         command += ["--quantization", deploy.llm_quantization]
     return command
+
+
+# PAGELENS_API_KEY, else the legacy SERVICE_API_KEY: the order Settings.api_key reads them in
+KEY_FROM_SECRET = 'export VLLM_API_KEY="${PAGELENS_API_KEY:-${SERVICE_API_KEY:-}}"; exec "$@"'
+
+
+def keyed_launch(command: list[str]) -> list[str]:
+    """`command` run by a shell that first sets VLLM_API_KEY from the key secret's variable."""
+    return ["sh", "-c", KEY_FROM_SECRET, "vllm-with-key", *command]
 
 
 def with_answer_server(settings: Settings, server_url: str, deploy: ModalSettings) -> Settings:
