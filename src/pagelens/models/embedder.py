@@ -293,28 +293,18 @@ def _load_weights(
     checkpoint: ResolvedCheckpoint, family: Family, device: torch.device, dtype: torch.dtype, attn: str
 ) -> tuple[torch.nn.Module, str]:
     """Load weights with the best attention implementation that works; merge a LoRA adapter if any."""
-    errors = []
     model_class, _ = family.classes()
-    for attention in hardware.attention_candidates(attn, device, dtype, model_class):
-        try:
-            network = family.from_pretrained(
-                checkpoint.weights_dir,
-                dtype=dtype,
-                attn_implementation=attention,
-                # Weights load straight onto the device; the model is never `.to()`-moved afterwards,
-                # since ColPali/BiPali leave their unused, tied `lm_head` on the meta device.
-                device_map=None if device.type == "cpu" else str(device),
-            )
-            break
-        except (ValueError, ImportError) as error:
-            if attn != "auto":
-                raise ModelLoadError(
-                    f"cannot load {checkpoint.reference} with {attention} attention: {error}"
-                ) from error
-            errors.append(f"{attention}: {error}")
-            log.info("attention %s unavailable for %s: %s", attention, checkpoint.reference, error)
-    else:
-        raise ModelLoadError(f"cannot load {checkpoint.reference} with any attention: {'; '.join(errors)}")
+    network, attention = hardware.load_with_best_attention(
+        lambda attention: family.from_pretrained(
+            checkpoint.weights_dir,
+            dtype=dtype,
+            attn_implementation=attention,
+            # Weights load straight onto the device; the model is never `.to()`-moved afterwards,
+            # since ColPali/BiPali leave their unused, tied `lm_head` on the meta device.
+            device_map=None if device.type == "cpu" else str(device),
+        ),
+        attn, device, dtype, model_class, checkpoint.reference,
+    )  # fmt: skip
     if checkpoint.adapter_dir is not None:
         from peft import PeftModel
 

@@ -6,12 +6,18 @@ Nothing here fails when an accelerator is absent: "auto" resolves to what the ma
 from __future__ import annotations
 
 import importlib.util
+import logging
 import platform
+from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
 
 import torch
 
 from pagelens.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -101,6 +107,23 @@ def attention_candidates(attn: str, device: torch.device, dtype: torch.dtype, mo
         candidates.append("sdpa")
     candidates.append("eager")
     return candidates
+
+
+def load_with_best_attention(
+    load: Callable[[str], T], attn: str, device: torch.device, dtype: torch.dtype, model_class: type, what: str
+) -> tuple[T, str]:
+    """`(load(attention), attention)` for the first of `attention_candidates` that loads; an explicit
+    `attn` that fails, or every candidate failing, is `ModelLoadError` naming `what` and why."""
+    errors = []
+    for attention in attention_candidates(attn, device, dtype, model_class):
+        try:
+            return load(attention), attention
+        except (ValueError, ImportError) as error:
+            if attn != "auto":
+                raise ModelLoadError(f"cannot load {what} with {attention} attention: {error}") from error
+            errors.append(f"{attention}: {error}")
+            log.info("attention %s unavailable for %s: %s", attention, what, error)
+    raise ModelLoadError(f"cannot load {what} with any attention: {'; '.join(errors)}")
 
 
 def configure_cpu_threads(threads: int | None) -> None:

@@ -246,20 +246,13 @@ class TransformersVLM:
                 f"{model} is not a vision-language chat model transformers can load "
                 f"(AutoModelForImageTextToText): {error}"
             ) from None
-        errors = []
-        for attention in hardware.attention_candidates(attn, torch_device, torch_dtype, model_class):
-            try:
-                network = AutoModelForImageTextToText.from_pretrained(
-                    directory, dtype=torch_dtype, attn_implementation=attention,
-                    device_map=None if torch_device.type == "cpu" else str(torch_device),
-                )  # fmt: skip
-                break
-            except (ValueError, ImportError) as error:
-                if attn != "auto":
-                    raise ModelLoadError(f"cannot load {model} with {attention} attention: {error}") from error
-                errors.append(f"{attention}: {error}")
-        else:
-            raise ModelLoadError(f"cannot load {model} with any attention: {'; '.join(errors)}")
+        network, attention = hardware.load_with_best_attention(
+            lambda attention: AutoModelForImageTextToText.from_pretrained(
+                directory, dtype=torch_dtype, attn_implementation=attention,
+                device_map=None if torch_device.type == "cpu" else str(torch_device),
+            ),
+            attn, torch_device, torch_dtype, model_class, model,
+        )  # fmt: skip
         processor = AutoProcessor.from_pretrained(directory)
         if not getattr(processor, "chat_template", None):
             raise ModelLoadError(f"{model} has no chat template: it is no chat (instruct) model")
