@@ -1,12 +1,17 @@
-"""The Edge store's vector mirror: the same rankings as Qdrant Edge's own MaxSim, rebuilt from the
-shard when its file is lost, and never serving a page the shard no longer has."""
+"""The Edge store's vector files (the mirror): the same rankings as Qdrant Edge's own MaxSim, each
+page's vectors stored once (the shard keeps payloads), a lost file refused at open (or rebuilt
+from the shard in the earlier layout that kept vectors there too), and never serving a page the
+shard no longer has."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
+from pagelens.errors import BackendFailure, Conflict
 from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import POOLED_ROWS, cluster_pool
@@ -25,7 +30,8 @@ def edge_store(tmp_path):
     store.close()
 
 
-def test_mirror_ranks_and_scores_as_qdrant_edge_does(edge_store):
+def test_mirror_ranks_and_scores_as_qdrant_edge_does(tmp_path):
+    edge_store = EdgePageStore(tmp_path / "store", keep_vectors_in_shard=True)  # Qdrant Edge's MaxSim needs them
     pages = structured_pages(40, tokens=100, seed=4)
     edge_store.add_document("x", pages[:25], metadata={"part": "one"})
     edge_store.add_document("y", pages[25:], metadata={"part": "two"})
@@ -37,19 +43,44 @@ def test_mirror_ranks_and_scores_as_qdrant_edge_does(edge_store):
             assert ranking(mirrored) == ranking(native), (mode, options)
             np.testing.assert_allclose([h.score for h in mirrored], [h.score for h in native], atol=2e-3)
             assert mirrored[0].metadata == native[0].metadata
+    edge_store.close()
 
 
-def test_a_lost_mirror_is_copied_back_from_the_shard(tmp_path):
-    pages = structured_pages(12, tokens=90, seed=5)
+def test_a_new_store_keeps_each_pages_vectors_once_in_its_files(edge_store):
+    pages = structured_pages(8, tokens=90, seed=3)
+    edge_store.add_document("doc", pages)
+    config = json.loads((edge_store.directory / "edge_config.json").read_text())
+    assert config["vectors"] == {} and not edge_store.vectors_in_shard  # the shard holds payloads only
+    assert edge_store.mirror.file_rows == 8 * (90 + POOLED_ROWS)
+    for number, page in edge_store.iter_pages("doc"):  # reads come from the files, exactly as stored
+        np.testing.assert_array_equal(page, fp16(pages[number - 1]))
+    vectors, layout = edge_store.read_page("doc", 5)
+    np.testing.assert_array_equal(vectors, fp16(pages[4]))
+    assert layout is None
+    with pytest.raises(Conflict, match="keeps no vectors"):
+        edge_store.qdrant_search(query_like(pages[0], 0), k=3)
+
+
+def test_a_store_whose_vector_file_was_lost_is_refused_at_open_naming_what_is_missing(tmp_path):
     store = EdgePageStore(tmp_path / "store")
+    store.add_document("report", structured_pages(4, tokens=60, seed=2))
+    store.close()
+    (tmp_path / "store.mirror" / "vectors.f16").write_bytes(b"")  # cut outside pagelens
+    with pytest.raises(BackendFailure, match=r"lack the rows of 4 stored pages \(of documents report\)"):
+        EdgePageStore(tmp_path / "store")
+
+
+def test_a_lost_mirror_is_copied_back_from_a_shard_that_keeps_the_vectors_too(tmp_path):
+    pages = structured_pages(12, tokens=90, seed=5)
+    store = EdgePageStore(tmp_path / "store", keep_vectors_in_shard=True)
     store.add_document("doc", pages)
     query = query_like(pages[3], 0)
     before = ranking(store.search(query, k=5))
     store.close()
     (tmp_path / "store.mirror" / "vectors.f16").write_bytes(b"")  # lost, or cut short
-    reopened = EdgePageStore(tmp_path / "store")
+    reopened = EdgePageStore(tmp_path / "store")  # the layout is the shard's own, whatever is asked
     try:
-        assert reopened.recopied_on_open == 12
+        assert reopened.vectors_in_shard and reopened.recopied_on_open == 12
         assert ranking(reopened.search(query, k=5)) == before
         hit = reopened.search(query, k=1)[0]
         assert abs(hit.score - maxsim(query, fp16(pages[hit.page - 1]))) < 1e-3

@@ -130,3 +130,37 @@ def test_a_mirror_with_few_dead_rows_is_left_alone(tmp_path, monkeypatch):
         assert_document_c_is_whole(store)
     finally:
         store.close()
+
+
+def test_an_ingest_to_resume_keeps_its_rows_through_the_open_that_would_compact(tmp_path):
+    """The files are the only copy of a page's vectors, and a compaction copies published pages
+    only: an interrupted ingest kept for resuming defers it, and resumes with its stored pages."""
+    fill_and_delete(tmp_path)  # enough dead rows to compact
+    store = EdgePageStore(tmp_path / "store")  # compacts now
+    interrupted = (page for page in PAGES[:5])
+
+    def stop_after_three():
+        for number, page in enumerate(interrupted):
+            if number == 3:
+                raise RuntimeError("killed")
+            yield page
+
+    with pytest.raises(RuntimeError):
+        store.add_document("d", stop_after_three())
+    store.delete_document("c")  # dead rows again
+    store.close()
+    store = EdgePageStore(tmp_path / "store", keep_incomplete=["d"])
+    try:
+        assert store.compacted_rows_on_open == 0 and store.stored_pages("d") == 3
+        assert store.add_document("d", PAGES[3:5], first_page=4) == 5
+        for number, page in store.iter_pages("d"):
+            assert (page == fp16(PAGES[number - 1])).all()
+    finally:
+        store.close()
+    again = EdgePageStore(tmp_path / "store")  # nothing to resume: the deferred compaction runs
+    try:
+        assert again.compacted_rows_on_open > 0 and again.page_count("d") == 5
+        best = again.search(query_like(PAGES[1], 1), k=1)[0]
+        assert (best.document_id, best.page) == ("d", 2)
+    finally:
+        again.close()

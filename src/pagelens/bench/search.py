@@ -159,7 +159,7 @@ def run(
             fast = timed(name, store_search(mode="fast", prefetch=size))
             recalls[name] = [len(set(f) & set(e)) / k for f, e in zip(fast, exact, strict=True)]
         native = []
-        for query in queries_[:qdrant_queries]:
+        for query in queries_[: qdrant_queries if store.vectors_in_shard else 0]:  # vectors once: no native MaxSim
             clock = time.perf_counter()
             store.qdrant_search(query, k=k)
             native.append(time.perf_counter() - clock)

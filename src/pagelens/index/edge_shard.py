@@ -4,13 +4,17 @@ opening it, its schema, filters, and the writes and reads that do not depend on 
 The shard's schema is read back from the vector config Qdrant Edge keeps in the shard directory
 (`edge_config.json`, written at creation): `page`'s size, and whether it has a multivector
 config. Nothing else is written beside the shard for it, so a shard created before schemas
-existed (a multi-vector `page` of 128 and `pooled`) opens as MULTI_VECTOR_128 unchanged.
+existed (a multi-vector `page` of 128 and `pooled`) opens as MULTI_VECTOR_128 unchanged. A shard
+that keeps no vectors at all (a multi-vector store whose vectors live in its mirror files only)
+has no dense vector; Qdrant Edge needs one vector config, so it gets an empty sparse one,
+`VECTORS_ELSEWHERE`, which is also how its schema reads back (MULTI_VECTOR_128).
 
 Writes follow one template, `add_document`; the store built on the shard adds to it through
-four hooks: `_named_vectors` (a page's named vectors), `_stage` (called under the lock before a
-page's point is written; returns payload fields to store with it), `_publish` (after the
-document is complete and flushed) and `_forget` (after pages are deleted). The defaults suit a
-store that keeps nothing outside the shard.
+hooks: `_named_vectors` (a page's named vectors), `_stage` (called under the lock before a
+page's point is written; returns payload fields to store with it), `_point_vectors` (which of
+the named vectors the point itself holds), `_publish` (after the document is complete and
+flushed) and `_forget` (after pages are deleted). The defaults suit a store that keeps nothing
+outside the shard.
 
 Whole-document atomicity: a document's pages are written with `status: "ingesting"` and flipped
 to "complete" in one update after the last page, then flushed; search only sees complete ones, and
@@ -42,6 +46,7 @@ from pagelens.errors import BackendFailure, Conflict
 from pagelens.index.pages import (
     COMPLETE,
     INGESTING,
+    MULTI_VECTOR_128,
     PAGE_VECTOR,
     POOLED_VECTOR,
     READ_BATCH,
@@ -63,18 +68,41 @@ EDGE_DEFAULT_PREFETCH = 100  # fast-mode candidates rescored exactly when a sear
 CONFIG_FILE = "edge_config.json"  # Qdrant Edge's own record of the shard's config
 WAL_DIRECTORY = "wal"  # Qdrant Edge's write-ahead log, inside the shard directory
 SCROLL_BATCH = 1024
+VECTORS_ELSEWHERE = "vectors-in-mirror"  # the empty sparse vector of a shard that keeps payloads only
 
 
-def stored_edge_schema(directory: str | Path) -> PageSchema | None:
-    """The schema of the shard in `directory`, from its vector config; None when there is no shard."""
+def _stored_config(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
         return None
     try:
-        page = json.loads(path.read_text())["vectors"][PAGE_VECTOR]
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict):
+            raise TypeError(f"expected an object, got {type(config).__name__}")
+        return config
+    except (ValueError, TypeError) as error:
+        raise BackendFailure(f"cannot read the shard config {path}: {error!r}") from None
+
+
+def stored_edge_schema(directory: str | Path) -> PageSchema | None:
+    """The schema of the shard in `directory`, from its vector config; None when there is no shard."""
+    config = _stored_config(directory)
+    if config is None:
+        return None
+    try:
+        if VECTORS_ELSEWHERE in (config.get("sparse_vectors") or {}):
+            return MULTI_VECTOR_128
+        page = config["vectors"][PAGE_VECTOR]
         return PageSchema(int(page["size"]), multi_vector=page.get("multivector_config") is not None)
     except (ValueError, KeyError, TypeError) as error:
-        raise BackendFailure(f"cannot read the page schema of the shard {directory} from {path}: {error!r}") from None
+        raise BackendFailure(f"cannot read the page schema of the shard {directory}: {error!r}") from None
+
+
+def shard_keeps_page_vectors(directory: str | Path) -> bool:
+    """Whether the shard in `directory` stores each page's vectors (a `page` vector), rather than
+    its payload only."""
+    config = _stored_config(directory)
+    return config is not None and PAGE_VECTOR in (config.get("vectors") or {})
 
 
 def shard_vectors(qdrant_edge, schema: PageSchema) -> dict[str, Any]:
@@ -127,8 +155,7 @@ class EdgeShardStore:
             self._shard = self._load_shard()
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            config = qdrant_edge.EdgeConfig(vectors=shard_vectors(qdrant_edge, self.schema))
-            self._shard = qdrant_edge.EdgeShard.create(str(self.directory), config)
+            self._shard = qdrant_edge.EdgeShard.create(str(self.directory), self._new_shard_config())
             for name in ("document_id", "status"):
                 self._shard.update(
                     qdrant_edge.UpdateOperation.create_field_index(name, qdrant_edge.PayloadSchemaType.Keyword)
@@ -222,6 +249,14 @@ class EdgeShardStore:
                               params=q.SearchParams(exact=True))  # fmt: skip
 
     # ---------------------------------------------------------------- hooks
+    def _new_shard_config(self):
+        """The EdgeConfig a new shard is created with: the schema's vectors (`shard_vectors`)."""
+        return self._q.EdgeConfig(vectors=shard_vectors(self._q, self.schema))
+
+    def _point_vectors(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The named vectors a page's point holds in the shard: all of them."""
+        return named
+
     def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
         """Page `number`'s named vectors as the shard stores them (checked against the schema)."""
         return page_vectors(number, vectors, self.schema)
@@ -269,7 +304,7 @@ class EdgeShardStore:
                                    patches=layout_rows(layout, named[PAGE_VECTOR], self.schema))  # fmt: skip
             with self._lock:
                 staged = self._stage(named)
-                point = q.Point(point_id(document_id, number), named, payload | staged)
+                point = q.Point(point_id(document_id, number), self._point_vectors(named), payload | staged)
                 self._shard.update(q.UpdateOperation.upsert_points([point]))
             written.append((point.id, staged))
         with self._lock:

@@ -2,15 +2,17 @@
 collection, one point per page. `open_edge_store` opens (or creates) one with the right class
 for its schema:
 
-- `EdgePageStore`, multi-vector pages (MULTI_VECTOR_128): each point holds the page's full
-  multi-vector (`page`, float16, exact MaxSim, no HNSW) and its cluster centroids (`pooled`) for
-  the fast mode's prefetch, plus its payload: `document_id`, `page` (1-based), `name`, `metadata`,
-  `status`, and `mirror` (where the page's rows sit in the vector mirror). Search runs on the
-  mirror (index/mirror.py: the vectors again in files beside the shard, scored with torch matmuls;
-  `pagelens bench search` times it against Qdrant Edge's own MaxSim); the shard answers the
-  filters and payloads. `qdrant_search` runs the same search in Qdrant Edge, to cross-check.
-  Opening a store rebuilds the mirror's table from the payloads and re-copies, from the shard,
-  any page the mirror file does not hold (a lost file, or a store written before the mirror existed).
+- `EdgePageStore`, multi-vector pages (MULTI_VECTOR_128). Each page's vectors, its full
+  multi-vector (`page`, float16) and its cluster centroids (`pooled`) for the fast mode's
+  prefetch, are stored once, in the vector mirror's files beside the shard (index/mirror.py),
+  where search scores them with torch matmuls; the shard's point holds the payload:
+  `document_id`, `page` (1-based), `name`, `metadata`, `status`, and `mirror` (where the page's
+  rows sit). The shard answers filters and payloads; the rows of a page are fsynced before its
+  point is written, so a stored point's vectors are always there.
+  Stores created before 2026-12 also keep each page's vectors in the shard (twice the disk; new
+  stores can be asked for it, `keep_vectors_in_shard`): opening one re-copies from the shard
+  any page the mirror files lost, and `qdrant_search` runs the same search in Qdrant Edge's own
+  MaxSim, to cross-check (`pagelens bench search` times it against the mirror).
 - `SingleVectorEdgeStore`, single-vector pages (`PageSchema(dim, multi_vector=False)`): each point
   holds one `(dim,)` float16 vector (`page`) and the same payload without `mirror`. Qdrant Edge
   scores a dense dot product over every page quickly, so there is no mirror and no centroids:
@@ -21,27 +23,39 @@ atomicity, deletes, counts) with the mirror added through its hooks, rather than
 branching on the schema in every method: the mirror is the multi-vector store's whole difference.
 A shard's schema is read back from its own vector config, so shards written before schemas
 existed open as multi-vector stores, unchanged.
+
+Why the vectors are not in the shard: on disk they would be there twice, and handing a page's
+multi-vector to Qdrant Edge costs more than scoring it (its Python binding converts the arrays
+element by element: ~2.5 ms for a page of 80 rows, ~10 ms for 750, measured with qdrant-edge-py
+0.9.0), which an ingest pays on every page.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pagelens.errors import BackendFailure
+from pagelens.errors import BackendFailure, Conflict, NotFound
 from pagelens.index import centroids
 from pagelens.index.centroids import CENTROID_BYTES_PER_PAGE
-from pagelens.index.edge_shard import EDGE_DEFAULT_PREFETCH, EdgeShardStore, stored_edge_schema
+from pagelens.index.edge_shard import (
+    EDGE_DEFAULT_PREFETCH,
+    VECTORS_ELSEWHERE,
+    EdgeShardStore,
+    shard_keeps_page_vectors,
+    stored_edge_schema,
+)
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import (
     COMPLETE,
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
+    READ_BATCH,
     PageSchema,
     SearchHit,
     SearchMode,
@@ -50,8 +64,11 @@ from pagelens.index.pages import (
     page_vectors,
     point_id,
     resolve_schema,
+    stored_page,
+    stored_pages,
     to_hit,
 )
+from pagelens.index.patches import PATCHES_KEY
 
 __all__ = [
     "COMPLETE",
@@ -114,9 +131,18 @@ class EdgePageStore(EdgeShardStore):
     multi_vector = True
 
     def __init__(
-        self, directory: str | Path, *, schema: PageSchema | None = None, keep_incomplete: Iterable[str] = ()
+        self,
+        directory: str | Path,
+        *,
+        schema: PageSchema | None = None,
+        keep_incomplete: Iterable[str] = (),
+        keep_vectors_in_shard: bool = False,
     ) -> None:
+        """`keep_vectors_in_shard`: a store created now also keeps each page's vectors in the shard
+        (the layout before 2026-12, which `qdrant_search` needs); an existing store keeps its layout."""
+        self._create_with_vectors = keep_vectors_in_shard
         super().__init__(directory, schema=schema, keep_incomplete=keep_incomplete)
+        self.vectors_in_shard = shard_keeps_page_vectors(self.directory)
         self.compacted_rows_on_open = 0
         self.mirror = VectorMirror(self.directory.with_name(self.directory.name + ".mirror"))
         try:
@@ -140,8 +166,9 @@ class EdgePageStore(EdgeShardStore):
             )
 
     def _load_mirror(self) -> int:
-        """Publish every complete page the mirror file holds; copy the others' vectors from the shard
-        into it first. Returns how many pages were copied."""
+        """Publish every complete page the mirror files hold. A store that keeps vectors in its shard
+        copies the others' vectors from there first (returns how many); in one that does not, a page
+        whose rows are gone is a `BackendFailure` naming them (the files were cut or deleted)."""
         missing = []
         with self._lock:
             for record in self._scroll(self._complete_filter(), with_payload=True):
@@ -149,7 +176,16 @@ class EdgePageStore(EdgeShardStore):
                 if location is not None and self.mirror.holds(location):
                     self.mirror.publish(record.id, location)
                 else:
-                    missing.append(record.id)
+                    missing.append(record)
+            resuming = self._resumable_locations()
+            if missing and not self.vectors_in_shard:
+                documents = sorted({str(record.payload.get("document_id")) for record in missing})
+                raise BackendFailure(
+                    f"the vector files in {self.mirror.directory} lack the rows of {len(missing)} stored pages (of "
+                    f"documents {', '.join(documents[:5])}{', ...' if len(documents) > 5 else ''}): the files were "
+                    "cut or deleted outside pagelens. Restore them from a backup, or import the collection's snapshot"
+                )
+            missing = [record.id for record in missing]
             recopied: dict[int, Location] = {}
             for start in range(0, len(missing), 64):
                 for record in self._shard.retrieve(missing[start : start + 64], False, [PAGE_VECTOR]):
@@ -161,12 +197,19 @@ class EdgePageStore(EdgeShardStore):
                 self._record_locations(recopied)
             for point, location in recopied.items():
                 self.mirror.publish(point, location)
-            self.mirror.drop_unused_files()
-            if self.mirror.should_compact():
+            self.mirror.drop_unused_files(keep={location.generation for location in resuming})
+            if self.mirror.should_compact() and (self.vectors_in_shard or not resuming):
+                # a compaction keeps published pages only: an ingest to resume would lose its rows
                 self.compacted_rows_on_open = self.mirror.compact(self._record_locations)
             self._check_memory()
             self.mirror.warm()
         return len(missing)
+
+    def _resumable_locations(self) -> list[Location]:
+        """Where the rows of the incomplete pages kept at open (ingests to resume) sit."""
+        kept = self._scroll(self._q.Filter(must=[self._match("status", INGESTING)]), with_payload=True)
+        locations = [Location.from_payload(record.payload.get(MIRROR_KEY)) for record in kept]
+        return [location for location in locations if location is not None]
 
     def _record_locations(self, moved: dict[int, Location]) -> None:
         """Store pages' new mirror locations in their payloads, durably (a compaction's last step
@@ -177,6 +220,16 @@ class EdgePageStore(EdgeShardStore):
         self._shard.flush()
 
     # ---------------------------------------------------------------- the shard store's hooks
+    def _new_shard_config(self):
+        """A shard of payloads only (an empty sparse vector, as Qdrant Edge needs one), or the
+        earlier layout's `page` and `pooled` vectors when asked for."""
+        if self._create_with_vectors:
+            return super()._new_shard_config()
+        return self._q.EdgeConfig(sparse_vectors={VECTORS_ELSEWHERE: self._q.EdgeSparseVectorParams()})
+
+    def _point_vectors(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return named if self.vectors_in_shard else {}
+
     def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
         """`{page: (n, 128) float16, pooled: (POOLED_ROWS, 128) float16}` (the schema is MULTI_VECTOR_128)."""
         return page_vectors(number, vectors)
@@ -188,9 +241,14 @@ class EdgePageStore(EdgeShardStore):
         return {MIRROR_KEY: location.to_payload()}
 
     def _restage(self, point: int, payload: dict[str, Any]) -> dict[str, Any]:
-        """An earlier ingest's page: its mirror location, its rows copied again from the shard when
-        the mirror no longer holds them (a compaction at open keeps only complete pages' rows)."""
+        """An earlier ingest's page: its mirror location (its rows copied again from the shard when
+        the mirror no longer holds them, in a store that keeps them there)."""
         location = Location.from_payload(payload.get(MIRROR_KEY))
+        if (location is None or not self.mirror.holds(location)) and not self.vectors_in_shard:
+            raise BackendFailure(
+                f"page {payload.get('page')} of document {payload.get('document_id')!r}, stored by an interrupted "
+                f"ingest, has no rows in the vector files of {self.mirror.directory}"
+            )
         if location is None or not self.mirror.holds(location):
             (record,) = self._shard.retrieve([point], False, [PAGE_VECTOR])
             page = np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32)
@@ -212,6 +270,30 @@ class EdgePageStore(EdgeShardStore):
             self.mirror.drop(point)
 
     # ---------------------------------------------------------------- reads
+    def _published_rows(self, record: Any) -> np.ndarray:
+        """A complete page's `(n_tokens, 128)` float16 rows, copied from the mirror (under the lock)."""
+        if record.id not in self.mirror:
+            raise NotFound(f"page {record.payload.get('page')} of document {record.payload.get('document_id')!r} "
+                           "is no longer stored")  # fmt: skip
+        return self.mirror.page_rows(record.id)
+
+    def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
+        """A complete document's pages, READ_BATCH at a time, in page order: `(page, (n_tokens, 128)
+        float16)` from the mirror."""
+        count = self.page_count(document_id)
+        for first in range(1, count + 1, READ_BATCH):
+            numbers = range(first, min(first + READ_BATCH, count + 1))
+            with self._lock:
+                records = self._shard.retrieve([point_id(document_id, n) for n in numbers], ["status"], False)
+                pages = stored_pages(document_id, numbers, records, self._published_rows)
+            yield from pages
+
+    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
+        """One complete page: `(vectors float16 from the mirror, patch layout or None)`."""
+        with self._lock:
+            records = self._shard.retrieve([point_id(document_id, number)], ["status", PATCHES_KEY], False)
+            return stored_page(document_id, number, records, self._published_rows)
+
     def search(
         self,
         query: np.ndarray,
@@ -281,8 +363,11 @@ class EdgePageStore(EdgeShardStore):
         filter: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """`search` run by Qdrant Edge's own MaxSim (the fast mode prefetches on `pooled`): the same
-        ranking, slower; kept to cross-check the mirror and to benchmark against it."""
+        ranking, slower; kept to cross-check the mirror and to benchmark against it. `Conflict` for
+        a store whose shard holds no vectors (see `keep_vectors_in_shard`)."""
         q = self._q
+        if not self.vectors_in_shard:
+            raise Conflict(f"the Qdrant Edge shard {self.directory} keeps no vectors (they are in its mirror files)")
         query = check_query(query, k, mode, prefetch, self.schema)
         if mode == "exact":
             request = self._exact_request(query, k, filter)

@@ -1,11 +1,11 @@
-"""A file mirror of an embedded store's page vectors, scored by pagelens itself.
+"""The vector files of an embedded multi-vector store: each page's vectors, scored by pagelens itself.
 
-Qdrant Edge keeps every page (the source of truth) and scores multi-vectors itself, but a MaxSim
-is a matmul, and torch runs those at the CPU's bfloat16 speed. So each page's vectors are also
-appended to a file (a page's token rows, then its POOLED_ROWS centroids), and the store records
-where (`Location`) in the page's payload:
+A MaxSim is a matmul, and torch runs those at the CPU's bfloat16 speed, so the store keeps each
+page's vectors in files it scores directly (a page's token rows, then its POOLED_ROWS centroids)
+and records where in the page's payload (`Location`). (The name is historical: the files began
+as a mirror of vectors Qdrant Edge also held; a store created since 2026-12 keeps them here only.)
 
-    <directory>/vectors.f16      float16 rows of 128 (the values Qdrant stores): generation 0
+    <directory>/vectors.f16      float16 rows of 128: generation 0
     <directory>/vectors.<g>.f16  generation g, written by a compaction
 
 Search works on the file and on the centroids, which are held in RAM (index/centroids.py):
@@ -240,10 +240,11 @@ class VectorMirror:
         self.drop_unused_files()  # every page is in the new file now
         return freed
 
-    def drop_unused_files(self) -> list[str]:
-        """Delete the files no published page uses, but the newest (a compaction that stopped half-way
-        leaves one); return their names."""
-        used = {location.generation for location in self._table.values()} | {self.generation}
+    def drop_unused_files(self, keep: set[int] = frozenset()) -> list[str]:
+        """Delete the files no published page uses, but the newest and the generations in `keep`
+        (files an ingest to resume wrote to; a compaction that stopped half-way leaves one); return
+        their names."""
+        used = {location.generation for location in self._table.values()} | {self.generation} | set(keep)
         dropped = []
         for generation in [g for g in self._files if g not in used]:
             self._files.pop(generation).close()
@@ -266,6 +267,12 @@ class VectorMirror:
 
     def __contains__(self, point: int) -> bool:
         return point in self._table
+
+    def page_rows(self, point: int) -> np.ndarray:
+        """A published page's token rows, copied out of the file: `(n_tokens, 128)` float16."""
+        location = self._table[point]
+        out = torch.empty((location.rows, DIM), dtype=torch.float16)
+        return self.gather([location.token_span], out).numpy()
 
     def points_in_file_order(self, allowed: set[int] | None = None) -> list[int]:
         """The published points (those in `allowed`, if given), in the order their rows sit in the files."""

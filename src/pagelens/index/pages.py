@@ -4,9 +4,10 @@ page schema and point layout, input checks, payloads and hits.
 A page is one point. What it holds depends on the store's `PageSchema`, fixed when the store is
 created and read back from what is stored when it is opened:
 
-- multi-vector (Col* models, MULTI_VECTOR_128, the default): `page` holds the page's full
+- multi-vector (Col* models, MULTI_VECTOR_128, the default): `page` is the page's full
   multi-vector (`(n_tokens, 128)`, stored float16, scored by exact MaxSim), `pooled` POOLED_ROWS
-  cluster centroids of it (k-means on cosine) for the fast mode's prefetch;
+  cluster centroids of it (k-means on cosine) for the fast mode's prefetch (a Qdrant server's
+  point holds both; an embedded store keeps them in its vector files, index/edge_store.py);
 - single-vector (Bi* models, `PageSchema(dim, multi_vector=False)`): `page` holds one `(dim,)`
   vector (stored float16), scored by the dot product with a `(dim,)` query.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -177,25 +178,34 @@ def layout_rows(layout: dict[str, Any] | None, vectors: np.ndarray, schema: Page
     return layout, len(vectors)
 
 
-def stored_pages(document_id: str, numbers: range, records: Iterable[Any]) -> list[tuple[int, np.ndarray]]:
+def vectors_in_point(record: Any) -> np.ndarray:
+    """A retrieved point's `page` vector(s) as float16 (stored as float16: nothing is rounded)."""
+    return np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32).astype(np.float16)
+
+
+def stored_pages(
+    document_id: str, numbers: range, records: Iterable[Any], vectors_of: Callable[[Any], np.ndarray] = vectors_in_point
+) -> list[tuple[int, np.ndarray]]:
     """Pages `numbers` of `document_id` from retrieved points (Qdrant Edge's or qdrant-client's records:
-    `.id`, `.payload` with `status`, `.vector[PAGE_VECTOR]`) as `(page, float16 array)`; `NotFound`
-    naming a page that is missing or not complete. Stored values are float16, so nothing is rounded."""
+    `.id`, `.payload` with `status`) as `(page, float16 array)`, each array `vectors_of(record)` (by
+    default the point's own `page` vector); `NotFound` naming a page that is missing or not complete."""
     by_id = {record.id: record for record in records}
     pages = []
     for number in numbers:
         record = by_id.get(point_id(document_id, number))
         if record is None or (record.payload or {}).get("status") != COMPLETE:
             raise NotFound(f"page {number} of document {document_id!r} is no longer stored")
-        pages.append((number, np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32).astype(np.float16)))
+        pages.append((number, vectors_of(record)))
     return pages
 
 
-def stored_page(document_id: str, number: int, records: Iterable[Any]) -> tuple[np.ndarray, dict[str, Any] | None]:
+def stored_page(
+    document_id: str, number: int, records: Iterable[Any], vectors_of: Callable[[Any], np.ndarray] = vectors_in_point
+) -> tuple[np.ndarray, dict[str, Any] | None]:
     """Page `number` of `document_id` from its retrieved point: `(vectors float16, patch layout or
     None)`; `NotFound` when it is missing or not complete."""
     records = list(records)
-    ((_, vectors),) = stored_pages(document_id, range(number, number + 1), records)
+    ((_, vectors),) = stored_pages(document_id, range(number, number + 1), records, vectors_of)
     (record,) = (record for record in records if record.id == point_id(document_id, number))
     return vectors, (record.payload or {}).get(PATCHES_KEY)
 
