@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
 
-    # engine (None: the engine's per-device default)
+    # engine (None: the engine's default for the device and the model family)
     max_batch_images: int | None = None
     max_batch_queries: int = EngineConfig.max_batch_queries
     max_batch_tokens: int = EngineConfig.max_batch_tokens

@@ -272,7 +272,7 @@ def run(
             print(f"{arch_name}: {setup.describe()}", flush=True)
             runs = baseline_runs(setup, batch=batch)
             label = "pagelens engine (sdpa, concurrent one-item calls, CPU default config)"
-            runs[label] = engine_run(setup, EngineConfig.for_device(setup.embedder.device.type))
+            runs[label] = engine_run(setup, EngineConfig.for_backend(setup.embedder))
             title = f"{arch_name}, {setup.bench_model.depth}"
             peaks.append(matmul_peak_gflops(torch.bfloat16))
             ours = runs[label]

@@ -100,7 +100,7 @@ def run(
             rendered = render_pages(data, dpi=PDF_DPI, max_pixels=budget or DEFAULT_MAX_IMAGE_PIXELS)
             images = [page for batch in rendered for page in batch]
             alone, ingested = [], []
-            with Engine(embedder, EngineConfig.for_device("cpu")) as engine:
+            with Engine(embedder, EngineConfig.for_backend(embedder)) as engine:
                 engine.embed_images(images[:1])  # warm up
                 for number in range(rounds):
                     alone.append(engine_alone(engine, images))

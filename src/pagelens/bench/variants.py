@@ -128,7 +128,7 @@ def run(
         )  # fmt: skip
         load_seconds = time.perf_counter() - started
         warm_graphs = compiled_graph_count() - graphs
-        with Engine(embedder, EngineConfig.for_device("cpu")) as engine:
+        with Engine(embedder, EngineConfig.for_backend(embedder)) as engine:
             engine_concurrent(engine, images[:1], texts[:1])  # first-call kernel selection, untimed
             started = time.perf_counter()
             page_vectors, _ = engine_concurrent(engine, images, [])

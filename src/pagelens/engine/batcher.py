@@ -80,8 +80,7 @@ class Engine:
     def __init__(self, backend: Backend, config: EngineConfig | None = None) -> None:
         self.backend = backend
         if config is None:
-            device = getattr(backend, "device", None)
-            config = EngineConfig.for_device(device.type) if device is not None else EngineConfig()
+            config = EngineConfig.for_backend(backend) if hasattr(backend, "device") else EngineConfig()
         self.config = config
         self.stats = EngineStats()
         self.admission = Admission(config.max_queued_items, config.max_queued_pixels)

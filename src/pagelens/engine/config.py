@@ -52,12 +52,20 @@ class EngineConfig:
         return max(2, 2 * self.max_batch_images)
 
     @classmethod
-    def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:
-        """Defaults measured per device. On CPU, batching page images is slower than one at a time
+    def for_device(cls, device_type: str, *, cpu_batch_images: int = 1, **overrides: Any) -> EngineConfig:
+        """Defaults measured per device. On CPU, batching page images helps only some models
         (ColQwen2.5-3B dims, 2 cores: batch 4 gave 0.75x the pages/s of batch 1; `pagelens bench
-        engine`), so images run singly there; queries still batch."""
-        defaults: dict[str, Any] = {"max_batch_images": 1} if device_type == "cpu" else {"max_batch_images": 8}
-        return cls(**{**defaults, **overrides})
+        engine`), so images run `cpu_batch_images` at a time there (the model family's choice); queries
+        still batch."""
+        images = cpu_batch_images if device_type == "cpu" else 8
+        return cls(**{"max_batch_images": images, **overrides})
+
+    @classmethod
+    def for_backend(cls, backend: Any, **overrides: Any) -> EngineConfig:
+        """`for_device` with the backend's device and, when it says, its CPU batch (`cpu_batch_images`)."""
+        device = getattr(backend, "device", None)
+        batch = getattr(backend, "cpu_batch_images", 1)
+        return cls.for_device(device.type if device is not None else "cpu", cpu_batch_images=batch, **overrides)
 
 
 @dataclass

@@ -129,7 +129,7 @@ class Runtime:
         if embedder is not None:
             self.embedder = embedder
         embedder = self.load_model()  # the generator too
-        config = engine_config or EngineConfig.for_device(embedder.device.type, **self.settings.engine_overrides())
+        config = engine_config or EngineConfig.for_backend(embedder, **self.settings.engine_overrides())
         self.engine = Engine(embedder, config).start()
         self.embeddings = EmbeddingService(
             self.engine, embedder.info, max_inputs_per_request=self.settings.max_inputs_per_request
