@@ -191,3 +191,24 @@ def test_a_worker_keeps_few_documents_open_and_a_closed_pool_refuses_work():
     assert worker.process.poll() is not None
     with pytest.raises(Exception, match="shut down"):
         open_document(make_pdf(1), renderer=pool)
+
+
+def test_a_collections_pdf_pages_render_below_the_models_cpu_priority(tmp_path):
+    """Ingest renders run niced (BACKGROUND_NICENESS), so the model's threads never wait behind them;
+    a pool asked for no niceness runs at its parent's priority."""
+    from pagelens.index.render_pool import BACKGROUND_NICENESS
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    collections = Collections(tmp_path / "data")
+    plain = RenderPool(workers=1)
+    try:
+        for renderer, expected in ((collections.renderer, min(own + BACKGROUND_NICENESS, 19)), (plain, own)):
+            with open_document(make_pdf(1), renderer=renderer) as document:
+                assert document.page_image(1, dpi=36).size == (100, 150)
+                for worker in workers(renderer):  # the one that rendered, and a spare started meanwhile
+                    assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == expected
+    finally:
+        collections.close()
+        plain.close()
+    with pytest.raises(ValueError, match="niceness"):
+        RenderPool(niceness=25)

@@ -8,7 +8,7 @@ For each architecture of bench/models.py (random weights, bf16, sdpa): a PDF of 
                  sends them;
   ingest         `Collection.add` into a fresh Qdrant Edge collection: rendering in the PDF worker
                  processes (the next batch while the current one embeds), embedding, and storing
-                 (the shard, the vector mirror and each page's centroids).
+                 (each page's rows and centroids in the vector files, its payload in the shard).
 The two alternate, `rounds` times each, in one process (this VM's speed drifts: see
 docs/benchmarks.md); pages/s is each configuration's median. Bar (issue #14): ingest >= 0.85x the
 engine alone.

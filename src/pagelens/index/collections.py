@@ -64,6 +64,7 @@ from pagelens.index.pages import MULTI_VECTOR_128, PageSchema, PageStore
 from pagelens.index.pdf import RenderPool
 from pagelens.index.qdrant_store import QdrantPageStore, create_collection, qdrant_errors, qdrant_location
 from pagelens.index.recall import DEFAULT_TARGET_RECALL
+from pagelens.index.render_pool import BACKGROUND_NICENESS
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -104,8 +105,8 @@ class Collections:
         self.qdrant = qdrant
         self.prefix = prefix
         self._owns_client = False
-        self.renderer = renderer
-        self._owns_renderer = False
+        self.renderer = renderer or RenderPool(niceness=BACKGROUND_NICENESS)  # started on first use
+        self._owns_renderer = renderer is None
         self._open: dict[str, Collection] = {}
         self._building: set[str] = set()  # names being built (`building`): neither opened nor listed
         self._lock = threading.Lock()
@@ -134,7 +135,8 @@ class Collections:
         PDFs render in a pool of `settings.pdf_workers` processes, `settings.pdf_page_timeout_seconds` a page.
         `resumable(collection)` names the documents whose interrupted ingests will resume: their
         stored pages are kept when the collection opens."""
-        renderer = RenderPool(workers=settings.pdf_workers, page_timeout=settings.pdf_page_timeout_seconds)
+        renderer = RenderPool(workers=settings.pdf_workers, page_timeout=settings.pdf_page_timeout_seconds,
+                              niceness=BACKGROUND_NICENESS)  # fmt: skip
         if not settings.qdrant_url:
             collections = cls(settings.data_dir, renderer=renderer, resumable=resumable,
                               target_recall=settings.target_recall)  # fmt: skip

@@ -22,6 +22,11 @@ starts when next needed) and the page is refused, `UnprocessableDocument` (422) 
 worker that dies mid-page (PDFium crashing on a hostile file) is a 422 naming the page too. A set
 `cancel` event (threading.Event) kills the worker within `POLL_SECONDS` and raises
 `RenderCancelled`. Pages come back one at a time, so the memory in flight is one page per call.
+
+`niceness` lowers the workers' CPU priority (`os.nice`). A collection's pool renders at
+BACKGROUND_NICENESS: its pages are work the model's threads should not wait behind (queries and
+embedding requests keep priority over ingest), and on 2 cores a page rendered at normal priority
+took CPU from the forward it was meant to feed.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 
 Source = bytes | Path  # a PDF's bytes, or the path of a file holding them (opened by the worker itself)
 DEFAULT_WORKERS = 3  # two ingests (the service's ingest pool) and a page-image request at once
+BACKGROUND_NICENESS = 10  # a collection's render workers: below the model's threads (nice 0)
 DEFAULT_PAGE_TIMEOUT = 30.0
 DOCUMENTS_PER_WORKER = 2
 MAX_TEXT_BYTES = 16 << 20  # a page's text layer, read back whole
@@ -146,11 +152,14 @@ class RenderPool:
 
     Thread-safe: any number of threads may call it; each call holds one worker while it runs."""
 
-    def __init__(self, *, workers: int = DEFAULT_WORKERS, page_timeout: float = DEFAULT_PAGE_TIMEOUT) -> None:
-        if workers < 1 or page_timeout <= 0:
-            raise ValueError("a render pool needs at least one worker and a positive page timeout")
+    def __init__(
+        self, *, workers: int = DEFAULT_WORKERS, page_timeout: float = DEFAULT_PAGE_TIMEOUT, niceness: int = 0
+    ) -> None:
+        if workers < 1 or page_timeout <= 0 or not 0 <= niceness <= 19:
+            raise ValueError("a render pool needs at least one worker, a positive page timeout and a niceness 0..19")
         self.size = workers
         self.page_timeout = page_timeout
+        self.niceness = niceness
         self.opened = 0  # documents sent to a worker to be opened (tests count these)
         self._idle: list[_Worker | None] = [None] * workers  # None: a worker to start when needed
         self._busy: set[_Worker] = set()
@@ -381,7 +390,7 @@ class RenderPool:
     def _start(self, cancel: threading.Event | None) -> _Worker:
         source = str(Path(__file__).resolve().parents[2])  # the directory holding the pagelens package
         code = (f"import sys; sys.path.insert(0, {source!r}); "
-                f"from pagelens.index.render_worker import main; main({os.getpid()})")  # fmt: skip
+                f"from pagelens.index.render_worker import main; main({os.getpid()}, {self.niceness})")  # fmt: skip
         pipe = subprocess.PIPE
         process = subprocess.Popen([sys.executable, "-c", code], stdin=pipe, stdout=pipe, bufsize=0)
         worker = _Worker(process)

@@ -228,9 +228,12 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def main(parent: int) -> None:
-    """Serve requests on stdin/stdout until stdin closes or process `parent` dies."""
+def main(parent: int, niceness: int = 0) -> None:
+    """Serve requests on stdin/stdout until stdin closes or process `parent` dies, `niceness` below
+    the parent's CPU priority."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server; it stops its workers
+    if niceness:
+        os.nice(niceness)
     try:
         import resource
 
