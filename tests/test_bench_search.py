@@ -11,6 +11,7 @@ import pytest
 
 from pagelens.bench.search import native_queries, run
 from pagelens.bench.synthetic_pages import SyntheticCorpus
+from pagelens.errors import InvalidInput
 from pagelens.index.centroids import COARSE_ROWS
 from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.pages import POOLED_ROWS
@@ -38,7 +39,12 @@ def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
     written = json.loads((tmp_path / "search.json").read_text())
     assert written["bench"] == "search" and written["machine"]["cores"] >= 1
     rows = {row["search"]: row for row in written["tables"]["main"]}
-    assert set(rows) == {"brute force (file, float32)", "exact", "fast, prefetch 20", "Qdrant Edge exact (native)"}
+    reopened = EdgePageStore(tmp_path / "store" / "store")
+    native = getattr(reopened, "vectors_in_shard", True)  # stores keeping vectors only in the mirror have no native
+    reopened.close()
+    assert set(rows) == {"brute force (file, float32)", "exact", "fast, prefetch 20"} | (
+        {"Qdrant Edge exact (native)"} if native else set()
+    )
     assert rows["brute force (file, float32)"]["queries"] == 2 and rows["exact"]["queries"] == 4
     figures = written["figures"]
     assert figures["exact_equals_brute_force"] == "4/4" and figures["brute_force_timed_equals_one_pass"] == "2/2"
@@ -85,6 +91,13 @@ def test_a_store_without_qdrant_side_vectors_skips_the_native_row(tmp_path, monk
                  json_path=str(tmp_path / "s.json"), docs_path=None)  # fmt: skip
     assert "Qdrant Edge exact (native)" not in {row["search"] for row in result["tables"]["main"]}
     assert any("Qdrant Edge's own MaxSim: not run" in note for note in result["notes"])
+
+
+def test_a_bench_without_queries_or_pages_is_refused(tmp_path):
+    for options in ({"queries": 0}, {"brute_queries": 0}, {"pages": 0}):
+        with pytest.raises(InvalidInput, match="at least 1"):
+            run(**{"pages": 10, "queries": 2} | options, store_dir=str(tmp_path), docs_path=None)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was built
 
 
 def test_qdrant_edge_own_maxsim_runs_by_default_only_below_50k_pages():
