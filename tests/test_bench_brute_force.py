@@ -113,3 +113,20 @@ def test_a_page_is_still_what_it_was():
             assert len(page) == rows
             np.testing.assert_allclose(page[0, :3], first, atol=1e-6)
             np.testing.assert_allclose(page[-1, :3], last, atol=1e-6)
+
+
+def test_a_build_process_gets_one_blas_thread_and_this_process_keeps_its_own(monkeypatch):
+    """The store's k-means runs small numpy matmuls, which two BLAS threads on busy cores slow ~20x."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pagelens.bench.search_store import _one_blas_thread_in_new_processes
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    spawn = multiprocessing.get_context("spawn")
+    with _one_blas_thread_in_new_processes(), ProcessPoolExecutor(1, mp_context=spawn) as child:
+        seen = [child.submit(os.getenv, name).result() for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+    assert seen == ["1", "1"]
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2" and "OMP_NUM_THREADS" not in os.environ

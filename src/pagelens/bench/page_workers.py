@@ -4,7 +4,8 @@ A page is a pure function of (seed, i) (bench/synthetic_pages.py), so workers ca
 order; `corpus_pages` hands them back in page order, with at most a few documents per worker in
 flight (a 100k-page corpus is ~36 GB of float32: it must stream, not pile up in a queue).
 Workers are spawned, not forked: the caller may hold threads (torch, Qdrant Edge) a fork would copy
-mid-flight.
+mid-flight. So, as with any spawned process, a script that calls this must guard its top-level code
+(`if __name__ == "__main__":`), which a spawned process runs again.
 """
 
 from __future__ import annotations
