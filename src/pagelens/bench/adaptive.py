@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pagelens.bench.report import DEFAULT_DOCS, Report
-from pagelens.bench.search import DEFAULT_SHAPE, build_store
+from pagelens.bench.search_store import DEFAULT_SHAPE, build_store
 from pagelens.bench.synthetic_pages import SyntheticCorpus
 from pagelens.index.collection import Collection
 from pagelens.index.recall import PREFETCH_BOUNDS, SEARCH_FILE, AdaptivePrefetch, recall_at_k

@@ -226,7 +226,14 @@ def bench_search(
     queries: Annotated[int, typer.Option(help="Queries timed.")] = 100,
     k: Annotated[int, typer.Option(help="Top-k.")] = 10,
     prefetch: Annotated[str, typer.Option(help="Comma-separated fast-mode prefetch sizes.")] = "50,100,200",
-    qdrant_queries: Annotated[int, typer.Option(help="Queries also run by Qdrant Edge's own MaxSim.")] = 3,
+    qdrant_queries: Annotated[
+        int | None,
+        typer.Option(help="Queries also run by Qdrant Edge's own MaxSim (default: 3 below 50k pages, else 0)."),
+    ] = None,
+    brute_queries: Annotated[int, typer.Option(help="Queries the brute force is timed on (truth covers all).")] = 20,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes generating pages for a build (default: one fewer than the cores).")
+    ] = None,
     store_dir: Annotated[
         str | None, typer.Option(help="Where the collection is built (reused when it matches; default bench-results/).")
     ] = None,
@@ -245,7 +252,7 @@ def bench_search(
     min_prefetch: Annotated[int, typer.Option(help="--adaptive: the adapted prefetch's lower bound.")] = 50,
     max_queries: Annotated[int, typer.Option(help="--adaptive: at most this many sampled fast searches.")] = 600,
 ) -> None:
-    """Exact and fast collection search: p50/p95 and recall@k, against brute-force torch MaxSim.
+    """Exact and fast collection search: p50/p95 and recall@k, against a streamed brute-force float32 MaxSim.
     With --adaptive: recall@k at the starting prefetch, then a stream of sampled fast searches until
     the adapted default prefetch holds, and recall@k there (--queries held-out queries, offline)."""
     from pagelens.bench.report import DEFAULT_DOCS
@@ -260,9 +267,9 @@ def bench_search(
                      docs_path=docs or DEFAULT_DOCS)  # fmt: skip
         return
     sizes = tuple(int(size) for size in prefetch.split(",") if size.strip())
-    run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, store_dir=store_dir,
-        seed=seed, own_concepts=own_concepts, background=background, json_path=json_path,
-        docs_path=docs or DEFAULT_DOCS)  # fmt: skip
+    run(pages=pages, queries=queries, k=k, prefetch=sizes, qdrant_queries=qdrant_queries, brute_queries=brute_queries,
+        store_dir=store_dir, seed=seed, own_concepts=own_concepts, background=background, workers=workers,
+        json_path=json_path, docs_path=docs or DEFAULT_DOCS)  # fmt: skip
 
 
 @bench_app.command("gpu")
