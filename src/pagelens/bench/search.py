@@ -202,7 +202,9 @@ def note_costs(report: Report) -> None:
             f"{build['rows_file_seconds']:.0f} s"
         )
     report.note(
-        f"on disk: Qdrant Edge shard {disk['shard'] / gib:.2f} GiB, vector mirror {disk['mirror'] / gib:.2f} GiB = "
+        f"on disk (allocated): Qdrant Edge shard {disk['shard'] / gib:.3f} GiB "
+        f"({figures['apparent_bytes']['shard'] / gib:.2f} GiB by size: sparse log segments), "
+        f"vector mirror {disk['mirror'] / gib:.2f} GiB = "
         f"{figures['disk_over_float16_vectors']:.2f}x the float16 vectors ({figures['float16_vector_bytes'] / gib:.2f} "
         "GiB; the brute force's rows file, the same size, is the bench's own and not counted)"
     )

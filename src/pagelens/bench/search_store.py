@@ -150,19 +150,27 @@ def _build_files(directory: Path, corpus: SyntheticCorpus, workers: int) -> Buil
     return times
 
 
-def directory_bytes(directory: Path) -> int:
-    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+def directory_bytes(directory: Path, *, allocated: bool = True) -> int:
+    """Bytes the files under `directory` take on disk (blocks allocated, as `du` counts them), or
+    their sizes (`allocated=False`). They differ for Qdrant Edge's write-ahead log, whose 32 MiB
+    segments are sparse files: a 10k-page shard measured 152 MB by size, 4.4 MB allocated."""
+    files = [path.stat() for path in Path(directory).rglob("*") if path.is_file()]
+    return sum(stat.st_blocks * 512 if allocated else stat.st_size for stat in files)
 
 
 def disk_figures(store: EdgePageStore, corpus: SyntheticCorpus) -> dict[str, int | float | dict[str, int]]:
-    """The store's bytes on disk by part (the shard, the mirror and each of the mirror's files), and
-    as a ratio to the corpus' float16 vectors (the reference's rows file is not the store's)."""
+    """The store's bytes on disk (allocated) by part (the shard, the mirror), their apparent sizes,
+    each mirror file's size, and the disk as a ratio to the corpus' float16 vectors (the reference's
+    rows file is not the store's)."""
     parts = {"shard": directory_bytes(store.directory), "mirror": directory_bytes(store.mirror.directory)}
+    sizes = {name: directory_bytes(path, allocated=False)
+             for name, path in (("shard", store.directory), ("mirror", store.mirror.directory))}  # fmt: skip
     files = sorted(path for path in store.mirror.directory.iterdir() if path.is_file())
     mirror_files = {path.name: path.stat().st_size for path in files}
     vectors = float16_vector_bytes(corpus)
-    return {"disk_bytes": parts, "mirror_file_bytes": mirror_files, "float16_vector_bytes": vectors,
-            "disk_over_float16_vectors": round(sum(parts.values()) / vectors, 3)}  # fmt: skip
+    ratio = round(sum(parts.values()) / vectors, 3)
+    return {"disk_bytes": parts, "apparent_bytes": sizes, "mirror_file_bytes": mirror_files,
+            "float16_vector_bytes": vectors, "disk_over_float16_vectors": ratio}  # fmt: skip
 
 
 MEMORY_PROBE = """
