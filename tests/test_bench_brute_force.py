@@ -115,18 +115,17 @@ def test_a_page_is_still_what_it_was():
             np.testing.assert_allclose(page[-1, :3], last, atol=1e-6)
 
 
-def test_a_build_process_gets_one_blas_thread_and_this_process_keeps_its_own(monkeypatch):
+def test_a_build_process_gets_one_blas_thread_and_this_process_keeps_its_own(monkeypatch, tmp_path):
     """The store's k-means runs small numpy matmuls, which two BLAS threads on busy cores slow ~20x."""
-    import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
-    from pagelens.bench.search_store import _one_blas_thread_in_new_processes
+    from pagelens.bench import search_store
 
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    spawn = multiprocessing.get_context("spawn")
-    with _one_blas_thread_in_new_processes(), ProcessPoolExecutor(1, mp_context=spawn) as child:
-        seen = [child.submit(os.getenv, name).result() for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
-    assert seen == ["1", "1"]
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    report_threads = f"import json, os; print(json.dumps({{n: os.environ.get(n) for n in {names!r}}}))"
+    monkeypatch.setattr(search_store, "BUILD_SCRIPT", report_threads)
+    seen = search_store._build_in_a_process(tmp_path, SyntheticCorpus(4), workers=0)
+    assert seen == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     assert os.environ["OPENBLAS_NUM_THREADS"] == "2" and "OMP_NUM_THREADS" not in os.environ

@@ -13,15 +13,11 @@ processes generate meanwhile (bench/page_workers.py).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -91,33 +87,42 @@ def build_store(
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     workers = default_workers() if workers is None else workers
-    spawn = multiprocessing.get_context("spawn")
-    with _one_blas_thread_in_new_processes(), ProcessPoolExecutor(1, mp_context=spawn) as builder:
-        built = builder.submit(_build_files, directory, corpus, workers).result()
+    built = _build_in_a_process(directory, corpus, workers)
     for field in fields(BuildTimes):
-        setattr(times, field.name, getattr(built, field.name))
+        setattr(times, field.name, built[field.name])
     stamp.write_text(json.dumps(wanted))
     return EdgePageStore(directory / "store")
 
 
-@contextmanager
-def _one_blas_thread_in_new_processes() -> Iterator[None]:
-    """Processes started within get one BLAS/OpenMP thread (read when numpy and torch load).
+BUILD_SCRIPT = """
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+from pagelens.bench.search_store import _build_files
+from pagelens.bench.synthetic_pages import SyntheticCorpus
+job = json.loads(sys.argv[1])
+corpus = SyntheticCorpus(**job["corpus"])
+print(json.dumps(asdict(_build_files(Path(job["directory"]), corpus, job["workers"]))))
+"""
+
+
+def _build_in_a_process(directory: Path, corpus: SyntheticCorpus, workers: int) -> dict[str, float]:
+    """`_build_files` in a fresh interpreter with one BLAS/OpenMP thread (read when numpy and torch
+    load, so only a new process can have it; its page workers inherit it): `BuildTimes` as a dict.
 
     The store's k-means (`cluster_pool`) runs small numpy matmuls; with OpenBLAS's default two
     threads on two cores that are also running the page workers (or anything else), they wait for
     each other: measured 162 ms a page against 6.8 ms single-threaded on busy cores, 6.3 against
     6.0 on quiet ones."""
-    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    job = {"directory": str(directory), "workers": workers,
+           "corpus": {"pages": corpus.pages, "seed": corpus.seed, "pages_per_document": corpus.pages_per_document,
+                      "own_concepts": corpus.own_concepts, "background": corpus.background_share}}  # fmt: skip
+    single_threaded = dict.fromkeys(BLAS_THREAD_VARIABLES, "1")
+    finished = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, json.dumps(job)], capture_output=True, text=True,
+                              env={**os.environ, **single_threaded})  # fmt: skip
+    if finished.returncode != 0:
+        raise BackendFailure(f"building the bench store failed: {finished.stderr.strip()[-2000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
 def _build_files(directory: Path, corpus: SyntheticCorpus, workers: int) -> BuildTimes:
