@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,9 @@ def assert_same_collection(copy, original, fake: FakeBackend) -> None:
 
 
 def tree(root: Path) -> set[str]:
-    return {str(path.relative_to(root)) for path in root.rglob("*")}
+    """Every path under `root`, but Qdrant Edge's write-ahead-log segments named as one whether its
+    background thread has finished preallocating them (`tmp-open-N` becomes `open-N` on its own)."""
+    return {re.sub(r"/wal/tmp-open-", "/wal/open-", str(path.relative_to(root))) for path in root.rglob("*")}
 
 
 # ---------------------------------------------------------------------------- stores read pages back
