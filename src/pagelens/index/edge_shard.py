@@ -13,8 +13,9 @@ Writes follow one template, `add_document`; the store built on the shard adds to
 hooks: `_named_vectors` (a page's named vectors), `_stage` (called under the lock before a
 page's point is written; returns payload fields to store with it), `_point_vectors` (which of
 the named vectors the point itself holds), `_publish` (after the document is complete and
-flushed) and `_forget` (after pages are deleted). The defaults suit a store that keeps nothing
-outside the shard.
+flushed) and `_forget` (after pages are deleted); reads through two more, `_retrieved_vectors`
+and `_stored_vectors` (where a page read finds the vectors). The defaults suit a store that keeps
+nothing outside the shard.
 
 Whole-document atomicity: a document's pages are written with `status: "ingesting"` and flipped
 to "complete" in one update after the last page, then flushed; search only sees complete ones, and
@@ -59,6 +60,7 @@ from pagelens.index.pages import (
     search_conditions,
     stored_page,
     stored_pages,
+    vectors_in_point,
 )
 from pagelens.index.patches import PATCHES_KEY, split_page
 
@@ -257,6 +259,14 @@ class EdgeShardStore:
         """The named vectors a page's point holds in the shard: all of them."""
         return named
 
+    def _retrieved_vectors(self) -> list[str] | bool:
+        """What a page read retrieves with each point: its `page` vector."""
+        return [PAGE_VECTOR]
+
+    def _stored_vectors(self, record: Any) -> np.ndarray:
+        """A complete page's vectors, float16, from its retrieved point (called under the lock)."""
+        return vectors_in_point(record)
+
     def _named_vectors(self, number: int, vectors: np.ndarray) -> dict[str, np.ndarray]:
         """Page `number`'s named vectors as the shard stores them (checked against the schema)."""
         return page_vectors(number, vectors, self.schema)
@@ -389,20 +399,24 @@ class EdgeShardStore:
             return self._shard.count(q.CountRequest(filter=q.Filter(must=conditions)))
 
     def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
-        """A complete document's pages from the shard (the source of truth), READ_BATCH at a time, in
-        page order: `(page, (n_tokens, 128) or (dim,) float16)`."""
-        pages = self.page_count(document_id)
-        for first in range(1, pages + 1, READ_BATCH):
-            numbers = range(first, min(first + READ_BATCH, pages + 1))
+        """A complete document's pages, READ_BATCH at a time, in page order: `(page, (n_tokens, 128)
+        or (dim,) float16)`, each from where the store keeps it (`_stored_vectors`)."""
+        count = self.page_count(document_id)
+        for first in range(1, count + 1, READ_BATCH):
+            numbers = range(first, min(first + READ_BATCH, count + 1))
             with self._lock:
-                records = self._shard.retrieve([point_id(document_id, n) for n in numbers], ["status"], [PAGE_VECTOR])
-            yield from stored_pages(document_id, numbers, records)
+                ids = [point_id(document_id, n) for n in numbers]
+                records = self._shard.retrieve(ids, ["status"], self._retrieved_vectors())
+                pages = stored_pages(document_id, numbers, records, self._stored_vectors)
+            yield from pages
 
     def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """One complete page from the shard: `(vectors float16, patch layout or None)`."""
+        """One complete page: `(vectors float16, patch layout or None)`."""
         with self._lock:
-            records = self._shard.retrieve([point_id(document_id, number)], ["status", PATCHES_KEY], [PAGE_VECTOR])
-        return stored_page(document_id, number, records)
+            records = self._shard.retrieve(
+                [point_id(document_id, number)], ["status", PATCHES_KEY], self._retrieved_vectors()
+            )
+            return stored_page(document_id, number, records, self._stored_vectors)
 
     def page_layouts(self, document_id: str) -> dict[int, dict[str, Any]]:
         """page -> patch layout, for a document's pages that have one (payloads only, no vectors)."""

@@ -33,7 +33,7 @@ element by element: ~2.5 ms for a page of 80 rows, ~10 ms for 750, measured with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ from pagelens.index.pages import (
     INGESTING,
     PAGE_VECTOR,
     POOLED_VECTOR,
-    READ_BATCH,
     PageSchema,
     SearchHit,
     SearchMode,
@@ -64,11 +63,8 @@ from pagelens.index.pages import (
     page_vectors,
     point_id,
     resolve_schema,
-    stored_page,
-    stored_pages,
     to_hit,
 )
-from pagelens.index.patches import PATCHES_KEY
 
 __all__ = [
     "COMPLETE",
@@ -244,12 +240,12 @@ class EdgePageStore(EdgeShardStore):
         """An earlier ingest's page: its mirror location (its rows copied again from the shard when
         the mirror no longer holds them, in a store that keeps them there)."""
         location = Location.from_payload(payload.get(MIRROR_KEY))
-        if (location is None or not self.mirror.holds(location)) and not self.vectors_in_shard:
-            raise BackendFailure(
-                f"page {payload.get('page')} of document {payload.get('document_id')!r}, stored by an interrupted "
-                f"ingest, has no rows in the vector files of {self.mirror.directory}"
-            )
         if location is None or not self.mirror.holds(location):
+            if not self.vectors_in_shard:
+                raise BackendFailure(
+                    f"page {payload.get('page')} of document {payload.get('document_id')!r}, stored by an "
+                    f"interrupted ingest, has no rows in the vector files of {self.mirror.directory}"
+                )
             (record,) = self._shard.retrieve([point], False, [PAGE_VECTOR])
             page = np.asarray(record.vector[PAGE_VECTOR], dtype=np.float32)
             location = self.mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16))
@@ -269,30 +265,18 @@ class EdgePageStore(EdgeShardStore):
         for point in points:
             self.mirror.drop(point)
 
-    # ---------------------------------------------------------------- reads
-    def _published_rows(self, record: Any) -> np.ndarray:
-        """A complete page's `(n_tokens, 128)` float16 rows, copied from the mirror (under the lock)."""
+    # ---------------------------------------------------------------- reads (the shard store's hooks)
+    def _retrieved_vectors(self) -> bool:
+        return False  # pages are read from the mirror, whatever the layout
+
+    def _stored_vectors(self, record: Any) -> np.ndarray:
+        """A complete page's `(n_tokens, 128)` float16 rows, copied from the mirror."""
         if record.id not in self.mirror:
             raise NotFound(f"page {record.payload.get('page')} of document {record.payload.get('document_id')!r} "
                            "is no longer stored")  # fmt: skip
         return self.mirror.page_rows(record.id)
 
-    def iter_pages(self, document_id: str) -> Iterator[tuple[int, np.ndarray]]:
-        """A complete document's pages, READ_BATCH at a time, in page order: `(page, (n_tokens, 128)
-        float16)` from the mirror."""
-        count = self.page_count(document_id)
-        for first in range(1, count + 1, READ_BATCH):
-            numbers = range(first, min(first + READ_BATCH, count + 1))
-            with self._lock:
-                records = self._shard.retrieve([point_id(document_id, n) for n in numbers], ["status"], False)
-                pages = stored_pages(document_id, numbers, records, self._published_rows)
-            yield from pages
-
-    def read_page(self, document_id: str, number: int) -> tuple[np.ndarray, dict[str, Any] | None]:
-        """One complete page: `(vectors float16 from the mirror, patch layout or None)`."""
-        with self._lock:
-            records = self._shard.retrieve([point_id(document_id, number)], ["status", PATCHES_KEY], False)
-            return stored_page(document_id, number, records, self._published_rows)
+    # ---------------------------------------------------------------- reads
 
     def search(
         self,
