@@ -118,10 +118,16 @@ def _build_in_a_process(directory: Path, corpus: SyntheticCorpus, workers: int) 
            "corpus": {"pages": corpus.pages, "seed": corpus.seed, "pages_per_document": corpus.pages_per_document,
                       "own_concepts": corpus.own_concepts, "background": corpus.background_share}}  # fmt: skip
     single_threaded = dict.fromkeys(BLAS_THREAD_VARIABLES, "1")
-    finished = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, json.dumps(job)], capture_output=True, text=True,
-                              env={**os.environ, **single_threaded})  # fmt: skip
+    return _run_script(BUILD_SCRIPT, json.dumps(job), failure="building the bench store",
+                       env={**os.environ, **single_threaded})  # fmt: skip
+
+
+def _run_script(script: str, argument: str, *, failure: str, env: dict[str, str] | None = None) -> dict:
+    """Run `script` in a fresh interpreter with one argument; its last line of output, as JSON.
+    BackendFailure naming `failure` (and the end of its error output) when it fails."""
+    finished = subprocess.run([sys.executable, "-c", script, argument], capture_output=True, text=True, env=env)
     if finished.returncode != 0:
-        raise BackendFailure(f"building the bench store failed: {finished.stderr.strip()[-2000:]}")
+        raise BackendFailure(f"{failure} failed: {finished.stderr.strip()[-2000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
@@ -204,10 +210,7 @@ def memory_figures(store_directory: Path) -> dict[str, int | float | None]:
     """RAM of a fresh process that only imports pagelens' store and opens (and warms) the closed
     store at `store_directory`: RSS before and after, its peak, the centroids' bytes, seconds to
     open. BackendFailure when the probe fails (its error output in the message)."""
-    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(store_directory)], capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise BackendFailure(f"opening {store_directory} in a fresh process failed: {probe.stderr.strip()[-2000:]}")
-    return json.loads(probe.stdout.strip().splitlines()[-1])
+    return _run_script(MEMORY_PROBE, str(store_directory), failure=f"opening {store_directory} in a fresh process")
 
 
 def page_index(hit, per_document: int) -> int:
