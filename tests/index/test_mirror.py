@@ -16,6 +16,7 @@ from pagelens.index.edge_store import EdgePageStore
 from pagelens.index.mirror import Location, VectorMirror
 from pagelens.index.pages import POOLED_ROWS, cluster_pool
 from pagelens.index.scoring import maxsim
+from pagelens.index.scratch import SCRATCH
 from tests.index.test_store import fp16, query_like, structured_pages
 
 
@@ -137,7 +138,9 @@ def test_centroid_matrix_appends_masks_and_squeezes_without_rebuilding():
     matrix.remove(0)
     matrix.load(read)  # 3 of 9 slots dead: squeezed out
     assert len(matrix.points) == 6 and matrix.alive.all()
-    assert all(float(matrix.rows[slot, 0, 0]) == point for slot, point in enumerate(matrix.points.tolist()))
+    held = [float(matrix.dequantized(slot)[0, 0]) for slot in range(len(matrix.points))]
+    assert held == pytest.approx(matrix.points.tolist(), rel=1e-2)  # each slot still holds its own page
+    assert len(matrix.scales) == matrix.coarse.shape[1] == 6
     matrix.load(read)
     assert len(reads) == 2  # nothing staged since: nothing read
 
@@ -286,3 +289,86 @@ def test_a_store_written_with_64_centroids_a_page_loads_and_searches_beside_new_
                 assert abs(best.score - maxsim(query, fp16(page))) < 1e-4
     finally:
         store.close()
+
+
+def test_int8_centroids_keep_the_maxsim_of_the_float_centroids():
+    from pagelens.index.centroids import maxsim_int8, quantize_rows
+
+    pages = structured_pages(12, tokens=200, seed=11)
+    centroids = torch.from_numpy(np.stack([cluster_pool(page) for page in pages]))  # (12, 128, 128) float32
+    codes, scales = quantize_rows(centroids)
+    assert codes.dtype == torch.int8 and scales.shape == (12, POOLED_ROWS)
+    assert int(codes.abs().amax(2).min()) == 127  # each row's largest component uses the full range
+    restored = codes.float() * scales.float().unsqueeze(2)
+    assert float((restored - centroids).abs().max()) < 0.01  # half a step of the largest component / 127
+    query = torch.from_numpy(query_like(pages[3], 0))
+    exact = torch.stack([(query @ page.T).amax(1).sum() for page in centroids])
+    widened = torch.empty(codes.shape, dtype=torch.bfloat16)
+    approximate = maxsim_int8(query.to(torch.bfloat16), codes, scales, widened)
+    assert torch.allclose(approximate, exact, rtol=0.02) and int(approximate.argmax()) == int(exact.argmax())
+
+
+def test_the_coarse_cut_keeps_a_share_of_many_pages_and_reads_few_pages_rows_gathered(tmp_path, monkeypatch):
+    """The coarse cut keeps COARSE_KEEP_SHARE of the searchable pages when that is more than
+    SHORTLIST * wanted (large collections); a filter leaving few pages gathers their coarse rows
+    (GATHER_PAGES at a time) instead of scanning every page's, with the same scores."""
+    import pagelens.index.centroids as centroids_module
+
+    mirror = VectorMirror(tmp_path)
+    pages = structured_pages(240, tokens=120, seed=7)
+    for point, page in enumerate(pages):
+        mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
+    mirror.warm()
+    matrix = mirror._centroids
+    query = torch.from_numpy(query_like(pages[0], 0)).to(torch.bfloat16)
+    slots = torch.arange(0, 240, 3)
+    whole = centroids_module.maxsim_centroid_major(query, matrix.coarse)[slots]
+    monkeypatch.setattr(centroids_module, "GATHER_PAGES", 16)  # 80 slots in 5 reads
+    with SCRATCH.lease() as scratch:
+        assert torch.allclose(matrix._coarse_scores(query, slots, scratch), whole)
+    fine_pages = []
+    widen = centroids_module.maxsim_int8
+    monkeypatch.setattr(
+        centroids_module, "maxsim_int8", lambda q, codes, *rest: fine_pages.append(len(codes)) or widen(q, codes, *rest)
+    )
+    monkeypatch.setattr(centroids_module, "SHORTLIST", 3)
+    monkeypatch.setattr(centroids_module, "COARSE_KEEP_SHARE", 0.25)
+    recalls = []
+    for seed in range(6):
+        query = query_like(pages[seed * 37], seed)
+        exact = mirror.search(query, 4, fast=False, prefetch=0)
+        fine_pages.clear()
+        fast = mirror.search(query, 4, fast=True, prefetch=4)  # the coarse cut keeps max(3 x 4, 0.25 x 240) = 60
+        assert fine_pages == [60] and fast[0] == exact[0]
+        recalls.append(len({p for p, _ in fast} & {p for p, _ in exact}) / 4)
+    assert np.mean(recalls) >= 0.75, recalls
+
+
+def test_centroids_load_in_parts_as_in_one(monkeypatch):
+    """Loading reads and summarizes LOAD_PAGES pages at a time (bounded RAM at 100k pages); the
+    matrix is the same as from one read, appended after pages it already held."""
+    import pagelens.index.centroids as centroids_module
+
+    pages = structured_pages(11, tokens=150, seed=12)
+    centroids = {point: torch.from_numpy(cluster_pool(page)).to(torch.float16) for point, page in enumerate(pages)}
+    matrices, reads = [], []
+
+    def read(points):
+        reads.append(list(points))
+        return [centroids[point] for point in points]
+
+    for load_pages in (100, 3):
+        monkeypatch.setattr(centroids_module, "LOAD_PAGES", load_pages)
+        matrix = centroids_module.CentroidMatrix()
+        for point in range(4):
+            matrix.stage(point)
+        matrix.load(read)
+        for point in range(4, 11):
+            matrix.stage(point)
+        matrix.load(read)
+        matrices.append(matrix)
+    assert reads[2:] == [[0, 1, 2], [3], [4, 5, 6], [7, 8, 9], [10]]
+    whole, parts = matrices
+    for name in ("rows", "scales", "coarse"):
+        assert torch.equal(getattr(whole, name), getattr(parts, name)), name
+    assert whole.points.tolist() == list(range(11)) and whole.coarse.shape == (centroids_module.COARSE_ROWS, 11, 128)

@@ -1,11 +1,18 @@
 """The fast mode's prefilter: every searchable page's centroids in RAM, narrowed in two cuts.
 
 Each page has POOLED_ROWS k-means centroids of its token rows (index/pages.py `cluster_pool`),
-stored in the mirror file after its rows. In RAM they are one `(slots, POOLED_ROWS, 128)` bfloat16
-tensor, plus COARSE_ROWS centroids of those centroids per page, centroid-major. A query's first
-cut is a MaxSim against the coarse rows of every page, keeping SHORTLIST * `wanted` pages; the
-second, against the shortlist's full centroids, keeps `wanted` (at 10k pages, one matmul over
-every page's 64 centroids alone took ~35 ms of the 50 ms budget: docs/benchmarks.md, "search").
+stored in the mirror file after its rows. In RAM a page keeps two summaries:
+
+- `rows`: its POOLED_ROWS centroids in int8, one bfloat16 scale per row (`quantize_rows`): 16.25 KiB;
+- `coarse`: COARSE_ROWS k-means centroids of those, bfloat16, centroid-major: 8 KiB.
+
+A query (`best`) is a MaxSim against the coarse rows of every searchable page, keeping the larger
+of SHORTLIST * `wanted` and COARSE_KEEP_SHARE of them, then against those pages' int8 centroids,
+keeping `wanted`, which the mirror scores exactly. The coarse cut is what loses recall as a
+collection grows (100k bench pages: the true top-10's rank by the coarse rows has p90 ~3000, by
+the int8 centroids p90 18), so it keeps a share of the pages rather than a fixed number. int8
+halves the centroids' RAM; torch's CPU int8 matmul is no faster than bfloat16 here, so the codes
+are widened to bfloat16 for the pages the fine cut reads (int8 fits bfloat16 exactly).
 Pages stored before the 128-centroid layout have 64, repeated here to POOLED_ROWS rows.
 """
 
@@ -20,10 +27,13 @@ import torch
 from pagelens.index.pages import DIM, POOLED_ROWS
 from pagelens.index.scratch import Scratch
 
-COARSE_ROWS = 32  # centroids of a page's centroids, for the fast mode's first cut (24: recall 0.950, 32: 0.963)
-SHORTLIST = 20  # the first cut keeps SHORTLIST * prefetch pages
-FINE_PAGES = 512  # the second cut scores the shortlist's centroids this many pages at a time
-CENTROID_BYTES_PER_PAGE = (POOLED_ROWS + COARSE_ROWS) * DIM * 2  # bfloat16 rows in RAM: 40 KiB a page
+COARSE_ROWS = 32  # centroids of a page's centroids, for the coarse cut (24: recall 0.950, 32: 0.963 at 10k)
+SHORTLIST = 20  # the coarse cut keeps SHORTLIST * prefetch pages ...
+COARSE_KEEP_SHARE = 0.08  # ... or this share of the searchable pages, whichever is more
+FINE_PAGES = 512  # the fine cut scores the shortlist's centroids this many pages at a time
+LOAD_PAGES = 1024  # pages read and summarized at a time when loading
+GATHER_PAGES = 4096  # a coarse cut over few of the pages reads their rows this many pages at a time
+CENTROID_BYTES_PER_PAGE = POOLED_ROWS * (DIM + 2) + COARSE_ROWS * DIM * 2  # 24.25 KiB a page
 
 
 def available_memory_bytes() -> int | None:
@@ -64,10 +74,23 @@ def coarse_pool(centroids: torch.Tensor, clusters: int = COARSE_ROWS, iterations
     return means.to(torch.bfloat16)
 
 
-def maxsim_rows(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Approximate MaxSim of a `(q, 128)` bfloat16 query against `(pages, r, 128)` bfloat16 rows: `(pages,)` float32."""
-    pages, per_page, _ = rows.shape
-    return (query @ rows.view(-1, DIM).T).view(len(query), pages, per_page).amax(2).float().sum(0)
+def quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of `(..., 128)` rows, one scale per row: `(codes (..., 128) int8,
+    scales (...) bfloat16)` with rows ~ codes * scales (the largest component maps to +-127)."""
+    rows = rows.float()
+    scales = (rows.abs().amax(-1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+    codes = torch.round(rows / scales.float().unsqueeze(-1)).clamp(-127, 127).to(torch.int8)
+    return codes, scales
+
+
+def maxsim_int8(query: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, widened: torch.Tensor) -> torch.Tensor:
+    """Approximate MaxSim of a `(q, 128)` bfloat16 query against `quantize_rows` output, `(pages, r,
+    128)` int8 codes and `(pages, r)` bfloat16 scales: `(pages,)` float32. `widened` is a `(pages,
+    r, 128)` bfloat16 buffer for the codes (int8 fits bfloat16 exactly)."""
+    pages, per_page, _ = codes.shape
+    widened.copy_(codes)
+    similarities = (query @ widened.view(-1, DIM).T).view(len(query), pages, per_page)
+    return (similarities * scales).amax(2).float().sum(0)
 
 
 def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -78,18 +101,25 @@ def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tens
 
 
 class CentroidMatrix:
-    """Every searchable page's centroids in RAM: `rows`, `(slots, POOLED_ROWS, 128)` bfloat16, and
-    their `coarse_pool` centroid-major, `coarse`, `(COARSE_ROWS, slots, 128)`. Kept up to date
-    without rebuilding: new pages are staged and appended at the next `load`, removed ones are
-    masked out (`alive`), and the dead slots are squeezed out once they are a quarter."""
+    """Every searchable page's centroids in RAM (see the module docstring): `rows`, `(slots,
+    POOLED_ROWS, 128)` int8 with `scales`, `(slots, POOLED_ROWS)` bfloat16, and `coarse`,
+    `(COARSE_ROWS, slots, 128)` bfloat16, centroid-major. Kept up to date without rebuilding: new
+    pages are staged and appended at the next `load`, removed ones are masked out (`alive`), and
+    the dead slots are squeezed out once they are a quarter."""
 
     def __init__(self) -> None:
         self.points = np.zeros(0, dtype=np.int64)  # the point id in each slot
-        self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.bfloat16)
+        self.rows = torch.zeros((0, POOLED_ROWS, DIM), dtype=torch.int8)
+        self.scales = torch.zeros((0, POOLED_ROWS), dtype=torch.bfloat16)
         self.coarse = torch.zeros((COARSE_ROWS, 0, DIM), dtype=torch.bfloat16)
         self.alive = torch.zeros(0, dtype=torch.bool)
         self._slot: dict[int, int] = {}
         self._staged: dict[int, None] = {}  # ordered set
+
+    @property
+    def nbytes(self) -> int:
+        """RAM the centroids take."""
+        return sum(t.nbytes for t in (self.rows, self.scales, self.coarse))
 
     def stage(self, point: int) -> None:
         self.remove(point)
@@ -104,40 +134,77 @@ class CentroidMatrix:
     def load(self, read: Callable[[list[int]], list[torch.Tensor]]) -> None:
         """Append the staged pages, `read(points)` giving each one's `(p, 128)` centroids (p <=
         POOLED_ROWS: older pages have fewer; their rows are repeated to POOLED_ROWS, which changes
-        no MaxSim)."""
+        no MaxSim). Pages are read and summarized LOAD_PAGES at a time, so loading 100k pages
+        needs little more RAM than the result."""
         if self._staged:
             points = list(self._staged)
             self._staged.clear()
-            first = len(self.points)
-            slot_rows = torch.arange(POOLED_ROWS)
-            centroids = [rows if len(rows) == POOLED_ROWS else rows[slot_rows % len(rows)] for rows in read(points)]
-            added = torch.stack(centroids).to(torch.bfloat16)
-            self.rows = torch.cat([self.rows, added])
-            coarse = [coarse_pool(part).transpose(0, 1) for part in added.split(1024)]
-            self.coarse = torch.cat([self.coarse, *coarse], dim=1)
+            first, total = len(self.points), len(self.points) + len(points)
+            rows, scales = self._grown(self.rows, 0, total), self._grown(self.scales, 0, total)
+            coarse = self._grown(self.coarse, 1, total)
+            for start in range(0, len(points), LOAD_PAGES):
+                part = self._summarize(read(points[start : start + LOAD_PAGES]))
+                at = slice(first + start, first + start + len(part[0]))
+                rows[at], scales[at], coarse[:, at] = part
+            self.rows, self.scales, self.coarse = rows, scales, coarse
             self.points = np.concatenate([self.points, np.asarray(points, dtype=np.int64)])
             self.alive = torch.cat([self.alive, torch.ones(len(points), dtype=torch.bool)])
             self._slot.update((point, first + i) for i, point in enumerate(points))
         dead = len(self.points) - len(self._slot)
         if dead and dead * 4 >= len(self.points):
             keep = self.alive.nonzero().squeeze(1)
-            self.rows, self.alive = self.rows[keep], self.alive[keep]
+            self.rows, self.scales, self.alive = self.rows[keep], self.scales[keep], self.alive[keep]
             self.coarse = self.coarse[:, keep].contiguous()
             self.points = self.points[keep.numpy()]
             self._slot = {int(point): slot for slot, point in enumerate(self.points)}
 
+    @staticmethod
+    def _grown(held: torch.Tensor, axis: int, slots: int) -> torch.Tensor:
+        """A tensor like `held` with `slots` along `axis` (the slot axis), starting with `held`'s."""
+        grown = held.new_empty((*held.shape[:axis], slots, *held.shape[axis + 1 :]))
+        grown.narrow(axis, 0, held.shape[axis]).copy_(held)
+        return grown
+
+    @staticmethod
+    def _summarize(centroids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pages' `(p, 128)` centroids -> their int8 codes and scales and their coarse rows
+        (centroid-major), shaped as the matrix holds them."""
+        slot_rows = torch.arange(POOLED_ROWS)
+        full = [rows if len(rows) == POOLED_ROWS else rows[slot_rows % len(rows)] for rows in centroids]
+        pages = torch.stack(full).to(torch.bfloat16)
+        codes, scales = quantize_rows(pages)
+        return codes, scales, coarse_pool(pages).transpose(0, 1)
+
+    def dequantized(self, slot: int) -> torch.Tensor:
+        """Slot `slot`'s centroids as held, `(POOLED_ROWS, 128)` float32."""
+        return self.rows[slot].float() * self.scales[slot].float().unsqueeze(1)
+
     def best(self, query: torch.Tensor, wanted: int, searchable: torch.Tensor, scratch: Scratch) -> torch.Tensor:
         """Slots of the `wanted` searchable pages whose centroids best match a `(q, 128)` bfloat16
-        query, best first: the coarse cut keeps SHORTLIST * wanted, then the full centroids decide."""
-        if int(searchable.sum()) > SHORTLIST * wanted:
-            first_cut = maxsim_centroid_major(query, self.coarse).masked_fill(~searchable, float("-inf"))
-            shortlist = torch.topk(first_cut, SHORTLIST * wanted).indices.sort().values  # file order reads faster
-        else:
-            shortlist = searchable.nonzero().squeeze(1)
-        fine = torch.empty(len(shortlist))
-        for start in range(0, len(shortlist), FINE_PAGES):
-            slots = shortlist[start : start + FINE_PAGES]
-            block = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.bfloat16)
-            torch.index_select(self.rows, 0, slots, out=block)
-            fine[start : start + len(slots)] = maxsim_rows(query, block)
-        return shortlist[torch.topk(fine, wanted).indices]
+        query, best first: the coarse and fine cuts of the module docstring."""
+        candidates = searchable.nonzero().squeeze(1)
+        keep = max(SHORTLIST * wanted, int(COARSE_KEEP_SHARE * len(candidates)))
+        if len(candidates) > keep:
+            coarse = self._coarse_scores(query, candidates, scratch)
+            candidates = candidates[torch.topk(coarse, keep).indices.sort().values]  # file order reads faster
+        fine = torch.empty(len(candidates))
+        for start in range(0, len(candidates), FINE_PAGES):
+            slots = candidates[start : start + FINE_PAGES]
+            codes = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.int8)
+            torch.index_select(self.rows, 0, slots, out=codes)
+            widened = scratch.take("widened", (len(slots), POOLED_ROWS, DIM), torch.bfloat16)
+            fine[start : start + len(slots)] = maxsim_int8(query, codes, self.scales[slots], widened)
+        return candidates[torch.topk(fine, wanted).indices]
+
+    def _coarse_scores(self, query: torch.Tensor, slots: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+        """The coarse rows' MaxSim of `slots` (ascending): `(len(slots),)` float32. One pass over
+        every page when `slots` are most of them, else their rows gathered GATHER_PAGES at a time."""
+        if 2 * len(slots) >= self.coarse.shape[1]:
+            return maxsim_centroid_major(query, self.coarse)[slots]
+        scores = torch.empty(len(slots))
+        for start in range(0, len(slots), GATHER_PAGES):
+            part = slots[start : start + GATHER_PAGES]
+            block = scratch.take("coarse", (COARSE_ROWS, len(part), DIM), torch.bfloat16)
+            torch.index_select(self.coarse, 1, part, out=block)
+            scores[start : start + len(part)] = maxsim_centroid_major(query, block)
+        return scores

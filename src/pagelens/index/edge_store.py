@@ -155,8 +155,8 @@ class EdgePageStore(EdgeShardStore):
         available = centroids.available_memory_bytes()
         if available is not None and needed > available:
             raise BackendFailure(
-                f"the collection in {self.directory.parent} has {len(self.mirror)} pages, whose centroids for the "
-                f"fast mode take {needed / 2**30:.2f} GiB of RAM ({CENTROID_BYTES_PER_PAGE // 1024} KiB a page), but "
+                f"the collection in {self.directory.parent} has {len(self.mirror)} pages, whose centroids for the fast "
+                f"mode take {needed / 2**30:.2f} GiB of RAM ({CENTROID_BYTES_PER_PAGE / 1024:.1f} KiB a page), but "
                 f"only {available / 2**30:.2f} GiB is available; free memory, run on a machine with more, or keep "
                 "the collection on a Qdrant server (PAGELENS_QDRANT_URL)"
             )

@@ -283,7 +283,7 @@ class VectorMirror:
     @property
     def centroid_bytes(self) -> int:
         """RAM the fast mode's centroids take (after `warm`)."""
-        return self._centroids.rows.nbytes + self._centroids.coarse.nbytes
+        return self._centroids.nbytes
 
     def warm(self) -> None:
         """Load staged pages' centroids into RAM now rather than at the next fast search."""
