@@ -372,3 +372,55 @@ def test_centroids_load_in_parts_as_in_one(monkeypatch):
     for name in ("rows", "scales", "coarse"):
         assert torch.equal(getattr(whole, name), getattr(parts, name)), name
     assert whole.points.tolist() == list(range(11)) and whole.coarse.shape == (centroids_module.COARSE_ROWS, 11, 128)
+
+
+def test_pages_added_after_open_fill_spare_slots_without_copying_the_matrix(monkeypatch):
+    """A load that outgrows the matrix reserves SPARE_SHARE more slots: the next loads write into
+    them (at 100k pages each copy would be ~2.5 GB), and fast search over the partly filled
+    matrix ranks as over a matrix built in one load."""
+    import pagelens.index.centroids as centroids_module
+
+    monkeypatch.setattr(centroids_module, "SPARE_SHARE", 0.5)
+    pages = structured_pages(14, tokens=150, seed=21)
+    centroids = {point: torch.from_numpy(cluster_pool(page)).to(torch.float16) for point, page in enumerate(pages)}
+
+    def read(points):
+        return [centroids[point] for point in points]
+
+    grown, whole = centroids_module.CentroidMatrix(), centroids_module.CentroidMatrix()
+    for point in range(8):
+        grown.stage(point)
+    grown.load(read)
+    assert grown.capacity == 12 and len(grown.points) == 8
+    storage = grown._rows.data_ptr(), grown._coarse.data_ptr()
+    for point in range(8, 12):
+        grown.stage(point)
+    grown.load(read)
+    assert (grown._rows.data_ptr(), grown._coarse.data_ptr()) == storage  # written in place
+    grown.stage(12)
+    grown.stage(13)
+    grown.load(read)  # 14 > 12 slots: one copy into 14 + 7
+    assert grown.capacity == 21 and grown._rows.data_ptr() != storage[0]
+    assert grown.nbytes == 14 * centroids_module.CENTROID_BYTES_PER_PAGE  # used slots only
+    for point in range(14):
+        whole.stage(point)
+    whole.load(read)
+    for name in ("rows", "scales", "coarse"):
+        assert torch.equal(getattr(grown, name), getattr(whole, name)), name
+    query = torch.from_numpy(query_like(pages[5], seed=3)).to(torch.bfloat16)
+    searchable = torch.ones(14, dtype=torch.bool)
+    with SCRATCH.lease() as scratch:
+        assert torch.equal(grown.best(query, 4, searchable, scratch), whole.best(query, 4, searchable, scratch))
+
+
+def test_the_coarse_maxsim_of_a_view_of_the_used_slots_equals_that_of_a_copy():
+    from pagelens.index.centroids import maxsim_centroid_major
+
+    generator = torch.Generator().manual_seed(4)
+    storage = torch.randn((32, 50, 128), generator=generator).to(torch.bfloat16)
+    query = torch.randn((20, 128), generator=generator).to(torch.bfloat16)
+    used = storage[:, :37]
+    assert not used.is_contiguous()
+    expected = torch.stack([(query.float() @ page.float().T).amax(1).sum() for page in used.transpose(0, 1)])
+    assert torch.equal(maxsim_centroid_major(query, used), maxsim_centroid_major(query, used.contiguous()))
+    assert torch.allclose(maxsim_centroid_major(query, used), expected, rtol=2e-2, atol=0.1)
