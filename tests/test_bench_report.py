@@ -63,3 +63,13 @@ def test_finish_writes_json_with_machine_info_and_refreshes_the_docs(tmp_path, c
 def test_finish_without_docs_leaves_no_doc(tmp_path):
     Report("demo", {}).finish(tmp_path / "demo.json", docs_path=None)
     assert json.loads((tmp_path / "demo.json").read_text())["bench"] == "demo"
+
+
+def test_finish_starts_a_docs_file_that_is_not_there_yet(tmp_path):
+    """A long bench given `--docs` naming a new file writes its section there, not an error after the run."""
+    docs = tmp_path / "new" / "figures.md"
+    report = Report("demo", {"pages": 3})
+    report.add_row({"configuration": "a", "pages/s": 1.5})
+    report.finish(tmp_path / "demo.json", docs)
+    section = docs.read_text().split("<!-- bench:demo -->")[1].split("<!-- /bench:demo -->")[0]
+    assert "| a | 1.50 |" in section and "`pagelens bench demo --pages 3`" in section

@@ -262,7 +262,9 @@ class Report:
         json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"wrote {json_path}")
         if docs_path is not None:
-            docs_path = Path(docs_path)
-            docs_path.write_text(replace_section(docs_path.read_text(), self.name, self.markdown()))
+            docs_path = Path(docs_path)  # a file not there yet is started (a run's figures are never lost to it)
+            docs_path.parent.mkdir(parents=True, exist_ok=True)
+            before = docs_path.read_text() if docs_path.exists() else f"# {self.name}\n"
+            docs_path.write_text(replace_section(before, self.name, self.markdown()))
             print(f"updated the {self.name} section of {docs_path}")
         return result
