@@ -95,11 +95,12 @@ def maxsim_int8(query: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, 
 
 
 def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """`maxsim_rows` for rows laid out `(r, pages, 128)`, `rows` possibly a view of the first pages
-    of a larger matrix: one `(q, pages)` matmul per centroid row folded into a running max. Against
-    one matmul over all r x pages rows and a max over its `(q, r, pages)` output, this never
-    materializes that output (128 MB a query at 100k pages): 58 vs 97 ms at 100k pages, even at
-    10k (6.8 vs 7.0); a batched matmul over the view took 10x as long."""
+    """Approximate MaxSim of a `(q, 128)` bfloat16 query against bfloat16 rows laid out `(r, pages,
+    128)` (a view of the first pages of a larger matrix is fine): `(pages,)` float32. One `(q,
+    pages)` matmul per centroid row, folded into a running max. Against one matmul over all r x
+    pages rows and a max over its `(q, r, pages)` output, this never materializes that output (128
+    MB a query at 100k pages): 58 vs 97 ms at 100k pages, even at 10k (6.8 vs 7.0); a batched
+    matmul over the view took 10x as long."""
     best = query @ rows[0].T
     for row in rows[1:]:
         torch.maximum(best, query @ row.T, out=best)
