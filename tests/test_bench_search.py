@@ -57,6 +57,8 @@ def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
     memory = figures["memory"]
     assert memory["centroid_ram_bytes"] == figures["centroid_ram_bytes"]  # the fresh process opened the same store
     assert 0 < memory["rss_before_open_bytes"] < memory["rss_after_open_bytes"] <= memory["peak_rss_bytes"]
+    anonymous, mapped = memory["anonymous_rss_after_open_bytes"], memory["file_rss_after_open_bytes"]
+    assert anonymous > 0 and mapped > 0 and anonymous + mapped <= memory["rss_after_open_bytes"]
     build = figures["store_build"]
     assert build["workers"] == 1 and 0 < build["add_document_seconds"] <= build["seconds"]
     notes = "\n".join(written["notes"])

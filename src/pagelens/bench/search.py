@@ -211,7 +211,10 @@ def note_costs(report: Report) -> None:
     report.note(
         f"RAM: centroids {figures['centroid_ram_bytes'] / gib:.2f} GiB; a fresh process that opens the store: RSS "
         f"{memory['rss_after_open_bytes'] / gib:.2f} GiB after the open ({memory['rss_before_open_bytes'] / gib:.2f} "
-        f"GiB before), peak {memory['peak_rss_bytes'] / gib:.2f} GiB, open {memory['open_seconds']:.1f} s"
+        f"GiB before; {memory['anonymous_rss_after_open_bytes'] / gib:.2f} GiB anonymous, "
+        f"{memory['file_rss_after_open_bytes'] / gib:.2f} GiB pages of the vector files read through their "
+        f"memory maps, which the kernel may drop), peak {memory['peak_rss_bytes'] / gib:.2f} GiB, "
+        f"open {memory['open_seconds']:.1f} s"
     )
 
 

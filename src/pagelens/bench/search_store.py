@@ -200,6 +200,7 @@ store = EdgePageStore(sys.argv[1])
 store.mirror.warm()
 opened = time.perf_counter() - clock
 print(json.dumps({"rss_before_open_bytes": before, "rss_after_open_bytes": rss("VmRSS:"),
+                  "anonymous_rss_after_open_bytes": rss("RssAnon:"), "file_rss_after_open_bytes": rss("RssFile:"),
                   "peak_rss_bytes": rss("VmHWM:"), "open_seconds": round(opened, 2),
                   "centroid_ram_bytes": store.mirror.centroid_bytes}))
 store.close()
@@ -208,8 +209,9 @@ store.close()
 
 def memory_figures(store_directory: Path) -> dict[str, int | float | None]:
     """RAM of a fresh process that only imports pagelens' store and opens (and warms) the closed
-    store at `store_directory`: RSS before and after, its peak, the centroids' bytes, seconds to
-    open. BackendFailure when the probe fails (its error output in the message)."""
+    store at `store_directory`: RSS before and after (after: also split into anonymous memory and
+    the pages of memory-mapped files it read, which the kernel may drop), its peak, the centroids'
+    bytes, seconds to open. BackendFailure when the probe fails (its error output in the message)."""
     return _run_script(MEMORY_PROBE, str(store_directory), failure=f"opening {store_directory} in a fresh process")
 
 
