@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 
 import pytest
@@ -207,23 +208,32 @@ def test_one_generation_at_a_time(tiny_vlm):
     assert texts["a"] == texts["b"]  # the same prompt, greedy: the same answer, undisturbed by the other
 
 
-def test_a_request_whose_consumer_leaves_while_queued_never_runs(tiny_vlm):
+def test_a_request_whose_consumer_leaves_while_queued_never_runs(tiny_vlm, monkeypatch):
+    """The running generation is held at its start (a gate before the real `_generate`), so the
+    second request is surely queued behind it when its consumer leaves, however fast the model."""
+    started, release = threading.Event(), threading.Event()
+    generate = tiny_vlm._generate
+
+    def gated(request):
+        started.set()
+        assert release.wait(30), "the test never released the running generation"
+        return generate(request)
+
+    monkeypatch.setattr(tiny_vlm, "_generate", gated)
+
     async def scenario():
-        running = asyncio.Event()
-
-        async def long_one():
-            async for _ in tiny_vlm.stream(QUESTION, max_tokens=200):
-                running.set()
-
-        holder = asyncio.create_task(long_one())
-        await running.wait()
+        holder = asyncio.create_task(collect(tiny_vlm, QUESTION, 20))
+        assert await asyncio.to_thread(started.wait, 30), "the first request never started"
         waiting = asyncio.create_task(collect(tiny_vlm, with_image(page_uri()), 200))
-        await asyncio.sleep(0.3)  # prepared and queued behind the running generation
+        deadline = time.monotonic() + 30
+        while tiny_vlm._queue.qsize() < 1:  # prepared and queued behind the held generation
+            assert time.monotonic() < deadline, "the second request was never queued"
+            await asyncio.sleep(0.01)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        await holder
-        deadline = time.monotonic() + 30
+        release.set()
+        assert isinstance((await holder)[-1], Finished)
         while tiny_vlm.last_generation.finish_reason != "cancelled":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
