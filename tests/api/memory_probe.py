@@ -29,17 +29,9 @@ import httpx
 import orjson
 from PIL import Image
 
+from pagelens.bench.proc_status import memory_status
+
 MB = 1024 * 1024
-
-
-def memory_of(pid: int) -> dict[str, int]:
-    """`{"rss": VmRSS, "hwm": VmHWM}` of process `pid`, in bytes (Linux /proc)."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found["rss" if key == "VmRSS" else "hwm"] = int(value.split()[0]) * 1024
-    return found
 
 
 def reset_peak(pid: int) -> bool:
@@ -75,7 +67,7 @@ class HealthWatch:
     def __enter__(self) -> HealthWatch:
         def sample():
             while not self._stop.is_set():
-                self.max_rss = max(self.max_rss, memory_of(self.pid)["rss"])
+                self.max_rss = max(self.max_rss, memory_status(self.pid)["VmRSS"])
                 self._stop.wait(0.02)
 
         def poll():
@@ -123,14 +115,14 @@ class Burst:
 
 def burst(pid: int, base_url: str, send, *, settle: float = 1.0) -> Burst:
     """Run `send(client) -> [status, ...]` against the server `pid` serves at `base_url`, watching its memory."""
-    before = memory_of(pid)["rss"]
+    before = memory_status(pid)["VmRSS"]
     exact_peak = reset_peak(pid)
     with HealthWatch(base_url, pid) as watch, httpx.Client(base_url=base_url, timeout=300) as client:
         statuses = send(client)
     time.sleep(settle)
-    memory = memory_of(pid)
-    peak = max(memory["hwm"] if exact_peak else 0, watch.max_rss)
-    return Burst(statuses, before, peak, memory["rss"], watch.slowest, watch.failures)
+    memory = memory_status(pid)
+    peak = max(memory["VmHWM"] if exact_peak else 0, watch.max_rss)
+    return Burst(statuses, before, peak, memory["VmRSS"], watch.slowest, watch.failures)
 
 
 def images_sender(headers: dict, inputs: list[str]):
@@ -246,7 +238,7 @@ def main(argv: list[str]) -> None:
             process, base_url = start_server(
                 model_dir, api_key=key, log_path=log_path, extra_args=("--log-level", "warning"), env=env
             )
-            print(f"idle server: {memory_of(process.pid)['rss'] / MB:.0f}MB", flush=True)
+            print(f"idle server: {memory_status(process.pid)['VmRSS'] / MB:.0f}MB", flush=True)
             try:
                 if case == "bilevel":
                     for count, side in ((1, 8000), (2, 8000), (6, 5000), (8, 8000)):

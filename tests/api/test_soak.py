@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pagelens.bench.proc_status import memory_status
 from tests.api.server import start_server
 from tests.conftest import encode, make_page
 from tests.index.test_pdf import make_pdf
@@ -28,13 +29,6 @@ SOAK_CLIENTS = 6
 DOCUMENTS = [make_pdf(pages) for pages in (1, 2, 3, 4)] + [encode(make_page(160, 200, seed)) for seed in (1, 2)]
 PAGES = [1, 2, 3, 4, 1, 1]
 IMAGE = base64.b64encode(encode(make_page(120, 160, 9))).decode()
-
-
-def resident_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def open_descriptors(pid: int) -> int:
@@ -97,15 +91,15 @@ def test_a_soak_of_mixed_requests_leaves_no_5xx_no_leak_and_every_document_whole
         assert soak.client.post("/collections", json={"name": "soak"}).status_code == 201
         with ThreadPoolExecutor(SOAK_CLIENTS) as pool:
             list(pool.map(soak.one, range(200)))  # warm-up: allocator arenas, caches, thread pools
-        rss_before, fds_before = resident_kib(process.pid), open_descriptors(process.pid)
+        rss_before, fds_before = memory_status(process.pid)["VmRSS"], open_descriptors(process.pid)
         with ThreadPoolExecutor(SOAK_CLIENTS) as pool:
             list(pool.map(soak.one, range(200, 200 + SOAK_REQUESTS)))
-        rss_after, fds_after = resident_kib(process.pid), open_descriptors(process.pid)
+        rss_after, fds_after = memory_status(process.pid)["VmRSS"], open_descriptors(process.pid)
 
         failures = {key: count for key, count in soak.statuses.items() if key[1] >= 500}
         assert failures == {}, soak.statuses
         assert sum(count for (_, status), count in soak.statuses.items() if status == 200) > SOAK_REQUESTS // 2
-        assert rss_after <= rss_before * 1.10, f"RSS {rss_before} KiB -> {rss_after} KiB"
+        assert rss_after <= rss_before * 1.10, f"RSS {rss_before >> 20} MiB -> {rss_after >> 20} MiB"
         assert fds_after <= fds_before * 1.10 + 2, f"open files {fds_before} -> {fds_after}"
 
         documents = {d["id"]: d for d in soak.client.get("/collections/soak/documents").json()["documents"]}

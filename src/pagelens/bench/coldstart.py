@@ -78,10 +78,7 @@ def served_seconds(model: str, device: str) -> float:
 MMAP_SCRIPT = """
 import json, re, sys, time
 from pathlib import Path
-
-def status():
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "RssAnon", "RssFile") if key in fields}
+from pagelens.bench.proc_status import memory_status as status
 
 import torch
 from pagelens.models.families import get_family

@@ -186,22 +186,19 @@ def disk_figures(store: EdgePageStore, corpus: SyntheticCorpus) -> dict[str, int
 
 MEMORY_PROBE = """
 import json, sys, time
+from pagelens.bench.proc_status import memory_status
 from pagelens.index.edge_store import EdgePageStore
 
-def rss(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-    return None
-
-before = rss("VmRSS:")
+before = memory_status()["VmRSS"]
 clock = time.perf_counter()
 store = EdgePageStore(sys.argv[1])
 store.mirror.warm()
 opened = time.perf_counter() - clock
-print(json.dumps({"rss_before_open_bytes": before, "rss_after_open_bytes": rss("VmRSS:"),
-                  "anonymous_rss_after_open_bytes": rss("RssAnon:"), "file_rss_after_open_bytes": rss("RssFile:"),
-                  "peak_rss_bytes": rss("VmHWM:"), "open_seconds": round(opened, 2),
+after = memory_status()
+print(json.dumps({"rss_before_open_bytes": before, "rss_after_open_bytes": after["VmRSS"],
+                  "anonymous_rss_after_open_bytes": after.get("RssAnon"),
+                  "file_rss_after_open_bytes": after.get("RssFile"),
+                  "peak_rss_bytes": after["VmHWM"], "open_seconds": round(opened, 2),
                   "centroid_ram_bytes": store.mirror.centroid_bytes}))
 store.close()
 """
