@@ -309,9 +309,10 @@ def test_int8_centroids_keep_the_maxsim_of_the_float_centroids():
 
 
 def test_the_coarse_cut_keeps_a_share_of_many_pages_and_reads_few_pages_rows_gathered(tmp_path, monkeypatch):
-    """The coarse cut keeps COARSE_KEEP_SHARE of the searchable pages when that is more than
-    SHORTLIST * wanted (large collections); a filter leaving few pages gathers their coarse rows
-    (GATHER_PAGES at a time) instead of scanning every page's, with the same scores."""
+    """The coarse cut keeps `wanted` x COARSE_KEEP_SHARE of the searchable pages when that is more
+    than SHORTLIST x `wanted` (large collections), so a larger prefetch widens it; a filter leaving
+    few pages gathers their coarse rows (GATHER_PAGES at a time) instead of scanning every page's,
+    with the same scores."""
     import pagelens.index.centroids as centroids_module
 
     mirror = VectorMirror(tmp_path)
@@ -332,16 +333,33 @@ def test_the_coarse_cut_keeps_a_share_of_many_pages_and_reads_few_pages_rows_gat
         centroids_module, "maxsim_int8", lambda q, codes, *rest: fine_pages.append(len(codes)) or widen(q, codes, *rest)
     )
     monkeypatch.setattr(centroids_module, "SHORTLIST", 3)
-    monkeypatch.setattr(centroids_module, "COARSE_KEEP_SHARE", 0.25)
+    monkeypatch.setattr(centroids_module, "COARSE_KEEP_SHARE", 0.0625)
     recalls = []
     for seed in range(6):
         query = query_like(pages[seed * 37], seed)
         exact = mirror.search(query, 4, fast=False, prefetch=0)
         fine_pages.clear()
-        fast = mirror.search(query, 4, fast=True, prefetch=4)  # the coarse cut keeps max(3 x 4, 0.25 x 240) = 60
+        fast = mirror.search(query, 4, fast=True, prefetch=4)  # the coarse cut keeps 4 x max(3, 0.0625 x 240) = 60
         assert fine_pages == [60] and fast[0] == exact[0]
         recalls.append(len({p for p, _ in fast} & {p for p, _ in exact}) / 4)
     assert np.mean(recalls) >= 0.75, recalls
+    fine_pages.clear()
+    mirror.search(query, 4, fast=True, prefetch=6)  # a prefetch half again as large widens the cut as much
+    assert fine_pages == [90]
+    fine_pages.clear()
+    mirror.search(query, 4, fast=True, prefetch=20)  # 20 x 15 = 300 > 240: no coarse cut, every page fine-scored
+    assert sum(fine_pages) == 240
+
+
+def test_the_coarse_cut_widens_with_the_prefetch_and_the_collection():
+    from pagelens.index.centroids import COARSE_KEEP_SHARE, SHORTLIST, coarse_keep
+
+    assert coarse_keep(100, 10_000) == SHORTLIST * 100 == 2000  # small collections: SHORTLIST per prefetched page
+    assert coarse_keep(100, 100_000) == int(100 * COARSE_KEEP_SHARE * 100_000) == 8000  # large: a share of them
+    assert coarse_keep(200, 100_000) == 2 * coarse_keep(100, 100_000)  # the effort grows with the prefetch
+    assert coarse_keep(400, 1_000_000) > coarse_keep(200, 1_000_000) > coarse_keep(200, 100_000)
+    assert coarse_keep(2000, 100_000) == 100_000  # never more than there are
+    assert coarse_keep(5, 3) == 3
 
 
 def test_centroids_load_in_parts_as_in_one(monkeypatch):

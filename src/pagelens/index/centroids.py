@@ -6,11 +6,14 @@ stored in the mirror file after its rows. In RAM a page keeps two summaries:
 - `rows`: its POOLED_ROWS centroids in int8, one bfloat16 scale per row (`quantize_rows`): 16.25 KiB;
 - `coarse`: COARSE_ROWS k-means centroids of those, bfloat16, centroid-major: 8 KiB.
 
-A query (`best`) is a MaxSim against the coarse rows of every searchable page, keeping the larger
-of SHORTLIST * `wanted` and COARSE_KEEP_SHARE of them, then against those pages' int8 centroids,
-keeping `wanted`, which the mirror scores exactly. The coarse cut is what loses recall as a
-collection grows (100k bench pages: the true top-10's rank by the coarse rows has p90 ~3000, by
-the int8 centroids p90 18), so it keeps a share of the pages rather than a fixed number. int8
+A query (`best`) is a MaxSim against the coarse rows of every searchable page, keeping `wanted` x
+max(SHORTLIST, COARSE_KEEP_SHARE x the searchable pages) of them, then against those pages' int8
+centroids, keeping `wanted` (the search's prefetch), which the mirror scores exactly. The coarse
+cut is what loses recall as a collection grows or its pages diversify (100k bench pages: the true
+top-10's rank by the coarse rows has p90 ~3000, ~15,600 on the diverse corpus; by the int8
+centroids p90 18 and 49), so it keeps a share of the pages rather than a fixed number, and that
+share grows with the prefetch: a prefetch is the search's effort in both cuts, and the live-recall
+loop (index/recall.py), which moves only the prefetch, widens the coarse cut with it. int8
 halves the centroids' RAM; torch's CPU int8 matmul is no faster than bfloat16 here, so the codes
 are widened to bfloat16 for the pages the fine cut reads (int8 fits bfloat16 exactly).
 Pages stored before the 128-centroid layout have 64, repeated here to POOLED_ROWS rows.
@@ -28,8 +31,8 @@ from pagelens.index.pages import DIM, POOLED_ROWS
 from pagelens.index.scratch import Scratch
 
 COARSE_ROWS = 32  # centroids of a page's centroids, for the coarse cut (24: recall 0.950, 32: 0.963 at 10k)
-SHORTLIST = 20  # the coarse cut keeps SHORTLIST * prefetch pages ...
-COARSE_KEEP_SHARE = 0.08  # ... or this share of the searchable pages, whichever is more
+SHORTLIST = 20  # per page the fine cut keeps (the prefetch), the coarse cut keeps SHORTLIST pages ...
+COARSE_KEEP_SHARE = 0.0008  # ... or this share of the searchable pages, whichever is more (8% at prefetch 100)
 FINE_PAGES = 256  # the fine cut scores the shortlist's centroids this many pages at a time (512: 40 vs 32 ms at 100k)
 LOAD_PAGES = 1024  # pages read and summarized at a time when loading
 SPARE_SHARE = 0.125  # a load that outgrows the matrix reserves this share more slots, so the next ones copy nothing
@@ -92,6 +95,13 @@ def maxsim_int8(query: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, 
     widened.copy_(codes)
     similarities = (query @ widened.view(-1, DIM).T).view(len(query), pages, per_page)
     return (similarities * scales).amax(2).float().sum(0)
+
+
+def coarse_keep(wanted: int, searchable: int) -> int:
+    """Pages the coarse cut keeps for a fine cut keeping `wanted` of `searchable` pages (at most
+    all of them): 2000 at prefetch 100 up to 25k pages, 8% of the pages beyond; twice that at
+    prefetch 200."""
+    return min(searchable, int(wanted * max(SHORTLIST, COARSE_KEEP_SHARE * searchable)))
 
 
 def maxsim_centroid_major(query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -212,7 +222,7 @@ class CentroidMatrix:
         """Slots of the `wanted` searchable pages whose centroids best match a `(q, 128)` bfloat16
         query, best first: the coarse and fine cuts of the module docstring."""
         candidates = searchable.nonzero().squeeze(1)
-        keep = max(SHORTLIST * wanted, int(COARSE_KEEP_SHARE * len(candidates)))
+        keep = coarse_keep(wanted, len(candidates))
         if len(candidates) > keep:
             coarse = self._coarse_scores(query, candidates, scratch)
             candidates = candidates[torch.topk(coarse, keep).indices.sort().values]  # file order reads faster

@@ -15,6 +15,9 @@ returned (its own k; a fast search returns exact MaxSim scores, so only missed p
   already measured short of the target.
   The default stays within PREFETCH_BOUNDS (50..2000).
 
+On Edge a prefetch sets both of the fast mode's cuts (index/centroids.py `coarse_keep`): raising it
+also widens the coarse cut, which is what loses recall on diverse pages in a large collection.
+
 The adapted default is stored in `<collection directory>/search.json` (`{"prefetch": 150,
 "short_at": 100}`) beside the collection's binding record, so a restart keeps it; a collection
 without the file (made before it existed) starts from its store's default prefetch.
