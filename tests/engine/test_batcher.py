@@ -230,3 +230,27 @@ def test_default_config_follows_the_backend_device():
     cuda_backend.cpu_batch_images = 4  # type: ignore[attr-defined]
     assert Engine(cpu_backend).config.max_batch_images == 4 and Engine(cuda_backend).config.max_batch_images == 8
     assert EngineConfig.for_backend(cpu_backend, max_batch_images=2).max_batch_images == 2  # settings win
+
+
+class SlowToPrepare(FakeBackend):
+    """Tokenizing a query takes `prepare_seconds` (a real processor: ~1-10 ms)."""
+
+    def __init__(self, prepare_seconds: float) -> None:
+        super().__init__()
+        self.prepare_seconds = prepare_seconds
+
+    def prepare_query(self, text: str):
+        time.sleep(self.prepare_seconds)
+        return super().prepare_query(text)
+
+
+def test_a_batch_waits_for_items_already_submitted_but_never_for_calls_not_made():
+    backend = SlowToPrepare(0.02)
+    with Engine(backend, EngineConfig(max_batch_queries=32, max_wait_ms=5000)) as engine:
+        started = time.perf_counter()
+        engine.embed_queries([f"question {n}" for n in range(8)])  # prepared one by one, 20 ms each
+        assert [len(batch) for batch in backend.batches] == [8]  # held until the eighth was prepared
+        engine.embed_queries(["a lone query"])
+        elapsed = time.perf_counter() - started
+    assert [len(batch) for batch in backend.batches] == [8, 1]
+    assert elapsed < 2.5, f"{elapsed:.1f} s: a batch waited for callers that never came (max_wait_ms 5000)"

@@ -88,7 +88,7 @@ class Engine:
         self._ready = threading.Condition()
         self._pending: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
         self._lanes: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
-        self._preparing_images = 0
+        self._preparing: dict[Kind, int] = {"query": 0, "image": 0}  # taken from pending, not yet in a lane
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -254,10 +254,11 @@ class Engine:
         with self._ready:
             while True:
                 if self._pending["query"]:
+                    self._preparing["query"] += 1
                     return self._pending["query"].popleft()
-                room = len(self._lanes["image"]) + self._preparing_images < self.config.prepared_ahead
+                room = len(self._lanes["image"]) + self._preparing["image"] < self.config.prepared_ahead
                 if self._pending["image"] and room:
-                    self._preparing_images += 1
+                    self._preparing["image"] += 1
                     return self._pending["image"].popleft()
                 if self._closing and not self._pending["image"]:
                     return None
@@ -275,8 +276,7 @@ class Engine:
                     self._prepare(work)
             finally:
                 with self._ready:
-                    if work.kind == "image":
-                        self._preparing_images -= 1
+                    self._preparing[work.kind] -= 1
                     if work.prepared is not None:
                         self._lanes[work.kind].append(work)
                     self._ready.notify_all()  # wake the worker of this lane, whichever it is
@@ -329,17 +329,24 @@ class Engine:
             kind: Kind = next(kind for kind in kinds if self._lanes[kind])
             lane, limit = self._lanes[kind], self.config.max_batch(kind)
             deadline = time.monotonic() + self.config.max_wait_ms / 1000
-            while len(lane) < limit and not self._closing:
+            while len(lane) < limit and not self._closing and self._coming(kind):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._ready.wait(remaining)
             return self._take(lane, limit)
 
+    def _coming(self, kind: Kind) -> bool:
+        """Whether items of `kind` were submitted but are not in its lane yet (pending or being
+        prepared): the only ones a batch waits for. Waiting for calls not yet made would delay a
+        lone query by the whole `max_wait_ms`; under load, what arrives during a forward forms the
+        next batch anyway."""
+        return bool(self._pending[kind]) or self._preparing[kind] > 0
+
     def _images_idle(self) -> bool:
         """True when no image is pending, being prepared, or ready (the end of a burst)."""
         with self._ready:
-            return not (self._pending["image"] or self._preparing_images or self._lanes["image"])
+            return not (self._pending["image"] or self._preparing["image"] or self._lanes["image"])
 
     def _take(self, lane: deque[_Work], limit: int) -> list[_Work]:
         batch: list[_Work] = []
