@@ -244,7 +244,7 @@ class SlowToPrepare(FakeBackend):
         return super().prepare_query(text)
 
 
-def test_a_batch_waits_for_items_already_submitted_but_never_for_calls_not_made():
+def test_a_batch_waits_for_items_already_submitted_and_briefly_for_calls_not_made():
     backend = SlowToPrepare(0.02)
     with Engine(backend, EngineConfig(max_batch_queries=32, max_wait_ms=5000)) as engine:
         started = time.perf_counter()
@@ -253,4 +253,24 @@ def test_a_batch_waits_for_items_already_submitted_but_never_for_calls_not_made(
         engine.embed_queries(["a lone query"])
         elapsed = time.perf_counter() - started
     assert [len(batch) for batch in backend.batches] == [8, 1]
-    assert elapsed < 2.5, f"{elapsed:.1f} s: a batch waited for callers that never came (max_wait_ms 5000)"
+    assert elapsed < 2.5, f"{elapsed:.1f} s: a batch waited max_wait_ms (5 s) for callers that never came"
+
+
+def test_a_burst_of_separate_calls_shares_a_forward_when_forwards_are_slow():
+    """After a 1 s forward a batch lingers up to 50 ms (LINGER_SHARE) for calls not yet made:
+    eight callers arriving 2 ms apart share one forward, and a lone call waits no longer."""
+    backend = FakeBackend(forward_seconds=1.0)
+    with Engine(backend, EngineConfig(max_batch_queries=32, max_wait_ms=5000)) as engine:
+        engine.embed_queries(["the first forward sets the pace"])
+        callers = []
+        for number in range(8):
+            callers.append(threading.Thread(target=engine.embed_queries, args=([f"caller {number}"],)))
+            callers[-1].start()
+            time.sleep(0.002)
+        for caller in callers:
+            caller.join()
+        started = time.perf_counter()
+        engine.embed_queries(["alone"])
+        alone = time.perf_counter() - started
+    assert [len(batch) for batch in backend.batches] == [1, 8, 1]
+    assert alone < 1.0 + 1.0, f"a lone call took {alone:.2f} s (max_wait_ms is 5 s)"

@@ -46,6 +46,12 @@ from pagelens.models.embedder import Prepared
 
 log = logging.getLogger(__name__)
 
+# A batch holds for calls not yet made at most this share of its kind's last forward (and at most
+# max_wait_ms): a burst of concurrent calls, arriving a millisecond or two apart, then shares one
+# forward where a slow one (a CPU query: 40-300 ms) makes the wait negligible, while a fast one
+# (a GPU query: a few ms) hardly waits at all.
+LINGER_SHARE = 0.05
+
 
 class Backend(Protocol):
     """What the engine needs from a model (the Embedder, or a fake in unit tests)."""
@@ -89,6 +95,7 @@ class Engine:
         self._pending: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
         self._lanes: dict[Kind, deque[_Work]] = {"query": deque(), "image": deque()}
         self._preparing: dict[Kind, int] = {"query": 0, "image": 0}  # taken from pending, not yet in a lane
+        self._last_forward_seconds: dict[Kind, float] = {"query": 0.0, "image": 0.0}
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._workers: list[threading.Thread] = []
@@ -328,9 +335,11 @@ class Engine:
                 self._ready.wait(0.1)
             kind: Kind = next(kind for kind in kinds if self._lanes[kind])
             lane, limit = self._lanes[kind], self.config.max_batch(kind)
-            deadline = time.monotonic() + self.config.max_wait_ms / 1000
-            while len(lane) < limit and not self._closing and self._coming(kind):
-                remaining = deadline - time.monotonic()
+            now, max_wait = time.monotonic(), self.config.max_wait_ms / 1000
+            for_submitted = now + max_wait
+            for_callers = now + min(max_wait, LINGER_SHARE * self._last_forward_seconds[kind])
+            while len(lane) < limit and not self._closing:
+                remaining = (for_submitted if self._coming(kind) else for_callers) - time.monotonic()
                 if remaining <= 0:
                     break
                 self._ready.wait(remaining)
@@ -338,9 +347,8 @@ class Engine:
 
     def _coming(self, kind: Kind) -> bool:
         """Whether items of `kind` were submitted but are not in its lane yet (pending or being
-        prepared): the only ones a batch waits for. Waiting for calls not yet made would delay a
-        lone query by the whole `max_wait_ms`; under load, what arrives during a forward forms the
-        next batch anyway."""
+        prepared): a batch waits up to `max_wait_ms` for those, but for calls not yet made only
+        LINGER_SHARE of its kind's last forward."""
         return bool(self._pending[kind]) or self._preparing[kind] > 0
 
     def _images_idle(self) -> bool:
@@ -391,6 +399,7 @@ class Engine:
             self._fail(work, BackendFailure(reason, index=work.index))
             return
         finished = time.perf_counter()
+        self._last_forward_seconds[batch[0].kind] = finished - started
         self.stats.batches += 1
         self.stats.batch_sizes.append(len(batch))
         self.stats.batch_size_counts[len(batch)] += 1

@@ -19,7 +19,8 @@ class EngineConfig:
     A batch holds at most `max_batch_images` images or `max_batch_queries` queries, and at most
     `max_batch_tokens` padded tokens (batch size x longest sequence); a single item over the token
     budget runs alone. The worker waits up to `max_wait_ms` for items already submitted (still
-    being preprocessed) to join a batch, never for calls not yet made. At most
+    being preprocessed) to join a batch, and for calls not yet made at most a twentieth of its
+    last forward of that kind (engine/batcher.py LINGER_SHARE). At most
     `max_queued_items` items, holding at most `max_queued_pixels` image pixels (width x height from
     each image's header), are in flight; more get `Overloaded` at once, and one call over either
     capacity `PayloadTooLarge` (engine/admission.py). With `query_worker`, queries have a forward
