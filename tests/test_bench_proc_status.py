@@ -23,8 +23,10 @@ def test_memory_status_sees_this_process_grow_by_what_it_touches():
 
 
 def test_memory_status_of_another_process_and_of_one_that_is_gone():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    script = "import time; print('up', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"  # an interpreter is running
         assert memory_status(child.pid)["VmRSS"] > 1 * 2**20
     finally:
         child.kill()

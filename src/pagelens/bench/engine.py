@@ -33,8 +33,8 @@ from pagelens.bench.models import BenchModel, forward_flops, get_arch, synthetic
 from pagelens.bench.report import DEFAULT_DOCS, Report, matmul_peak_gflops
 
 SEED001 = "seed 001 loop (bf16, eager, batch 1, gc, JSON lists)"
-QUERY_ROUNDS = 3  # timed rounds of the query burst, after one untimed
 FLOAT32 = "naive float32 loop (sdpa, batch 1)"
+QUERY_ROUNDS = 3  # timed rounds of the query burst, after one untimed
 
 
 @dataclass
