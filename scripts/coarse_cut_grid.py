@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pagelens.bench.search import bench_queries
 from pagelens.bench.synthetic_pages import SyntheticCorpus
-from pagelens.index.centroids import maxsim_centroid_major, maxsim_int8
+from pagelens.index.centroids import CentroidMatrix, maxsim_centroid_major, maxsim_int8
 from pagelens.index.edge_store import EdgePageStore
 
 BLOCK = 1024  # pages whose int8 centroids are scored at a time
@@ -34,6 +35,16 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     placed = np.empty_like(order)
     placed[order] = np.arange(len(order))
     return placed
+
+
+def fine_scores(matrix: CentroidMatrix, query: torch.Tensor) -> np.ndarray:
+    """Every slot's int8-centroid MaxSim of a `(q, 128)` bfloat16 query: `(slots,)` float32."""
+    widened = torch.empty((BLOCK, *matrix.rows.shape[1:]), dtype=torch.bfloat16)
+    scores = []
+    for start in range(0, len(matrix.points), BLOCK):
+        codes = matrix.rows[start : start + BLOCK]
+        scores.append(maxsim_int8(query, codes, matrix.scales[start : start + BLOCK], widened[: len(codes)]))
+    return torch.cat(scores).numpy()
 
 
 def main() -> None:
@@ -57,17 +68,11 @@ def main() -> None:
     prefetches = [int(p) for p in args.prefetches.split(",")]
     survived = np.zeros((len(keeps), len(prefetches)))
     coarse_ranks, fine_ranks = [], []
-    targets = np.random.default_rng(args.seed + 1).integers(0, corpus.pages, size=args.queries)
-    for number, target in enumerate(targets.tolist()):
-        query = corpus.query(target, number)
+    for query in bench_queries(corpus, args.queries, args.seed):
         truth = np.argsort(-store.mirror.exact_scores(query, points), kind="stable")[: args.k]
         bf16 = torch.from_numpy(query.astype(np.float32)).to(torch.bfloat16)
         coarse = maxsim_centroid_major(bf16, matrix.coarse).numpy()
-        fine = np.concatenate([
-            maxsim_int8(bf16, matrix.rows[start : start + BLOCK], matrix.scales[start : start + BLOCK],
-                        torch.empty(matrix.rows[start : start + BLOCK].shape, dtype=torch.bfloat16)).numpy()
-            for start in range(0, len(points), BLOCK)
-        ])  # fmt: skip
+        fine = fine_scores(matrix, bf16)
         coarse_ranks += ranks(coarse)[truth].tolist()
         fine_ranks += ranks(fine)[truth].tolist()
         by_coarse = np.argsort(-coarse, kind="stable")

@@ -57,6 +57,13 @@ def native_queries(pages: int, asked: int | None) -> int:
     return 3 if pages < NATIVE_DEFAULT_MAX_PAGES else 0
 
 
+def bench_queries(corpus: SyntheticCorpus, count: int, seed: int) -> list[np.ndarray]:
+    """The queries this bench searches with: `count` `(20, 128)` float32 queries, each drawn from a
+    random target page of `corpus` (the targets seeded by `seed` + 1)."""
+    targets = np.random.default_rng(seed + 1).integers(0, corpus.pages, size=count)
+    return [corpus.query(target, number) for number, target in enumerate(targets.tolist())]
+
+
 def run(
     pages: int = 10_000,
     queries: int = 100,
@@ -117,12 +124,10 @@ def run(
     store = EdgePageStore(directory / "store")
     store.mirror.warm()
     report.figures["centroid_ram_bytes"] = store.mirror.centroid_bytes
-    rng = np.random.default_rng(seed + 1)
-    targets = rng.integers(0, pages, size=queries)
     timings: dict[str, list[float]] = {BRUTE_FORCE: [], "exact": []}
     timings |= {f"fast, prefetch {p}": [] for p in prefetch}
     recalls: dict[str, list[float]] = {}
-    queries_ = [corpus.query(target, number) for number, target in enumerate(targets.tolist())]
+    queries_ = bench_queries(corpus, queries, seed)
 
     def timed(name: str, search, on: list[np.ndarray] = queries_, warmup: int = WARMUP) -> list[list[int]]:
         """Run `search` on each of `on` in a row (a pass per configuration, as a server would see
