@@ -260,8 +260,10 @@ def test_the_page_end_to_end_in_chromium(ui_server, browser, tmp_path):
     steps.shot("ask")
     page.locator("#answer a.cite", has_text="[1]").click()
     page.locator("#viewer").wait_for(state="visible")
-    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
     number = cited.removeprefix(f"{HOSTILE_NAME}, page ").split()[0]
+    assert page.locator("#viewer-page").text_content().startswith(f"Page {number}")  # never the page viewed before
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
+    page.locator("#viewer-page", has_text=" of ").wait_for()  # the page count comes with the document
     assert page.locator("#viewer-page").text_content() == f"Page {number} of 5"
     steps.shot("ask-citation")
     page.get_by_role("button", name="Close").click()
@@ -438,6 +440,7 @@ def test_heatmap_and_ask_cases_the_real_server_cannot_give_here(ui_server, brows
     page.locator("#answer a.cite", has_text="[1]").click()
     page.locator("#viewer").wait_for(state="visible")
     assert page.locator("#viewer-title").text_content() == "report.pdf"
+    page.locator("#viewer-page", has_text=" of ").wait_for()  # the page count comes with the document
     assert page.locator("#viewer-page").text_content() == "Page 3 of 5"
     page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth > 0")
     steps.shot("ask-citation")

@@ -5,7 +5,7 @@
 import { ApiError, api, explain, pagePath } from "./api.js";
 import { $, h, say } from "./dom.js";
 import { draw, mapsOf } from "./heatmap.js";
-import { showPage, thumbnailWidth } from "./images.js";
+import { release, showPage, thumbnailWidth } from "./images.js";
 
 const VIEW_CSS_WIDTH = 900;
 
@@ -39,6 +39,10 @@ export function initViewer() {
   async function open(options) {
     view = { ...options };
     $("viewer-title").textContent = view.name;
+    // Never the page shown last time while this one loads (its page count may need a request first).
+    $("viewer-page").textContent = `Page ${view.page}`;
+    release($("viewer-image"));
+    $("viewer-image").removeAttribute("src");
     if (!dialog.open) dialog.showModal();
     if (!view.pages) {
       try {
