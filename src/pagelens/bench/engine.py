@@ -9,10 +9,14 @@ Same seeded random weights, same pages, same queries for every configuration (se
                   cross-request batching does the work; sdpa, bf16, numpy outputs.
 Latency is per item from the moment all of them arrive (a burst) to its result. Queries, which take
 milliseconds, run once untimed (each configuration's first call with a shape pays kernel selection)
-and then QUERY_ROUNDS timed rounds, the median round reported; pages run once. MFU is the page
-forward's FLOPs (counted by torch's FlopCounterMode on one page) x pages/s over the bf16 matmul peak
-measured in the same run. Parity: worst per-vector cosine of pagelens' bf16 vectors against the
-float32 loop's (same weights) and against the seed 001 loop's (eager).
+and then QUERY_ROUNDS timed rounds, the median round reported; the two loops' pages run once. The
+compared pair, colpali-engine and pagelens, take turns (`alternating`): PAGE_ROUNDS rounds of pages,
+then the query rounds, the order reversed every round, so the cores' drift cannot favour either. MFU is the FLOPs a
+page's vectors need (counted by torch's FlopCounterMode on one page, with the family's forward
+options: ColPali's logits at one position, where colpali-engine's call computes them at all ~1030,
+a vocabulary of 257k) x pages/s over the bf16 matmul peak measured in the same run. Parity: worst
+per-vector cosine of pagelens' bf16 vectors against the float32 loop's (same weights) and against
+the seed 001 loop's (eager); see `parity_figures`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ from pagelens.bench.report import DEFAULT_DOCS, Report, matmul_peak_gflops
 
 SEED001 = "seed 001 loop (bf16, eager, batch 1, gc, JSON lists)"
 FLOAT32 = "naive float32 loop (sdpa, batch 1)"
+ENGINE = "pagelens engine (sdpa, concurrent one-item calls, CPU default config)"
 QUERY_ROUNDS = 3  # timed rounds of the query burst, after one untimed
+PAGE_ROUNDS = 3  # timed rounds of the pages for colpali-engine batched and the engine (alternating)
+Timing = tuple[float, list[float], list]  # total seconds, per-item latencies, outputs
+Measure = Callable[[], Timing]
 
 
 @dataclass
@@ -65,7 +73,8 @@ class Setup:
     eager: torch.nn.Module
     float32: torch.nn.Module
     embedder: Any
-    page_flops: float
+    page_flops: float  # what the vectors need
+    page_flops_as_called: float  # what colpali-engine's documented call computes (ColPali: logits at every position)
     query_flops: float
     tokens_per_page: int
 
@@ -73,13 +82,24 @@ class Setup:
     def processor(self) -> Any:
         return self.bench_model.processor
 
+    @property
+    def _as_called(self) -> str:
+        if self.page_flops_as_called == self.page_flops:
+            return ""
+        return f"; {self.page_flops_as_called / 1e9:.3g} GFLOP as colpali-engine's call computes it"
+
     def describe(self) -> str:
         arch = self.bench_model.arch
         return (
             f"{arch.dims}; {self.bench_model.depth}, random weights; {len(self.images)} pages of 600x800 "
-            f"({self.tokens_per_page} tokens each, {self.page_flops / 1e9:.3g} GFLOP per page), "
+            f"({self.tokens_per_page} tokens each, {self.page_flops / 1e9:.3g} GFLOP per page{self._as_called}), "
             f"{len(self.texts)} queries"
         )
+
+
+def needed_inputs(features: Any) -> dict[str, torch.Tensor]:
+    """A processor's output as the engine passes it: without the `labels` PaliGemma's processor adds."""
+    return {key: value for key, value in dict(features).items() if key != "labels"}
 
 
 def prepare(arch_name: str, scratch: Path, *, layers: int | None, pages: int, queries: int) -> Setup:
@@ -93,19 +113,25 @@ def prepare(arch_name: str, scratch: Path, *, layers: int | None, pages: int, qu
     sdpa, eager = bench_model.model("sdpa"), bench_model.model("eager")
     float32 = bench_model.model("sdpa", torch.float32)
     one_page = processor.process_images(images[:1])
-    page_flops = forward_flops(eager, one_page)  # eager: attention runs as counted matmuls; also its warm-up
-    query_flops = forward_flops(eager, processor.process_queries(texts[:1]))
+    # The work the vectors need, counted on eager (attention as counted matmuls; also its warm-up): the inputs
+    # the engine passes (no PaliGemma `labels`, which make the model add a loss) with the family's forward
+    # options (ColPali: logits at one position). colpali-engine's documented call may compute more (as_called).
+    page_flops = forward_flops(eager, needed_inputs(one_page), **bench_model.arch.family_spec.forward_kwargs)
+    page_flops_as_called = forward_flops(eager, one_page) if "labels" in one_page else page_flops
+    query_flops = forward_flops(
+        eager, needed_inputs(processor.process_queries(texts[:1])), **bench_model.arch.family_spec.forward_kwargs
+    )
     for model in (sdpa, float32):  # kernel selection for these shapes happens before any timing
         with torch.inference_mode():
             model(**one_page)
     embedder = Embedder(sdpa, processor, bench_model.arch.family_spec, name=arch_name, attention="sdpa")
     return Setup(
-        bench_model, images, texts, sdpa, eager, float32, embedder, page_flops, query_flops,
+        bench_model, images, texts, sdpa, eager, float32, embedder, page_flops, page_flops_as_called, query_flops,
         int(one_page["input_ids"].shape[1]),
     )  # fmt: skip
 
 
-def timed_loop(items: list, batch_size: int, forward: Callable[[list], list]) -> tuple[float, list[float], list]:
+def timed_loop(items: list, batch_size: int, forward: Callable[[list], list]) -> Timing:
     """Run `forward` batch by batch; return total seconds, each item's completion time since the start
     (all items arrive at once), and the outputs."""
     started = time.perf_counter()
@@ -118,7 +144,7 @@ def timed_loop(items: list, batch_size: int, forward: Callable[[list], list]) ->
     return time.perf_counter() - started, latencies, outputs
 
 
-def median_round(measure: Callable[[], tuple[float, list[float], list]]) -> tuple[float, list[float], list]:
+def median_round(measure: Measure) -> Timing:
     """`measure()` once untimed, then QUERY_ROUNDS times; the round with the median total seconds."""
     measure()
     rounds = sorted((measure() for _ in range(QUERY_ROUNDS)), key=lambda result: result[0])
@@ -153,7 +179,7 @@ def plain_forward(model: torch.nn.Module, process: Callable) -> Callable[[list],
     return forward
 
 
-def engine_burst(engine: Any, items: list, kind: str, callers: ThreadPoolExecutor) -> tuple[float, list[float], list]:
+def engine_burst(engine: Any, items: list, kind: str, callers: ThreadPoolExecutor) -> Timing:
     """Every item is its own concurrent call to the engine, each from one of `callers`' threads
     (started before timing, as a server's request threads are); per-item latency from the burst's
     start."""
@@ -174,15 +200,21 @@ def engine_burst(engine: Any, items: list, kind: str, callers: ThreadPoolExecuto
     return time.perf_counter() - started, latencies, outputs
 
 
-def baseline_runs(setup: Setup, *, batch: int) -> dict[str, Run]:
-    """seed 001's loop, the naive float32 loop and colpali-engine's batched forward, pages then queries."""
+def batched_label(batch: int) -> str:
+    return f"colpali-engine batched forward (sdpa, batch {batch})"
+
+
+def baseline_runs(setup: Setup, *, batch: int | None) -> dict[str, Run]:
+    """seed 001's loop, the naive float32 loop and (unless `batch` is None) colpali-engine's batched
+    forward, each in turn, pages then queries."""
     processor = setup.processor
     runs: dict[str, Run] = {}
-    configurations = (
+    configurations = [
         (SEED001, lambda p: seed001_forward(setup.eager, p), (1, 4)),
         (FLOAT32, lambda p: plain_forward(setup.float32, p), (1, 1)),
-        (f"colpali-engine batched forward (sdpa, batch {batch})", lambda p: plain_forward(setup.sdpa, p), (batch,) * 2),
-    )
+    ]
+    if batch is not None:
+        configurations.append((batched_label(batch), lambda p: plain_forward(setup.sdpa, p), (batch, batch)))
     for label, make, (page_batch, query_batch) in configurations:
         run = runs[label] = Run()
         run.record("page", *timed_loop(setup.images, page_batch, make(processor.process_images)))
@@ -204,6 +236,57 @@ def engine_run(setup: Setup, config: Any) -> Run:
     return run
 
 
+def alternating(measures: dict[str, Measure], rounds: int, *, warm: bool) -> dict[str, Timing]:
+    """Each measure once per round (after one untimed call each if `warm`), the order reversed every
+    other round, so a drift in the shared cores' speed falls on every configuration alike; per label
+    the round with the median total seconds."""
+    labels = list(measures)
+    if warm:
+        for label in labels:
+            measures[label]()
+    timings: dict[str, list[Timing]] = {label: [] for label in labels}
+    for round_ in range(rounds):
+        for label in labels if round_ % 2 == 0 else labels[::-1]:
+            timings[label].append(measures[label]())
+    return {label: sorted(taken, key=lambda timing: timing[0])[len(taken) // 2] for label, taken in timings.items()}
+
+
+def head_to_head(setup: Setup, *, batch: int, config: Any) -> dict[str, Run]:
+    """colpali-engine's batched forward and the engine, alternating (`alternating`): pages in
+    PAGE_ROUNDS rounds, queries in QUERY_ROUNDS after one untimed burst each."""
+    from pagelens.engine import Engine
+
+    processor, batched = setup.processor, batched_label(batch)
+    page_forward = plain_forward(setup.sdpa, processor.process_images)
+    query_forward = plain_forward(setup.sdpa, processor.process_queries)
+    threads = max(len(setup.images), len(setup.texts), 1)
+    with Engine(setup.embedder, config) as engine, ThreadPoolExecutor(max_workers=threads) as callers:
+        list(callers.map(time.sleep, [0.01] * threads))  # every caller thread started
+        pages = alternating(
+            {
+                batched: lambda: timed_loop(setup.images, batch, page_forward),
+                ENGINE: lambda: engine_burst(engine, setup.images, "page", callers),
+            },
+            PAGE_ROUNDS,
+            warm=False,
+        )
+        queries = alternating(
+            {
+                batched: lambda: timed_loop(setup.texts, batch, query_forward),
+                ENGINE: lambda: engine_burst(engine, setup.texts, "query", callers),
+            },
+            QUERY_ROUNDS,
+            warm=True,
+        )
+    runs = {}
+    for label in (batched, ENGINE):
+        run = runs[label] = Run()
+        run.record("page", *pages[label])
+        run.record("query", *queries[label])
+        print(f"  {label}: {len(setup.images) / run.page_seconds:.3f} pages/s", flush=True)
+    return runs
+
+
 def worst_cosine(references: list, vectors: list) -> float:
     """Worst per-vector cosine between paired multi-vectors (reference rows that are all zero dropped)."""
     worst = 1.0
@@ -217,6 +300,21 @@ def worst_cosine(references: list, vectors: list) -> float:
         cosine = (reference * got).sum(-1) / (np.linalg.norm(reference, axis=-1) * np.linalg.norm(got, axis=-1))
         worst = min(worst, float(np.min(cosine)))
     return worst
+
+
+def parity_figures(runs: dict[str, Run], ours: Run, queries_as_suffix: bool) -> dict[str, float]:
+    """Worst per-vector cosines of the engine's vectors against the float32 loop's (pages and queries)
+    and seed 001's eager loop's (each). A PaliGemma query alone in an sdpa forward attends both ways
+    (models/families.py PALIGEMMA_QUERY_NOTE) where eager and the engine attend causally, so for
+    `queries_as_suffix` families the float32 (sdpa) comparison covers pages only."""
+    float32, seed001 = runs[FLOAT32], runs[SEED001]
+    compared = ours.page_vectors + ([] if queries_as_suffix else ours.query_vectors)
+    reference = float32.page_vectors + ([] if queries_as_suffix else float32.query_vectors)
+    return {
+        "worst_cosine_bf16_vs_float32": worst_cosine(reference, compared),
+        "worst_cosine_vs_seed001_pages": worst_cosine(seed001.page_vectors, ours.page_vectors),
+        "worst_cosine_vs_seed001_queries": worst_cosine(seed001.query_vectors, ours.query_vectors),
+    }
 
 
 @dataclass
@@ -284,24 +382,19 @@ def run(
         with tempfile.TemporaryDirectory() as scratch:
             setup = prepare(arch_name, Path(scratch), layers=layers, pages=pages, queries=queries)
             print(f"{arch_name}: {setup.describe()}", flush=True)
-            runs = baseline_runs(setup, batch=batch)
-            label = "pagelens engine (sdpa, concurrent one-item calls, CPU default config)"
-            runs[label] = engine_run(setup, EngineConfig.for_backend(setup.embedder))
+            runs = baseline_runs(setup, batch=None)
+            runs.update(head_to_head(setup, batch=batch, config=EngineConfig.for_backend(setup.embedder)))
             title = f"{arch_name}, {setup.bench_model.depth}"
             peaks.append(matmul_peak_gflops(torch.bfloat16))
-            ours = runs[label]
-            parity = {
-                "worst_cosine_bf16_vs_float32": worst_cosine(
-                    runs[FLOAT32].page_vectors + runs[FLOAT32].query_vectors, ours.page_vectors + ours.query_vectors
-                ),
-                "worst_cosine_vs_seed001_pages": worst_cosine(runs[SEED001].page_vectors, ours.page_vectors),
-            }
+            ours = runs[ENGINE]
+            parity = parity_figures(runs, ours, setup.bench_model.arch.family_spec.queries_as_suffix)
             measured.append(Measured.of(title, setup, runs))
             report.figures[arch_name] = {
                 "text_layers": setup.bench_model.text_layers,
                 "vision_layers": setup.bench_model.vision_layers,
                 "tokens_per_page": setup.tokens_per_page,
                 "page_gflops": setup.page_flops / 1e9,
+                "page_gflops_as_called": setup.page_flops_as_called / 1e9,
                 "query_gflops": setup.query_flops / 1e9,
                 **parity,
             }
@@ -309,7 +402,8 @@ def run(
             report.note(
                 f"{arch_name} parity (bar >= 0.999): worst per-vector cosine, pagelens bf16 vs the same weights "
                 f"in float32 {parity['worst_cosine_bf16_vs_float32']:.5f}; vs seed 001's loop (eager, bf16) "
-                f"{parity['worst_cosine_vs_seed001_pages']:.5f}."
+                f"{parity['worst_cosine_vs_seed001_pages']:.5f} (pages), "
+                f"{parity['worst_cosine_vs_seed001_queries']:.5f} (queries)."
             )
             del setup, runs
             gc.collect()

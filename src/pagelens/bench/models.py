@@ -4,7 +4,7 @@
     bench_model = arch.build(scratch_dir, layers=4)       # or layers=None: published depth
     sdpa = bench_model.model("sdpa", torch.bfloat16)     # every call: the same seeded weights
 
-`colqwen2.5-3b` and `colmodernvbert` use the real colpali-engine model and processor classes with
+`colqwen2.5-3b`, `colmodernvbert` and `colpali-3b` use the real colpali-engine model and processor classes with
 the published layer widths, heads, vocabulary and image-processor bounds; only the tokenizer is the
 tiny offline one (it changes token ids, not the amount of compute). `tiny-*` are the test
 suite's tiny checkpoints (2 + 2 layers), for checking the benches' plumbing quickly.
@@ -59,6 +59,18 @@ MODERNVBERT_VISION = {
     "patch_size": 16,
 }
 MODERNVBERT_PAGE_EDGE, MODERNVBERT_TILE_EDGE, MODERNVBERT_PIXEL_SHUFFLE = 2048, 512, 4
+
+# ColPali v1.3: PaliGemma-3B at 448 pixels, a Gemma-2B decoder behind SigLIP-So400m/14 (1024 image tokens).
+PALIGEMMA_TEXT = {
+    "hidden_size": 2048,
+    "intermediate_size": 16384,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "vocab_size": 257216,
+}
+PALIGEMMA_VISION = {"hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16, "patch_size": 14}
+PALIGEMMA_IMAGE_EDGE = 448
 
 
 def synthetic_page(seed: int, width: int = 600, height: int = 800) -> Image.Image:
@@ -194,6 +206,44 @@ def _colmodernvbert(scratch: Path, text_layers: int, vision_layers: int) -> tupl
     return processor, config
 
 
+def _colpali(scratch: Path, text_layers: int, vision_layers: int) -> tuple[Any, Any]:
+    from colpali_engine.models import ColPaliProcessor
+    from transformers import PaliGemmaConfig, SiglipImageProcessor
+
+    tiny, _ = _tiny_processor("colpali", scratch)
+    image_tokens = (PALIGEMMA_IMAGE_EDGE // PALIGEMMA_VISION["patch_size"]) ** 2
+    processor = ColPaliProcessor(
+        image_processor=SiglipImageProcessor(
+            size={"height": PALIGEMMA_IMAGE_EDGE, "width": PALIGEMMA_IMAGE_EDGE},
+            resample=3,
+            image_seq_length=image_tokens,
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        ),
+        tokenizer=tiny.tokenizer,
+    )
+    tokenizer = processor.tokenizer
+    token_ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    config = PaliGemmaConfig(
+        text_config={"model_type": "gemma", "num_hidden_layers": text_layers, **PALIGEMMA_TEXT, **token_ids},
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "num_hidden_layers": vision_layers,
+            "image_size": PALIGEMMA_IMAGE_EDGE,
+            "vision_use_head": False,
+            **PALIGEMMA_VISION,
+        },
+        image_token_index=processor.image_token_id,
+        vocab_size=PALIGEMMA_TEXT["vocab_size"],
+        projection_dim=PALIGEMMA_TEXT["hidden_size"],
+        hidden_size=PALIGEMMA_TEXT["hidden_size"],
+        **token_ids,
+    )
+    return processor, config
+
+
 def _tiny(family: str) -> Callable[[Path, int, int], tuple[Any, Any]]:
     def make(scratch: Path, text_layers: int, vision_layers: int) -> tuple[Any, Any]:
         from transformers import AutoConfig
@@ -223,11 +273,20 @@ ARCHS: dict[str, Arch] = {
             "512-pixel tiles of 64 tokens, pages up to 2048 pixels",
             _colmodernvbert,
         ),
+        Arch(
+            "colpali-3b",
+            "colpali",
+            (18, 27),
+            "ColPali v1.3 (PaliGemma-3B): Gemma text 2048 hidden / 16384 MLP / 8 heads / 1 kv head; SigLIP vision "
+            "1152 / 4304 / 16 heads; pages resized to 448 pixels, 1024 image tokens",
+            _colpali,
+        ),
         Arch("tiny-colqwen2.5", "colqwen2_5", (2, 2), "tiny ColQwen2.5 (tests)", _tiny("colqwen2_5")),
         Arch("tiny-colmodernvbert", "colmodernvbert", (2, 2), "tiny ColModernVBert (tests)", _tiny("colmodernvbert")),
+        Arch("tiny-colpali", "colpali", (2, 2), "tiny ColPali (tests)", _tiny("colpali")),
     )
 }
-PUBLISHED = ("colqwen2.5-3b", "colmodernvbert")
+PUBLISHED = ("colqwen2.5-3b", "colmodernvbert", "colpali-3b")
 
 
 def get_arch(name: str) -> Arch:
@@ -236,11 +295,12 @@ def get_arch(name: str) -> Arch:
     return ARCHS[name]
 
 
-def forward_flops(model: torch.nn.Module, inputs: Any) -> float:
-    """FLOPs of one forward pass on `inputs`, counted by torch's FlopCounterMode (matmuls + attention)."""
+def forward_flops(model: torch.nn.Module, inputs: Any, **forward_kwargs: Any) -> float:
+    """FLOPs of one forward pass on `inputs` (with `forward_kwargs`), counted by torch's FlopCounterMode
+    (matmuls + attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        model(**inputs)
+        model(**inputs, **forward_kwargs)
     return float(counter.get_total_flops())
