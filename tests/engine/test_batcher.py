@@ -226,9 +226,6 @@ def test_default_config_follows_the_backend_device():
     cuda_backend.device = torch.device("cuda")  # type: ignore[attr-defined]
     assert Engine(cuda_backend).config.max_batch_images == 8
     assert EngineConfig.for_device("cpu", max_batch_images=3).max_batch_images == 3
-    cpu_backend.cpu_batch_images = 4  # type: ignore[attr-defined]  # a family that batches on CPU
-    cuda_backend.cpu_batch_images = 4  # type: ignore[attr-defined]
-    assert Engine(cpu_backend).config.max_batch_images == 4 and Engine(cuda_backend).config.max_batch_images == 8
     assert EngineConfig.for_backend(cpu_backend, max_batch_images=2).max_batch_images == 2  # settings win
 
 

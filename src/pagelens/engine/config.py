@@ -54,20 +54,19 @@ class EngineConfig:
         return max(2, 2 * self.max_batch_images)
 
     @classmethod
-    def for_device(cls, device_type: str, *, cpu_batch_images: int = 1, **overrides: Any) -> EngineConfig:
-        """Defaults measured per device. On CPU, batching page images helps only some models
-        (ColQwen2.5-3B dims, 2 cores: batch 4 gave 0.75x the pages/s of batch 1; `pagelens bench
-        engine`), so images run `cpu_batch_images` at a time there (the model family's choice); queries
-        still batch."""
-        images = cpu_batch_images if device_type == "cpu" else 8
+    def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:
+        """Defaults measured per device. On a CPU, page images go one at a time: a batch of pages
+        makes no matmul faster there and delays every page in it (2 cores, published dims, singles
+        against batches of 4 alternating: ColQwen2.5 1.13x, ColModernVBert 1.06-1.13x, ColPali
+        0.98x; scripts/profile_page_batching.py, docs/benchmarks.md); queries still batch."""
+        images = 1 if device_type == "cpu" else 8
         return cls(**{"max_batch_images": images, **overrides})
 
     @classmethod
     def for_backend(cls, backend: Any, **overrides: Any) -> EngineConfig:
-        """`for_device` with the backend's device and, when it says, its CPU batch (`cpu_batch_images`)."""
+        """`for_device` with the backend's device (a backend without one: the CPU's)."""
         device = getattr(backend, "device", None)
-        batch = getattr(backend, "cpu_batch_images", 1)
-        return cls.for_device(device.type if device is not None else "cpu", cpu_batch_images=batch, **overrides)
+        return cls.for_device(device.type if device is not None else "cpu", **overrides)
 
 
 @dataclass

@@ -93,7 +93,6 @@ class Embedder:
         self.model = model
         self.processor = processor
         self.family = family
-        self.cpu_batch_images = family.cpu_batch_images  # page images per forward on a CPU (engine/config.py)
         self.pool_factor = pool_factor
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype

@@ -24,8 +24,6 @@ class Family:
     marks the family chosen when a config names only the backbone. `forward_kwargs` go to every
     forward call, `key_mapping` to `from_pretrained`. `queries_as_suffix` marks query tokens with
     `token_type_ids = 1` (PaliGemma's "suffix", attended causally): see PALIGEMMA_QUERY_NOTE.
-    `cpu_batch_images`: page images per forward on a CPU, where batching helps only some families
-    (`pagelens bench engine`; docs/benchmarks.md says why).
     """
 
     name: str
@@ -38,7 +36,6 @@ class Family:
     forward_kwargs: Mapping[str, Any] = field(default_factory=dict)
     key_mapping: Mapping[str, str] | None = None
     queries_as_suffix: bool = False
-    cpu_batch_images: int = 1
 
     def classes(self) -> tuple[type, type]:
         """Import and return `(model_class, processor_class)` from `colpali_engine.models`."""
@@ -71,10 +68,6 @@ LAST_LOGIT_ONLY = {"logits_to_keep": 1}
 # that query alone, whatever the batch. Pages carry token_type_ids = 0 (prefix) and are unaffected.
 
 
-# ModernVBert cuts every page into the same 512-pixel tiles, so a batch of pages has no padding and
-# its matmuls grow taller; on 2 CPU cores batch 4 ran faster than pages one at a time (bench engine).
-MODERNVBERT_CPU_BATCH = 4
-
 FAMILIES: tuple[Family, ...] = (
     Family("colqwen2_5", "ColQwen2_5", "ColQwen2_5_Processor", ("qwen2_5_vl",), True,
            aliases=("colqwen2.5",), default_for_model_type=True),
@@ -94,9 +87,8 @@ FAMILIES: tuple[Family, ...] = (
            aliases=("colsmol",), default_for_model_type=True),
     Family("biidefics3", "BiIdefics3", "BiIdefics3Processor", ("idefics3",), False, aliases=("bismol",)),
     Family("colmodernvbert", "ColModernVBert", "ColModernVBertProcessor", ("modernvbert",), True,
-           default_for_model_type=True, cpu_batch_images=MODERNVBERT_CPU_BATCH),
-    Family("bimodernvbert", "BiModernVBert", "BiModernVBertProcessor", ("modernvbert",), False,
-           cpu_batch_images=MODERNVBERT_CPU_BATCH),
+           default_for_model_type=True),
+    Family("bimodernvbert", "BiModernVBert", "BiModernVBertProcessor", ("modernvbert",), False),
     Family("bigemma3", "BiGemma3", "BiGemmaProcessor3", ("gemma3",), False,
            aliases=("netraembed",), default_for_model_type=True, key_mapping=EXPLICIT_NO_RENAMES),
     Family("colgemma3", "ColGemma3", "ColGemmaProcessor3", ("gemma3",), True),
