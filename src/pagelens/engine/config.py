@@ -55,8 +55,8 @@ class EngineConfig:
 
     @classmethod
     def for_device(cls, device_type: str, **overrides: Any) -> EngineConfig:
-        """Defaults measured per device. On a CPU, page images go one at a time: a batch of pages
-        makes no matmul faster there and delays every page in it (2 cores, published dims, singles
+        """Defaults measured per device. On a CPU, page images go one at a time: a batch of pages is
+        no faster per page there and delays every page in it (2 cores, published dims, singles
         against batches of 4 alternating: ColQwen2.5 1.13x, ColModernVBert 1.06-1.13x, ColPali
         0.98x; scripts/profile_page_batching.py, docs/benchmarks.md); queries still batch."""
         images = 1 if device_type == "cpu" else 8
