@@ -23,7 +23,7 @@ import torch
 
 from pagelens.bench.search import bench_queries
 from pagelens.bench.synthetic_pages import SyntheticCorpus
-from pagelens.index.centroids import CentroidMatrix, maxsim_centroid_major, maxsim_int8
+from pagelens.index.centroids import CentroidMatrix, maxsim_centroid_major, maxsim_int8, quantize_rows
 from pagelens.index.edge_store import EdgePageStore
 
 BLOCK = 1024  # pages whose int8 centroids are scored at a time
@@ -37,13 +37,12 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     return placed
 
 
-def fine_scores(matrix: CentroidMatrix, query: torch.Tensor) -> np.ndarray:
-    """Every slot's int8-centroid MaxSim of a `(q, 128)` bfloat16 query: `(slots,)` float32."""
-    widened = torch.empty((BLOCK, *matrix.rows.shape[1:]), dtype=torch.bfloat16)
+def fine_scores(matrix: CentroidMatrix, query: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """Every slot's int8-centroid MaxSim of a `quantize_rows` query: `(slots,)` float32."""
     scores = []
     for start in range(0, len(matrix.points), BLOCK):
-        codes = matrix.rows[start : start + BLOCK]
-        scores.append(maxsim_int8(query, codes, matrix.scales[start : start + BLOCK], widened[: len(codes)]))
+        block = slice(start, start + BLOCK)
+        scores.append(maxsim_int8(query, matrix.rows[block], matrix.scales[block]))
     return torch.cat(scores).numpy()
 
 
@@ -70,9 +69,9 @@ def main() -> None:
     coarse_ranks, fine_ranks = [], []
     for query in bench_queries(corpus, args.queries, args.seed):
         truth = np.argsort(-store.mirror.exact_scores(query, points), kind="stable")[: args.k]
-        bf16 = torch.from_numpy(query.astype(np.float32)).to(torch.bfloat16)
-        coarse = maxsim_centroid_major(bf16, matrix.coarse).numpy()
-        fine = fine_scores(matrix, bf16)
+        codes = quantize_rows(torch.from_numpy(query.astype(np.float32)).to(torch.bfloat16))
+        coarse = maxsim_centroid_major(codes, matrix.coarse, matrix.coarse_scales).numpy()
+        fine = fine_scores(matrix, codes)
         coarse_ranks += ranks(coarse)[truth].tolist()
         fine_ranks += ranks(fine)[truth].tolist()
         by_coarse = np.argsort(-coarse, kind="stable")

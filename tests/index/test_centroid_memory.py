@@ -29,12 +29,12 @@ def test_a_collection_too_large_for_the_memory_available_is_refused_at_open_nami
     collection = collections.create("big")
     collection.store.add_document("d" * 32, [unit_rows(rng, 40) for _ in range(6)])
     collections.close()
-    needed = 6 * CENTROID_BYTES_PER_PAGE  # 145.5 KiB
+    needed = 6 * CENTROID_BYTES_PER_PAGE  # 120 KiB
     monkeypatch.setattr(centroids, "available_memory_bytes", lambda: needed - 1)
     with pytest.raises(BackendFailure) as refused:
         Collections(tmp_path).get("big")
     message = str(refused.value)
-    assert "6 pages" in message and f"{needed / 2**30:.2f} GiB" in message and "24.2 KiB a page" in message
+    assert "6 pages" in message and f"{needed / 2**30:.2f} GiB" in message and "20.0 KiB a page" in message
     assert "is available" in message and "PAGELENS_QDRANT_URL" in message and str(tmp_path / "big") in message
     monkeypatch.setattr(centroids, "available_memory_bytes", lambda: needed)  # exactly enough
     store = EdgePageStore(tmp_path / "big" / "store")  # the refused open let go of the shard

@@ -292,20 +292,25 @@ def test_a_store_written_with_64_centroids_a_page_loads_and_searches_beside_new_
 
 
 def test_int8_centroids_keep_the_maxsim_of_the_float_centroids():
-    from pagelens.index.centroids import maxsim_int8, quantize_rows
+    from pagelens.index.centroids import maxsim_int8, quantize_pages, quantize_rows
 
     pages = structured_pages(12, tokens=200, seed=11)
     centroids = torch.from_numpy(np.stack([cluster_pool(page) for page in pages]))  # (12, 128, 128) float32
-    codes, scales = quantize_rows(centroids)
-    assert codes.dtype == torch.int8 and scales.shape == (12, POOLED_ROWS)
-    assert int(codes.abs().amax(2).min()) == 127  # each row's largest component uses the full range
-    restored = codes.float() * scales.float().unsqueeze(2)
+    codes, scales = quantize_pages(centroids)
+    assert codes.dtype == torch.int8 and scales.shape == (12,) and scales.dtype == torch.float32
+    assert int(codes.abs().amax((1, 2)).min()) == 127  # each page's largest component uses the full range
+    restored = codes.float() * scales.view(-1, 1, 1)
     assert float((restored - centroids).abs().max()) < 0.01  # half a step of the largest component / 127
     query = torch.from_numpy(query_like(pages[3], 0))
+    query_codes, query_scales = quantize_rows(query.to(torch.bfloat16))
+    assert query_codes.shape == query.shape and int(query_codes.abs().amax(1).min()) == 127
     exact = torch.stack([(query @ page.T).amax(1).sum() for page in centroids])
-    widened = torch.empty(codes.shape, dtype=torch.bfloat16)
-    approximate = maxsim_int8(query.to(torch.bfloat16), codes, scales, widened)
+    approximate = maxsim_int8((query_codes, query_scales), codes, scales)
+    assert approximate.shape == (12,) and approximate.dtype == torch.float32
     assert torch.allclose(approximate, exact, rtol=0.02) and int(approximate.argmax()) == int(exact.argmax())
+    # the integer products are exact: the approximation is the codes', not the matmul's
+    products = (query_codes.double() @ codes.double().view(-1, 128).T).view(len(query), 12, -1).amax(2)
+    assert torch.allclose(approximate.double(), (products * query_scales.double().unsqueeze(1)).sum(0) * scales)
 
 
 def test_the_coarse_cut_keeps_a_share_of_many_pages_and_reads_few_pages_rows_gathered(tmp_path, monkeypatch):
@@ -321,9 +326,9 @@ def test_the_coarse_cut_keeps_a_share_of_many_pages_and_reads_few_pages_rows_gat
         mirror.publish(point, mirror.append(page.astype(np.float16), cluster_pool(page).astype(np.float16)))
     mirror.warm()
     matrix = mirror._centroids
-    query = torch.from_numpy(query_like(pages[0], 0)).to(torch.bfloat16)
+    query = centroids_module.quantize_rows(torch.from_numpy(query_like(pages[0], 0)))
     slots = torch.arange(0, 240, 3)
-    whole = centroids_module.maxsim_centroid_major(query, matrix.coarse)[slots]
+    whole = centroids_module.maxsim_centroid_major(query, matrix.coarse, matrix.coarse_scales)[slots]
     monkeypatch.setattr(centroids_module, "GATHER_PAGES", 16)  # 80 slots in 5 reads
     with SCRATCH.lease() as scratch:
         assert torch.allclose(matrix._coarse_scores(query, slots, scratch), whole)
@@ -432,13 +437,16 @@ def test_pages_added_after_open_fill_spare_slots_without_copying_the_matrix(monk
 
 
 def test_the_coarse_maxsim_of_a_view_of_the_used_slots_equals_that_of_a_copy():
-    from pagelens.index.centroids import maxsim_centroid_major
+    from pagelens.index.centroids import maxsim_centroid_major, quantize_pages, quantize_rows
 
     generator = torch.Generator().manual_seed(4)
-    storage = torch.randn((32, 50, 128), generator=generator).to(torch.bfloat16)
+    pages = torch.randn((50, 32, 128), generator=generator)
+    codes, scales = quantize_pages(pages)
+    storage = codes.transpose(0, 1).contiguous()  # (32, 50, 128), centroid-major as the matrix holds it
     query = torch.randn((20, 128), generator=generator).to(torch.bfloat16)
     used = storage[:, :37]
     assert not used.is_contiguous()
-    expected = torch.stack([(query.float() @ page.float().T).amax(1).sum() for page in used.transpose(0, 1)])
-    assert torch.equal(maxsim_centroid_major(query, used), maxsim_centroid_major(query, used.contiguous()))
-    assert torch.allclose(maxsim_centroid_major(query, used), expected, rtol=2e-2, atol=0.1)
+    expected = torch.stack([(query.float() @ page.T).amax(1).sum() for page in pages[:37]])
+    got = maxsim_centroid_major(quantize_rows(query), used, scales[:37])
+    assert torch.equal(got, maxsim_centroid_major(quantize_rows(query), used.contiguous(), scales[:37]))
+    assert torch.allclose(got, expected, rtol=2e-2, atol=0.1)
