@@ -52,8 +52,8 @@ def test_bench_search_writes_json_and_refreshes_its_docs_section(tmp_path):
     disk = figures["disk_bytes"]["shard"] + figures["disk_bytes"]["mirror"]
     assert figures["disk_over_float16_vectors"] == pytest.approx(disk / vectors, abs=1e-3)
     assert (tmp_path / "store" / "rows.f16").stat().st_size == vectors  # the brute force's own file
-    int8_rows, bfloat16_rows = POOLED_ROWS * (128 + 2), COARSE_ROWS * 128 * 2  # codes + scales, coarse rows
-    assert figures["centroid_ram_bytes"] == 60 * (int8_rows + bfloat16_rows)
+    int8_codes, float32_scales = (POOLED_ROWS + COARSE_ROWS) * 128, 2 * 4  # a page's scale for each cut
+    assert figures["centroid_ram_bytes"] == 60 * (int8_codes + float32_scales)
     memory = figures["memory"]
     assert memory["centroid_ram_bytes"] == figures["centroid_ram_bytes"]  # the fresh process opened the same store
     assert 0 < memory["rss_before_open_bytes"] < memory["rss_after_open_bytes"] <= memory["peak_rss_bytes"]
