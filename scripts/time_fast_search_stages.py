@@ -4,8 +4,8 @@
 
 Fills a `CentroidMatrix` through its own `load` with random unit centroids (the timings do not
 depend on the values), then times, over the same queries: quantizing the query, the coarse cut
-(every page's COARSE_ROWS int8 rows), its top-k, the fine cut (the kept pages' int8 centroids,
-FINE_PAGES at a time) and `CentroidMatrix.best` whole, for each prefetch. Prints the median ms of
+(every page's COARSE_ROWS int8 rows), its top-k, the fine cut (`CentroidMatrix.fine_scores` over
+the kept pages) and `CentroidMatrix.best` whole, for each prefetch. Prints the median ms of
 each; the stages should add up to about the whole. The exact rescoring of the prefetch that follows
 reads the mirror file and is timed by `pagelens bench search`, not here.
 """
@@ -18,14 +18,7 @@ import time
 
 import torch
 
-from pagelens.index.centroids import (
-    FINE_PAGES,
-    CentroidMatrix,
-    coarse_keep,
-    maxsim_centroid_major,
-    maxsim_int8,
-    quantize_rows,
-)
+from pagelens.index.centroids import CentroidMatrix, coarse_keep, maxsim_centroid_major, quantize_rows
 from pagelens.index.pages import DIM, POOLED_ROWS
 from pagelens.index.scratch import Scratch
 
@@ -71,15 +64,6 @@ def main() -> None:
     codes = [quantize_rows(query) for query in queries]
     coarse_scores = maxsim_centroid_major(codes[0], matrix.coarse, matrix.coarse_scales)
 
-    def fine_cut(query_codes, kept: torch.Tensor) -> torch.Tensor:
-        fine = torch.empty(len(kept))
-        for first in range(0, len(kept), FINE_PAGES):
-            slots = kept[first : first + FINE_PAGES]
-            block = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.int8)
-            torch.index_select(matrix.rows, 0, slots, out=block)
-            fine[first : first + len(slots)] = maxsim_int8(query_codes, block, matrix.scales[slots])
-        return fine
-
     coarse_ms = median_ms(lambda q: maxsim_centroid_major(q, matrix.coarse, matrix.coarse_scales), codes)
     print(f"quantize the query: {median_ms(quantize_rows, queries):.2f} ms; coarse cut: {coarse_ms:.1f} ms")
     print("| prefetch | pages kept | top-k of the coarse scores ms | fine cut ms | stages ms | best() ms |")
@@ -88,7 +72,7 @@ def main() -> None:
         keep = coarse_keep(prefetch, args.pages)
         kept = torch.topk(coarse_scores, keep).indices.sort().values
         topk_ms = median_ms(lambda _, keep=keep: torch.topk(coarse_scores, keep).indices.sort(), codes)
-        fine_ms = median_ms(lambda q, kept=kept: fine_cut(q, kept), codes)
+        fine_ms = median_ms(lambda q, kept=kept: matrix.fine_scores(q, kept, scratch), codes)
         whole_ms = median_ms(lambda q, wanted=prefetch: matrix.best(q, wanted, searchable, scratch), queries)
         stages = coarse_ms + topk_ms + fine_ms
         print(f"| {prefetch} | {keep} | {topk_ms:.1f} | {fine_ms:.1f} | {stages:.1f} | {whole_ms:.1f} |")

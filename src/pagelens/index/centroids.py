@@ -253,13 +253,20 @@ class CentroidMatrix:
         if len(candidates) > keep:
             coarse = self._coarse_scores(query_codes, candidates, scratch)
             candidates = candidates[torch.topk(coarse, keep).indices.sort().values]  # file order reads faster
-        fine = torch.empty(len(candidates))
-        for start in range(0, len(candidates), FINE_PAGES):
-            slots = candidates[start : start + FINE_PAGES]
-            codes = scratch.take("centroids", (len(slots), POOLED_ROWS, DIM), torch.int8)
-            torch.index_select(self.rows, 0, slots, out=codes)
-            fine[start : start + len(slots)] = maxsim_int8(query_codes, codes, self.scales[slots])
-        return candidates[torch.topk(fine, wanted).indices]
+        return candidates[torch.topk(self.fine_scores(query_codes, candidates, scratch), wanted).indices]
+
+    def fine_scores(
+        self, query: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor, scratch: Scratch
+    ) -> torch.Tensor:
+        """The int8 centroids' MaxSim of `slots` for a `quantize_rows` query, gathered FINE_PAGES
+        pages at a time: `(len(slots),)` float32."""
+        scores = torch.empty(len(slots))
+        for start in range(0, len(slots), FINE_PAGES):
+            part = slots[start : start + FINE_PAGES]
+            codes = scratch.take("centroids", (len(part), POOLED_ROWS, DIM), torch.int8)
+            torch.index_select(self.rows, 0, part, out=codes)
+            scores[start : start + len(part)] = maxsim_int8(query, codes, self.scales[part])
+        return scores
 
     def _coarse_scores(
         self, query: tuple[torch.Tensor, torch.Tensor], slots: torch.Tensor, scratch: Scratch
