@@ -59,7 +59,8 @@ def test_attention_prefers_flash_on_cuda_only_when_installed(monkeypatch):
         "eager",
     ]
     assert hardware.attention_candidates("auto", cuda, torch.float32, _FlashCapable)[0] == "sdpa"
-    assert hardware.attention_candidates("auto", cpu, torch.bfloat16, _FlashCapable)[0] == "sdpa"
+    assert hardware.attention_candidates("auto", cpu, torch.bfloat16, _FlashCapable) == ["cpu_blocked", "sdpa", "eager"]
+    assert hardware.attention_candidates("auto", cpu, torch.float32, _FlashCapable) == ["sdpa", "eager"]
     monkeypatch.setattr(hardware, "flash_attention_available", lambda: False)
     assert hardware.attention_candidates("auto", cuda, torch.bfloat16, _FlashCapable)[0] == "sdpa"
     assert hardware.attention_candidates("auto", cpu, torch.float32, _EagerOnly) == ["eager"]

@@ -70,12 +70,13 @@ class DeviceSetup:
 
 
 def best_attention(bench_model: BenchModel, device: torch.device) -> str:
-    """FlashAttention 2 on CUDA when flash-attn is installed and the model supports it, else sdpa."""
+    """FlashAttention 2 on CUDA when flash-attn is installed and the model supports it, else sdpa
+    (also in the CPU dry run: colpali-engine's rows run the attention it would, so no cpu_blocked)."""
     from pagelens.models.hardware import attention_candidates
 
     model_class, _ = bench_model.arch.family_spec.classes()
     candidates = attention_candidates("auto", device, torch.bfloat16, model_class)
-    return next(name for name in candidates if name != "eager")
+    return next(name for name in candidates if name not in ("cpu_blocked", "eager"))
 
 
 def device_peak_gflops(device: torch.device, size: int = 8192, repeats: int = 20) -> float:

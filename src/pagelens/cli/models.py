@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 DeviceOption = Annotated[str | None, typer.Option(help="auto | cpu | cuda[:n] | mps (default auto)")]
 DtypeOption = Annotated[str | None, typer.Option(help="auto | float32 | bfloat16 | float16 (default auto)")]
 AttnOption = Annotated[
-    str | None, typer.Option("--attn", help="auto | flash_attention_2 | sdpa | eager (default auto)")
+    str | None, typer.Option("--attn", help="auto | flash_attention_2 | cpu_blocked | sdpa | eager (default auto)")
 ]
 FamilyOption = Annotated[str | None, typer.Option(help="Override the detected model family.")]
 ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads (default: PAGELENS_CPU_THREADS or torch's).")]

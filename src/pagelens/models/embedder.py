@@ -158,7 +158,7 @@ class Embedder:
         """Load `model` (hub id or local directory, merged or LoRA adapter) for inference.
 
         `device`: auto|cpu|cuda[:n]|mps. `dtype`: auto|float32|bfloat16|float16. `attn`:
-        auto|flash_attention_2|sdpa|eager. `family` overrides detection. `threads` sets torch's
+        auto|flash_attention_2|cpu_blocked|sdpa|eager. `family` overrides detection. `threads` sets torch's
         CPU threads (None: torch's choice). `pool_factor` turns on hierarchical
         token pooling of image embeddings. `quantize`: none|int8 (int8 dynamic linears, float32
         activations, CPU only). `compile`: torch.compile the repeated blocks, warmed up here.

@@ -27,7 +27,8 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "sdpa", "eager")
+# cpu_blocked: models/cpu_attention.py (bfloat16 on a CPU; sdpa for the calls it does not cover).
+ATTENTION_IMPLEMENTATIONS = ("flash_attention_2", "cpu_blocked", "sdpa", "eager")
 
 
 @cache
@@ -89,11 +90,14 @@ def attention_candidates(attn: str, device: torch.device, dtype: torch.dtype, mo
     """Attention implementations to try, best first.
 
     `auto`: FlashAttention 2 when installed, on CUDA, in a half dtype and supported by the model;
-    then sdpa where the model supports it; eager last. An explicit choice is tried alone.
+    on a CPU in bfloat16, the blocked attention where the model supports sdpa (its fallback); then
+    sdpa where the model supports it; eager last. An explicit choice is tried alone.
     """
     if attn != "auto":
         if attn not in ATTENTION_IMPLEMENTATIONS:
             raise ModelLoadError(f"unknown attention {attn!r}; use auto, {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+        if attn == "cpu_blocked":
+            _register_cpu_blocked()
         return [attn]
     candidates = []
     if (
@@ -104,9 +108,17 @@ def attention_candidates(attn: str, device: torch.device, dtype: torch.dtype, mo
     ):
         candidates.append("flash_attention_2")
     if getattr(model_class, "_supports_sdpa", True):
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            candidates.append(_register_cpu_blocked())
         candidates.append("sdpa")
     candidates.append("eager")
     return candidates
+
+
+def _register_cpu_blocked() -> str:
+    from pagelens.models import cpu_attention  # imports transformers: only when a model loads
+
+    return cpu_attention.register()
 
 
 def load_with_best_attention(

@@ -228,7 +228,7 @@ class TransformersVLM:
         token: str | None = None,
     ) -> TransformersVLM:
         """Load `model` (hub id or directory) for generation. `device`: auto|cpu|cuda[:n]|mps;
-        `dtype`: auto|float32|bfloat16|float16; `attn`: auto|flash_attention_2|sdpa|eager (auto tries
+        `dtype`: auto|float32|bfloat16|float16; `attn`: auto|flash_attention_2|cpu_blocked|sdpa|eager (auto tries
         them best first); `threads`: torch's CPU threads (None: torch's choice); `token`: hub token.
         `ModelLoadError` when it is no image-text-to-text checkpoint or has no chat template."""
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
