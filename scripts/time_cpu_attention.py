@@ -36,6 +36,7 @@ class Case:
 CASES = [
     Case("ColModernVBert vision: 13 SigLIP tiles of 1024 patches", 13, 12, 1024, 64),
     Case("ColPali vision: SigLIP-So400m, 1024 patches", 1, 16, 1024, 72),
+    Case("ColQwen2.5 vision, full-attention layer: 2436 patches", 1, 16, 2436, 80),
     Case("ColModernVBert text, global layer: a page's 884 tokens", 1, 12, 884, 64),
     Case("ColModernVBert text, local layer (window 128)", 1, 12, 884, 64, band=64),
     Case("ColPali text: 1034 tokens, image prefix then causal", 1, 8, 1034, 256, prefix_causal=True),

@@ -1,11 +1,11 @@
-"""Bidirectional attention for CPUs, a block of query rows at a time through plain matmuls.
+"""Attention for CPUs in bfloat16, a block of query rows at a time through plain matmuls.
 
 torch's CPU `scaled_dot_product_attention` runs bfloat16 at float32 speed on AVX512-BF16 cores
-(~180 GFLOP/s of the ~410 the matmuls reach), and SigLIP's 1024-patch tiles spend most of
+(~180 GFLOP/s of the ~410 the matmuls reach), and SigLIP's 1024-patch tiles spent a third of
 ColModernVBert's page time in it. Here the scores of a few heads x `ROW_BLOCK` query rows are
 one batched oneDNN matmul, small enough to stay in cache through the softmax and the product
 with the values: the same arithmetic as transformers' eager attention (scores in the input
-dtype, softmax accumulated in float32), at ~2.4x sdpa's speed on those tiles
+dtype, softmax accumulated in float32), at 2-2.4x sdpa's speed on those tiles
 (docs/benchmarks.md).
 
 Registered with transformers as the attention implementation `CPU_BLOCKED`. Calls it does not
