@@ -90,16 +90,17 @@ def test_the_function_repeats_shared_key_heads_and_matches_sdpa_in_bfloat16():
 
 @pytest.mark.parametrize(
     "case",
-    ["short sequence", "causal without a mask", "float32", "dropout", "position bias"],
+    ["short sequence", "causal without a mask", "float32", "dropout", "position bias", "one query over two keys"],
 )
 def test_calls_it_does_not_cover_are_sdpa_itself(case, monkeypatch):
     length = 64 if case == "short sequence" else 300
     dtype = torch.float32 if case == "float32" else torch.bfloat16
-    q, k, v = qkv(1, 4, length, 16, dtype=dtype)
+    q, k, v = qkv(2, 4, length, 16, dtype=dtype)
+    q = q[:1] if case == "one query over two keys" else q  # sdpa broadcasts the batch
     module = _Attention(is_causal=case == "causal without a mask")
     extra = {"dropout": 0.1} if case == "dropout" else {}
     if case == "position bias":
-        extra["position_bias"] = torch.zeros(1, 4, length, length, dtype=dtype)
+        extra["position_bias"] = torch.zeros(2, 4, length, length, dtype=dtype)
     blocked_calls = []
     monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: blocked_calls.append(args))
     torch.manual_seed(0)

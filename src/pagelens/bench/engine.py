@@ -135,12 +135,9 @@ def prepare(arch_name: str, scratch: Path, *, layers: int | None, pages: int, qu
 
 
 def engine_default_model(bench_model: BenchModel, like: torch.nn.Module) -> tuple[torch.nn.Module, str]:
-    """The model as `Embedder.load` would run it on a CPU in bf16 (its first attention candidate),
-    sharing `like`'s weight tensors (no second copy in memory), and that attention's name."""
-    from pagelens.models.hardware import attention_candidates
-
-    model_class, _ = bench_model.arch.family_spec.classes()
-    attention = attention_candidates("auto", torch.device("cpu"), torch.bfloat16, model_class)[0]
+    """The model as `Embedder.load` would run it on a CPU in bf16, sharing `like`'s weight tensors
+    (no second copy in memory), and that attention's name."""
+    attention = bench_model.cpu_default_attention
     if attention == like.config._attn_implementation:
         return like, attention
     model = bench_model.model(attention)

@@ -89,15 +89,17 @@ def run(
     report.machine["bf16_matmul_gflops"] = matmul_peak_gflops(torch.bfloat16)
     report.describe(
         f"A {pages}-page PDF (600x800 synthetic pages at {PDF_DPI} dpi), {rounds} alternating rounds; "
-        f"random weights, bf16, sdpa, the engine's CPU defaults; torch threads {torch.get_num_threads()}."
+        f"random weights, bf16, the engine's CPU defaults (its attention too); "
+        f"torch threads {torch.get_num_threads()}."
     )
     data = synthetic_pdf(pages)
     with tempfile.TemporaryDirectory() as scratch:
         for name in archs:
             bench_model = get_arch(name).build(Path(scratch) / name, layers)
-            model = bench_model.model("sdpa", torch.bfloat16)
+            attention = bench_model.cpu_default_attention
+            model = bench_model.model(attention, torch.bfloat16)
             embedder = Embedder(model, bench_model.processor, bench_model.arch.family_spec, name=name,
-                                attention="sdpa")  # fmt: skip
+                                attention=attention)  # fmt: skip
             budget = embedder.info.page_pixels
             rendered = render_pages(data, dpi=PDF_DPI, max_pixels=budget or DEFAULT_MAX_IMAGE_PIXELS)
             images = [page for batch in rendered for page in batch]

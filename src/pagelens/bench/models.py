@@ -106,6 +106,14 @@ class BenchModel:
         return model.to(dtype).eval()
 
     @property
+    def cpu_default_attention(self) -> str:
+        """The attention `Embedder.load` picks for this model on a CPU in bf16 (attn "auto")."""
+        from pagelens.models.hardware import attention_candidates
+
+        model_class, _ = self.arch.family_spec.classes()
+        return attention_candidates("auto", torch.device("cpu"), torch.bfloat16, model_class)[0]
+
+    @property
     def depth(self) -> str:
         text, vision = self.arch.published_layers
         full = self.text_layers == text and self.vision_layers == vision

@@ -75,7 +75,7 @@ def blocked_attention(
     """softmax(query @ key^T * scale + mask) @ value over `(batch, heads, len, head_dim)` tensors of
     one dtype (`key`/`value` with as many heads as `query`); `(batch, q_len, heads, head_dim)`."""
     batch, heads, q_len, _ = query.shape
-    out = torch.empty(batch, q_len, heads, value.shape[-1], dtype=query.dtype)
+    out = torch.empty(batch, q_len, heads, value.shape[-1], dtype=query.dtype, device=query.device)
     step = _heads_per_block(heads)
     for b in range(batch):
         for h in range(0, heads, step):
@@ -107,6 +107,7 @@ def _covers(
         and query.dtype in BLOCKED_DTYPES
         and key.dtype == query.dtype
         and query.shape[2] >= MIN_QUERY_ROWS
+        and query.shape[0] == key.shape[0]  # sdpa would broadcast a batch of one
         and query.shape[1] % key.shape[1] == 0
         and dropout == 0.0
         and not (causal and mask is None)
