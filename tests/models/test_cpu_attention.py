@@ -139,3 +139,37 @@ def test_real_checkpoints_give_sdpas_vectors(family, tmp_path, monkeypatch):
             np.linalg.norm(blocked_rows, axis=-1) * np.linalg.norm(sdpa_rows, axis=-1)
         )
         assert cosine.min() >= 0.999, f"{family}: worst per-vector cosine {cosine.min():.5f}"
+
+
+def test_the_local_answer_model_generates_sdpas_tokens(tmp_path, monkeypatch):
+    """A tiny Qwen2.5-VL chat model in bfloat16, every vision attention call blocked: greedy decoding
+    of a page and a question gives sdpa's tokens, and the first step's logits match."""
+    from pagelens.rag.local_vlm import TransformersVLM
+    from pagelens.testing import build_tiny_vlm
+
+    checkpoint = build_tiny_vlm(tmp_path / "vlm")
+    monkeypatch.setattr(cpu_attention, "MIN_QUERY_ROWS", 1)
+    calls = []
+    blocked = cpu_attention.blocked_attention
+    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: calls.append(1) or blocked(*args))
+    message = [{"role": "user", "content": [{"type": "image", "image": make_page(200, 260, 1)},
+                                            {"type": "text", "text": "What is the revenue?"}]}]  # fmt: skip
+    generated = {}
+    for attention in ("cpu_blocked", "sdpa"):
+        vlm = TransformersVLM.load(str(checkpoint), device="cpu", dtype="bfloat16", attn=attention)
+        try:
+            assert vlm.attention == attention
+            prompt = vlm.processor.apply_chat_template(
+                message, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                output = vlm._model.generate(
+                    **prompt, max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True
+                )
+            generated[attention] = (output.sequences, output.logits[0].float())
+        finally:
+            vlm.close()
+    assert calls, "no attention call took the blocked path"
+    assert torch.equal(generated["cpu_blocked"][0], generated["sdpa"][0])
+    cosine = F.cosine_similarity(generated["cpu_blocked"][1], generated["sdpa"][1], dim=-1)
+    assert cosine.min() >= 0.999
