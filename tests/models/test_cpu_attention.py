@@ -33,17 +33,30 @@ def qkv(batch: int, heads: int, length: int, dim: int, kv_heads: int | None = No
     return [t.view(batch, length, -1, dim).transpose(1, 2) for t in (q, k, v)]
 
 
-def sdpa_reference(q, k, v, mask):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+def assert_blocked_matches_sdpa(q, k, v, mask=None):
+    """`blocked_attention` equals torch's sdpa on the same inputs (float32 tolerances)."""
+    out = cpu_attention.blocked_attention(q, k, v, mask, q.shape[-1] ** -0.5)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+    return out
+
+
+@pytest.fixture
+def blocked_calls(monkeypatch) -> list:
+    """Every attention call blocked (the row threshold lowered to one); the list counts the calls."""
+    monkeypatch.setattr(cpu_attention, "MIN_QUERY_ROWS", 1)
+    calls: list = []
+    blocked = cpu_attention.blocked_attention
+    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: calls.append(1) or blocked(*args))
+    return calls
 
 
 @pytest.mark.parametrize("heads", [12, 6, 5])  # blocks of 4, 3 and 1 heads
 @pytest.mark.parametrize("length", [300, 512])  # a partial last row block, and none
 def test_blocked_equals_sdpa_without_mask(heads, length):
     q, k, v = qkv(2, heads, length, 16)
-    out = cpu_attention.blocked_attention(q, k, v, None, 16**-0.5)
+    out = assert_blocked_matches_sdpa(q, k, v)
     assert out.shape == (2, length, heads, 16) and out.is_contiguous()
-    torch.testing.assert_close(out, sdpa_reference(q, k, v, None), atol=1e-5, rtol=1e-4)
 
 
 def test_blocked_equals_sdpa_with_boolean_and_additive_masks():
@@ -54,8 +67,7 @@ def test_blocked_equals_sdpa_with_boolean_and_additive_masks():
     keep[1] = torch.ones(length, length, dtype=torch.bool).tril()  # the second attends causally
     additive = torch.zeros(2, 1, length, length).masked_fill(~keep, -1e4)
     for mask in (keep, additive):
-        out = cpu_attention.blocked_attention(q, k, v, mask, 16**-0.5)
-        torch.testing.assert_close(out, sdpa_reference(q, k, v, mask), atol=1e-5, rtol=1e-4)
+        assert_blocked_matches_sdpa(q, k, v, mask)
 
 
 def test_masks_broadcast_over_heads_and_query_rows():
@@ -65,8 +77,7 @@ def test_masks_broadcast_over_heads_and_query_rows():
     padding[1, ..., 200:] = False
     per_head = torch.rand(1, 4, length, length, generator=torch.Generator().manual_seed(1)) > 0.3
     for mask in (padding, per_head):
-        out = cpu_attention.blocked_attention(q, k, v, mask, 8**-0.5)
-        torch.testing.assert_close(out, sdpa_reference(q, k, v, mask), atol=1e-5, rtol=1e-4)
+        assert_blocked_matches_sdpa(q, k, v, mask)
 
 
 def test_a_fully_masked_row_is_uniform_not_nan():
@@ -101,24 +112,20 @@ def test_calls_it_does_not_cover_are_sdpa_itself(case, monkeypatch):
     extra = {"dropout": 0.1} if case == "dropout" else {}
     if case == "position bias":
         extra["position_bias"] = torch.zeros(2, 4, length, length, dtype=dtype)
-    blocked_calls = []
-    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: blocked_calls.append(args))
+    taken = []
+    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: taken.append(args))
     torch.manual_seed(0)
     out, _ = cpu_attention.cpu_blocked_attention_forward(module, q, k, v, None, **extra)
     torch.manual_seed(0)
     expected, _ = sdpa_attention_forward(module, q, k, v, None, **extra)
-    assert blocked_calls == [] and torch.equal(out, expected)
+    assert taken == [] and torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("family", ["colmodernvbert", "colqwen2_5", "colpali"])
-def test_real_checkpoints_give_sdpas_vectors(family, tmp_path, monkeypatch):
+def test_real_checkpoints_give_sdpas_vectors(family, tmp_path, blocked_calls):
     """Every attention call of a tiny checkpoint blocked (threshold lowered to one row): pages and a
     padded batch of queries embed as with sdpa, in bfloat16, per-vector cosine >= 0.999."""
     checkpoint = build_tiny_checkpoint(family, tmp_path / family)
-    monkeypatch.setattr(cpu_attention, "MIN_QUERY_ROWS", 1)
-    calls = []
-    blocked = cpu_attention.blocked_attention
-    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: calls.append(1) or blocked(*args))
     embedders = {
         attention: Embedder.load(str(checkpoint), device="cpu", dtype="bfloat16", attn=attention)
         for attention in ("cpu_blocked", "sdpa")
@@ -130,7 +137,7 @@ def test_real_checkpoints_give_sdpas_vectors(family, tmp_path, monkeypatch):
         queries = [embedder.prepare_query(text) for text in ("revenue?", "total revenue in the third quarter of 2023")]
         outputs[attention] = [embedder.forward(embedder.collate([page]))[0] for page in pages]
         outputs[attention] += embedder.forward(embedder.collate(queries))
-    assert calls, "no attention call took the blocked path"
+    assert blocked_calls, "no attention call took the blocked path"
     for blocked_rows, sdpa_rows in zip(outputs["cpu_blocked"], outputs["sdpa"], strict=True):
         assert blocked_rows.shape == sdpa_rows.shape
         if blocked_rows.ndim == 1:
@@ -141,17 +148,13 @@ def test_real_checkpoints_give_sdpas_vectors(family, tmp_path, monkeypatch):
         assert cosine.min() >= 0.999, f"{family}: worst per-vector cosine {cosine.min():.5f}"
 
 
-def test_the_local_answer_model_generates_sdpas_tokens(tmp_path, monkeypatch):
+def test_the_local_answer_model_generates_sdpas_tokens(tmp_path, blocked_calls):
     """A tiny Qwen2.5-VL chat model in bfloat16, every vision attention call blocked: greedy decoding
     of a page and a question gives sdpa's tokens, and the first step's logits match."""
     from pagelens.rag.local_vlm import TransformersVLM
     from pagelens.testing import build_tiny_vlm
 
     checkpoint = build_tiny_vlm(tmp_path / "vlm")
-    monkeypatch.setattr(cpu_attention, "MIN_QUERY_ROWS", 1)
-    calls = []
-    blocked = cpu_attention.blocked_attention
-    monkeypatch.setattr(cpu_attention, "blocked_attention", lambda *args: calls.append(1) or blocked(*args))
     message = [{"role": "user", "content": [{"type": "image", "image": make_page(200, 260, 1)},
                                             {"type": "text", "text": "What is the revenue?"}]}]  # fmt: skip
     generated = {}
@@ -169,7 +172,7 @@ def test_the_local_answer_model_generates_sdpas_tokens(tmp_path, monkeypatch):
             generated[attention] = (output.sequences, output.logits[0].float())
         finally:
             vlm.close()
-    assert calls, "no attention call took the blocked path"
+    assert blocked_calls, "no attention call took the blocked path"
     assert torch.equal(generated["cpu_blocked"][0], generated["sdpa"][0])
     cosine = F.cosine_similarity(generated["cpu_blocked"][1], generated["sdpa"][1], dim=-1)
     assert cosine.min() >= 0.999
